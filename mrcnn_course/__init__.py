@@ -1,0 +1,20 @@
+"""Mask R-CNN, stage by stage: a complete Mask R-CNN in plain PyTorch, one module per stage.
+
+    1 input_image.py   normalize, resize, batch with padding, map outputs back
+    2 backbone.py      ResNet + Feature Pyramid Network
+    3 rpn.py           anchors, RPN head, proposals, RPN losses
+    4 roi_align.py     RoI Align and the multi-scale pooler (FPN level per box)
+    5 box_head.py      box head, predictor, Fast R-CNN loss, detection post-processing
+    6 mask_head.py     mask head, predictor, mask targets, mask loss, pasting masks
+      model.py         the six stages assembled: MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_small
+      components.py    which implementation of each stage's core functions is active
+      box_ops.py, matching.py, trace.py: shared pieces
+"""
+
+# components first: the stage modules call through it, and it imports them.
+from mrcnn_course import components
+from mrcnn_course.model import MaskRCNN, SmallConfig, maskrcnn_resnet50_fpn, maskrcnn_small
+from mrcnn_course.trace import PredictionTrace, StageRecord
+
+__all__ = ["components", "MaskRCNN", "SmallConfig", "maskrcnn_resnet50_fpn", "maskrcnn_small",
+           "PredictionTrace", "StageRecord"]

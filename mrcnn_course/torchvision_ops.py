@@ -1,0 +1,117 @@
+"""torchvision's versions of the components, with the components' signatures.
+
+Imported only when asked for (components.use_torchvision() or components.use(name, "torchvision")),
+and by the tests, which use these as the oracle. Each function calls torchvision's own code; where
+torchvision keeps the step inside a method, the method is called on a minimal object holding the
+attributes it reads.
+"""
+
+from types import SimpleNamespace
+
+import torch
+import torchvision
+from torch import Tensor
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection import roi_heads as tv_roi_heads
+from torchvision.models.detection import transform as tv_transform
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
+from torchvision.ops import boxes as tv_boxes
+from torchvision.ops import poolers as tv_poolers
+
+
+def resize(image, min_size, max_size, target=None):
+    height, width = image.shape[-2:]
+    target = dict(target) if target is not None else None
+    image, target = tv_transform._resize_image_and_masks(image, min_size, max_size, target)
+    if target is not None and "boxes" in target:
+        target["boxes"] = tv_transform.resize_boxes(target["boxes"], (height, width), image.shape[-2:])
+    return image, target
+
+
+def resize_boxes(boxes, original_size, new_size):
+    return tv_transform.resize_boxes(boxes, list(original_size), list(new_size))
+
+
+def batch_images(images, size_divisible=32):
+    holder = SimpleNamespace(max_by_axis=lambda lists: tv_transform.GeneralizedRCNNTransform.max_by_axis(None, lists))
+    return tv_transform.GeneralizedRCNNTransform.batch_images(holder, list(images), size_divisible)
+
+
+def cell_anchors(sizes, aspect_ratios):
+    return TVAnchorGenerator.generate_anchors(None, list(sizes), list(aspect_ratios))
+
+
+def anchor_grid(cell, grid_size, stride):
+    holder = SimpleNamespace(cell_anchors=[cell])
+    strides = [[torch.tensor(stride[0]), torch.tensor(stride[1])]]
+    return TVAnchorGenerator.grid_anchors(holder, [list(grid_size)], strides)[0]
+
+
+def encode_boxes(reference_boxes, proposals, weights):
+    return det_utils.BoxCoder(weights).encode_single(reference_boxes, proposals)
+
+
+def decode_boxes(deltas, boxes, weights, clip=det_utils.math.log(1000.0 / 16)):
+    decoded = det_utils.BoxCoder(weights, clip).decode_single(deltas, boxes)  # (N, 4 * C)
+    return decoded.reshape(len(boxes), -1, 4)
+
+
+box_iou = tv_boxes.box_iou
+clip_boxes_to_image = tv_boxes.clip_boxes_to_image
+remove_small_boxes = tv_boxes.remove_small_boxes
+nms = tv_boxes.nms
+batched_nms = tv_boxes.batched_nms
+
+
+def filter_proposals(proposals, objectness, image_sizes, num_anchors_per_level, pre_nms_top_n, post_nms_top_n,
+                     nms_thresh, min_size=1e-3, score_thresh=0.0):
+    holder = SimpleNamespace(
+        pre_nms_top_n=lambda: pre_nms_top_n, post_nms_top_n=lambda: post_nms_top_n,
+        nms_thresh=nms_thresh, score_thresh=score_thresh, min_size=min_size,
+    )
+    holder._get_top_n_idx = lambda ob, levels: TVRegionProposalNetwork._get_top_n_idx(holder, ob, levels)
+    return TVRegionProposalNetwork.filter_proposals(holder, proposals, objectness, image_sizes, num_anchors_per_level)
+
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    return torchvision.ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+def map_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=4, eps=1e-6):
+    return tv_poolers.LevelMapper(k_min, k_max, canonical_scale, canonical_level, eps)(boxes)
+
+
+fastrcnn_loss = tv_roi_heads.fastrcnn_loss
+
+
+def postprocess_detections(class_logits, box_regression, proposals, image_sizes, score_thresh=0.05,
+                           nms_thresh=0.5, detections_per_img=100, weights=(10.0, 10.0, 5.0, 5.0)):
+    holder = SimpleNamespace(box_coder=det_utils.BoxCoder(weights), score_thresh=score_thresh,
+                             nms_thresh=nms_thresh, detections_per_img=detections_per_img)
+    return tv_roi_heads.RoIHeads.postprocess_detections(holder, class_logits, box_regression, proposals, image_sizes)
+
+
+project_masks_on_boxes = tv_roi_heads.project_masks_on_boxes
+maskrcnn_loss = tv_roi_heads.maskrcnn_loss
+paste_masks_in_image = tv_roi_heads.paste_masks_in_image
+
+
+def fpn_top_down(features: list[Tensor], lateral_convs, output_convs) -> list[Tensor]:
+    """torchvision's FeaturePyramidNetwork (with LastLevelMaxPool) run with these convolutions."""
+    from collections import OrderedDict
+
+    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+    fpn = FeaturePyramidNetwork([1] * len(features), 1, extra_blocks=LastLevelMaxPool())
+    fpn.inner_blocks, fpn.layer_blocks = lateral_convs, output_convs
+    return list(fpn(OrderedDict((str(i), f) for i, f in enumerate(features))).values())
+
+
+def bottleneck(block, x):
+    """torchvision's ResNet Bottleneck.forward run on this block's layers."""
+    from torchvision.models.resnet import Bottleneck as TVBottleneck
+
+    holder = SimpleNamespace(conv1=block.conv1, bn1=block.bn1, conv2=block.conv2, bn2=block.bn2,
+                             conv3=block.conv3, bn3=block.bn3, relu=torch.nn.ReLU(), downsample=block.downsample)
+    return TVBottleneck.forward(holder, x)
