@@ -6,6 +6,7 @@ torchvision keeps the step inside a method, the method is called on a minimal ob
 attributes it reads.
 """
 
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import torch
@@ -16,8 +17,10 @@ from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
+from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.ops import boxes as tv_boxes
 from torchvision.ops import poolers as tv_poolers
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 
 def resize(image, min_size, max_size, target=None):
@@ -98,20 +101,20 @@ paste_masks_in_image = tv_roi_heads.paste_masks_in_image
 
 
 def fpn_top_down(features: list[Tensor], lateral_convs, output_convs) -> list[Tensor]:
-    """torchvision's FeaturePyramidNetwork (with LastLevelMaxPool) run with these convolutions."""
-    from collections import OrderedDict
+    """torchvision's FeaturePyramidNetwork.forward (with LastLevelMaxPool) run with these convolutions.
 
-    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
-
-    fpn = FeaturePyramidNetwork([1] * len(features), 1, extra_blocks=LastLevelMaxPool())
-    fpn.inner_blocks, fpn.layer_blocks = lateral_convs, output_convs
-    return list(fpn(OrderedDict((str(i), f) for i, f in enumerate(features))).values())
+    Called on a holder rather than a new FeaturePyramidNetwork: building one would initialise
+    weights and so draw from torch's generator, shifting every later random draw.
+    """
+    holder = SimpleNamespace(inner_blocks=lateral_convs, layer_blocks=output_convs, extra_blocks=LastLevelMaxPool())
+    holder.get_result_from_inner_blocks = lambda x, i: FeaturePyramidNetwork.get_result_from_inner_blocks(holder, x, i)
+    holder.get_result_from_layer_blocks = lambda x, i: FeaturePyramidNetwork.get_result_from_layer_blocks(holder, x, i)
+    maps = FeaturePyramidNetwork.forward(holder, OrderedDict((str(i), f) for i, f in enumerate(features)))
+    return list(maps.values())
 
 
 def bottleneck(block, x):
     """torchvision's ResNet Bottleneck.forward run on this block's layers."""
-    from torchvision.models.resnet import Bottleneck as TVBottleneck
-
     holder = SimpleNamespace(conv1=block.conv1, bn1=block.bn1, conv2=block.conv2, bn2=block.bn2,
                              conv3=block.conv3, bn3=block.bn3, relu=torch.nn.ReLU(), downsample=block.downsample)
     return TVBottleneck.forward(holder, x)

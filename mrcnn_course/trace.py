@@ -86,16 +86,14 @@ def record_trace(model, image: Tensor) -> PredictionTrace:
     model.eval()
     try:
         detections = model([image])[0]
+        calls = recorder.calls
+        batch, features = calls["transform"][1][0], calls["backbone"][1]
+        # The proposals' objectness scores: the RPN returns boxes only (as torchvision's), so ask it again.
+        scores = model.rpn.propose(batch, features).scores[0]
     finally:
         recorder.remove()
         model.train(was_training)
-    calls = recorder.calls
-
-    batch = calls["transform"][1][0]
-    features = calls["backbone"][1]
     proposals = calls["rpn"][1][0][0]
-    # The proposals' objectness scores: the RPN returns boxes only (as torchvision's), so ask it again.
-    scores = model.rpn.propose(batch, features).scores[0]
     box_features = calls["box_roi_pool"][1]
     class_logits, box_regression = calls["box_predictor"][1]
     refined = heads.box_coder.decode(box_regression, [proposals])  # (K, C, 4)
