@@ -144,34 +144,47 @@ class BoxCoder:
         return components.decode_boxes(deltas, concat_boxes, self.weights, self.bbox_xform_clip)
 
 
+# Boxes per block in nms: a block's IoU rows are computed together (128 was fastest on 2 cores).
+NMS_BLOCK = 128
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy non-maximum suppression.
 
     Visit the boxes from the highest score down; keep a box unless it overlaps a box kept before it
-    by IoU > iou_threshold.
+    by IoU > iou_threshold (strictly).
 
     Args:
-        boxes (Tensor[N, 4]), scores (Tensor[N]), iou_threshold: suppress above this IoU (strictly)
+        boxes (Tensor[N, 4]), scores (Tensor[N]), iou_threshold
     Returns:
         Tensor[K] int64: indices of the kept boxes, by decreasing score.
 
-    The greedy rule keep[i] = not any(keep[j] and iou[j, i] > t for j before i) is evaluated for all
-    boxes at once and repeated until nothing changes: each round settles at least one more box, and in
-    practice it takes a handful of rounds, not N (gotcha: ties in score may be ordered differently from
-    torchvision's C++ sort).
+    Vectorized in blocks of NMS_BLOCK boxes (in score order): inside a block the greedy rule
+    keep[i] = alive[i] and not any(keep[j] and iou[j, i] > t for j < i) is applied to all its boxes
+    at once and repeated until nothing changes (each round settles at least one more box, usually
+    all of them in a few rounds); then the block's kept boxes suppress every later box in one step.
+    Gotcha: boxes with equal scores may come out in another order than torchvision's C++ sort.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     order = scores.argsort(descending=True, stable=True)
-    overlaps = box_iou(boxes[order], boxes[order]) > iou_threshold  # (N, N) in score order
-    overlaps.triu_(diagonal=1)  # only a higher-scoring box (row) can suppress a lower one (column)
-    keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
-    while True:
-        suppressed = (overlaps & keep[:, None]).any(dim=0)  # (N,): overlapped by a kept box before it
-        new_keep = ~suppressed
-        if torch.equal(new_keep, keep):
-            return order[keep]
-        keep = new_keep
+    sorted_boxes = boxes[order]
+    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)  # not suppressed (yet)
+    for start in range(0, len(order), NMS_BLOCK):
+        end = min(start + NMS_BLOCK, len(order))
+        candidates = alive[start:end]
+        block = sorted_boxes[start:end]
+        overlaps = (box_iou(block, block) > iou_threshold).triu_(diagonal=1)  # (B, B): row suppresses column
+        keep = candidates.clone()
+        while True:
+            new_keep = candidates & ~(overlaps & keep[:, None]).any(dim=0)
+            if torch.equal(new_keep, keep):
+                break
+            keep = new_keep
+        alive[start:end] = keep
+        if end < len(order) and keep.any():  # the block's kept boxes suppress all later boxes
+            alive[end:] &= ~(box_iou(block[keep], sorted_boxes[end:]) > iou_threshold).any(dim=0)
+    return order[alive]
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:

@@ -118,7 +118,8 @@ def roi_align(
         grid_h, grid_w = torch.ceil(roi_h / ph).long(), torch.ceil(roi_w / pw).long()
     max_gh, max_gw = max(int(grid_h.max()), 1), max(int(grid_w.max()), 1)
 
-    flat = input.permute(0, 2, 3, 1).reshape(num_images * height * width, channels)  # channels last
+    # channels last, contiguous: each cell's C values are one row that embedding_bag reads at once
+    flat = input.permute(0, 2, 3, 1).contiguous().view(num_images * height * width, channels)
     image_index = rois[:, 0].long()
     taps_per_box = ph * pw * 4 * max_gh * max_gw
     chunk = max(1, MAX_TAPS_PER_CHUNK // taps_per_box)

@@ -118,3 +118,46 @@ def bottleneck(block, x):
     holder = SimpleNamespace(conv1=block.conv1, bn1=block.bn1, conv2=block.conv2, bn2=block.bn2,
                              conv3=block.conv3, bn3=block.bn3, relu=torch.nn.ReLU(), downsample=block.downsample)
     return TVBottleneck.forward(holder, x)
+
+
+class _SmallBackbone(torch.nn.Module):
+    """The small configuration's ResNet body with torchvision's FPN on top (keys body.*, fpn.*, as ours)."""
+
+    def __init__(self, config):
+        super().__init__()
+        from mrcnn_course.backbone import ResNetBody
+
+        self.body = ResNetBody(config.backbone)
+        self.fpn = FeaturePyramidNetwork(config.backbone.out_channels, config.fpn_channels,
+                                         extra_blocks=LastLevelMaxPool())
+        self.out_channels = config.fpn_channels
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        return self.fpn(OrderedDict((str(i), c) for i, c in enumerate(self.body(x))))
+
+
+def torchvision_maskrcnn_small(num_classes: int = 6, config=None):
+    """torchvision's MaskRCNN built with the course's small configuration (SmallConfig).
+
+    Same backbone shape, anchors, heads, sizes and thresholds, and the same state_dict keys as
+    mrcnn_course.maskrcnn_small, so the two can be compared (speed, training) weight for weight.
+    """
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    from mrcnn_course.model import SmallConfig
+
+    config = config or SmallConfig()
+    kwargs = config.model_kwargs()
+    sizes, layers = kwargs.pop("anchor_sizes"), tuple(kwargs.pop("mask_layers"))
+    dim, representation = kwargs.pop("mask_dim_reduced"), kwargs.pop("representation_size")
+    channels = config.fpn_channels
+    return MaskRCNN(
+        _SmallBackbone(config), None, **kwargs,  # None: the predictors below fix the classes
+        rpn_anchor_generator=TVAnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes)),
+        box_head=TwoMLPHead(channels * 7 * 7, representation),
+        box_predictor=FastRCNNPredictor(representation, num_classes),
+        mask_head=MaskRCNNHeads(channels, list(layers), 1),
+        mask_predictor=MaskRCNNPredictor(layers[-1], dim, num_classes),
+    )
