@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lab: $(STAMP)
-	TQDM_DISABLE= $(VENV)/bin/jupyter lab --notebook-dir=. lessons/
+	TQDM_DISABLE= $(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/lessons
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -111,7 +111,7 @@ def postprocess_detections(
     all_boxes, all_scores, all_labels = [], [], []
     for boxes, scores, size in zip(pred_boxes.split(boxes_per_image), pred_scores.split(boxes_per_image), image_sizes):
         boxes = components.clip_boxes_to_image(boxes, size)
-        labels = torch.arange(num_classes).view(1, -1).expand_as(scores)  # (K_i, C)
+        labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores)  # (K_i, C)
         # drop the background column, then every (RoI, class) pair is one candidate
         boxes, scores, labels = boxes[:, 1:].reshape(-1, 4), scores[:, 1:].reshape(-1), labels[:, 1:].reshape(-1)
         keep = torch.where(scores > score_thresh)[0]
@@ -146,8 +146,8 @@ def select_training_samples(
     for rois, target in zip(proposals, targets):
         gt_boxes, gt_labels = target["boxes"], target["labels"]
         if gt_boxes.numel() == 0:  # no objects: every RoI is background
-            matches = torch.zeros(len(rois), dtype=torch.int64)
-            labels = torch.zeros(len(rois), dtype=torch.int64)
+            matches = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
+            labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
         else:
             codes = match_to_ground_truth(matcher, gt_boxes, rois)
             matches = codes.clamp(min=0)
@@ -159,7 +159,7 @@ def select_training_samples(
     pos_masks, neg_masks = sampler(all_labels)
     for rois, target, matches, labels, pos, neg in zip(proposals, targets, all_matches, all_labels, pos_masks, neg_masks):
         chosen = torch.where(pos | neg)[0]
-        gt_boxes = target["boxes"] if target["boxes"].numel() else torch.zeros((1, 4), dtype=rois.dtype)
+        gt_boxes = target["boxes"] if target["boxes"].numel() else rois.new_zeros((1, 4))
         sampled_rois.append(rois[chosen])
         sampled_matches.append(matches[chosen])
         sampled_labels.append(labels[chosen])

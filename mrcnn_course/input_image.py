@@ -44,8 +44,9 @@ def resize_boxes(boxes: Tensor, original_size: tuple[int, int], new_size: tuple[
 
     x is scaled by the width ratio and y by the height ratio: they differ slightly after rounding.
     """
-    ratio_h = torch.tensor(new_size[0], dtype=torch.float32) / torch.tensor(original_size[0], dtype=torch.float32)
-    ratio_w = torch.tensor(new_size[1], dtype=torch.float32) / torch.tensor(original_size[1], dtype=torch.float32)
+    as_float = lambda size: torch.tensor(size, dtype=torch.float32, device=boxes.device)  # float32, as torchvision
+    ratio_h = as_float(new_size[0]) / as_float(original_size[0])
+    ratio_w = as_float(new_size[1]) / as_float(original_size[1])
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 

@@ -58,8 +58,8 @@ def sampling_taps(start: Tensor, size: Tensor, bins: int, grid: Tensor, max_grid
     """
     k = start.shape[0]
     bin_size = size / bins  # (K,)
-    b = torch.arange(bins, dtype=start.dtype)[None, :, None]  # (1, bins, 1)
-    i = torch.arange(max_grid, dtype=start.dtype)[None, None, :]  # (1, 1, G)
+    b = torch.arange(bins, dtype=start.dtype, device=start.device)[None, :, None]  # (1, bins, 1)
+    i = torch.arange(max_grid, dtype=start.dtype, device=start.device)[None, None, :]  # (1, 1, G)
     grid_f = grid.clamp(min=1).to(start.dtype)[:, None, None]  # (K, 1, 1); an empty grid reads nothing
     # The same expression, in the same order, as torchvision's kernel: start + bin offset + point offset.
     pos = start[:, None, None] + b * bin_size[:, None, None] + (i + 0.5) * bin_size[:, None, None] / grid_f

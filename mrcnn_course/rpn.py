@@ -166,7 +166,8 @@ def filter_proposals(
     """
     num_images = proposals.shape[0]
     objectness = objectness.detach().reshape(num_images, -1)  # no gradient flows through proposals
-    levels = torch.cat([torch.full((n,), i, dtype=torch.int64) for i, n in enumerate(num_anchors_per_level)])
+    levels = torch.cat([torch.full((n,), i, dtype=torch.int64, device=proposals.device)
+                        for i, n in enumerate(num_anchors_per_level)])
     top_indices = []
     offset = 0
     for logits_per_level in objectness.split(num_anchors_per_level, dim=1):
@@ -174,7 +175,7 @@ def filter_proposals(
         top_indices.append(logits_per_level.topk(k, dim=1).indices + offset)  # (N, k)
         offset += logits_per_level.shape[1]
     top = torch.cat(top_indices, dim=1)  # (N, sum of k)
-    rows = torch.arange(num_images)[:, None]
+    rows = torch.arange(num_images, device=proposals.device)[:, None]
     scores_all = torch.sigmoid(objectness[rows, top])
     boxes_all, levels_all = proposals[rows, top], levels[top]
 
@@ -251,7 +252,7 @@ class RegionProposalNetwork(nn.Module):
             gt_boxes = target["boxes"]
             if gt_boxes.numel() == 0:  # an image with no objects: every anchor is background
                 matched_boxes.append(torch.zeros_like(anchors_per_image))
-                labels.append(torch.zeros(len(anchors_per_image), dtype=torch.float32))
+                labels.append(anchors_per_image.new_zeros(len(anchors_per_image)))
                 continue
             matched = match_to_ground_truth(self.proposal_matcher, gt_boxes, anchors_per_image)
             matched_boxes.append(gt_boxes[matched.clamp(min=0)])  # negative codes -> any box; masked out below

@@ -157,3 +157,17 @@ def test_small_model_trains_and_predicts():
 def test_bad_input_is_explained_before_anything_runs(models):
     with pytest.raises(ValueError, match="channels last"):
         models[0]([torch.rand(64, 64, 3)])
+
+
+def test_torchvision_is_not_imported_unless_asked_for():
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, mrcnn_course\n"
+            "m = mrcnn_course.maskrcnn_small().eval()\n"
+            "m([torch.rand(3, 64, 64)]); m.train()\n"
+            "mask = torch.zeros(1, 64, 64, dtype=torch.uint8); mask[0, 5:30, 5:30] = 1\n"
+            "m([torch.rand(3, 64, 64)], [{'boxes': torch.tensor([[5., 5, 30, 30]]), 'labels': torch.tensor([1]), "
+            "'masks': mask}])\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
