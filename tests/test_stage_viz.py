@@ -1,0 +1,117 @@
+"""stage_viz: the prediction trace's panels carry the trace's own shapes and tensors; the explorers'
+static pictures draw what they are given."""
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.patches import Rectangle
+
+import mrcnn_course
+from mrcnn_course import stage_viz
+from mrcnn_course.explorers import level_anchors
+from mrcnn_course.roi_geometry import compare_roi_align_pool
+
+matplotlib.use("Agg")
+
+
+def scene(size: int = 128) -> torch.Tensor:
+    """A red square and a blue disc on grey, Tensor[3, size, size]."""
+    image = torch.full((3, size, size), 0.85)
+    image[:, 20:60, 15:55] = torch.tensor([0.9, 0.2, 0.2])[:, None, None]
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    image[:, (yy - 85) ** 2 + (xx - 85) ** 2 < 25 ** 2] = torch.tensor([0.2, 0.3, 0.9])[:, None]
+    return image
+
+
+@pytest.fixture(scope="module")
+def trace():
+    torch.manual_seed(0)
+    model = mrcnn_course.maskrcnn_small(box_score_thresh=0.0)  # untrained: keep every detection
+    return model.trace(scene())
+
+
+def rectangles(ax):
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_trace_panels_are_titled_with_the_traces_shapes(trace):
+    fig = stage_viz.draw_trace(trace, score_threshold=0.3)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 8 and [t[0] for t in titles] == list("12344566")
+    s = trace.stages
+    assert s[0].outputs["batch"] in titles[0] and s[1].outputs["P4"] in titles[1]
+    assert s[2].outputs["proposals"] in titles[2] and s[3].outputs["box features"] in titles[4]
+    assert s[4].outputs["class scores"] in titles[5] and s[5].outputs["mask logits"] in titles[6]
+    assert s[5].outputs["masks"] in titles[7]
+
+
+def test_trace_panels_draw_the_traces_tensors(trace):
+    fig = stage_viz.draw_trace(trace, score_threshold=0.3, num_proposals=7, num_grids=2)
+    axes = fig.axes
+    torch.testing.assert_close(torch.as_tensor(axes[1].images[0].get_array()),
+                               trace[2].tensors["P4"][0].norm(dim=0))
+    assert len(rectangles(axes[2])) == 7  # the top proposals
+    best = trace[3].tensors["proposals"][trace[3].tensors["objectness"].argmax()]
+    assert [round(v, 3) for v in rectangles(axes[2])[-1].get_bbox().extents] == [round(v, 3) for v in best.tolist()]
+    assert len(axes[3].collections) == 2 * 3  # per box: bin lines x, bin lines y, sampling points
+    shown = int((trace.detections["scores"] >= 0.3).sum())
+    assert 0 < shown < len(trace.detections["scores"])  # the threshold matters in this test
+    assert len(axes[5].texts) == shown == len(rectangles(axes[7]))
+
+
+def test_unknown_fpn_level_is_named(trace):
+    with pytest.raises(ValueError, match="no FPN level 'P9'.*P2, P3, P4, P5, P6"):
+        stage_viz.draw_trace(trace, level="P9")
+
+
+def test_data_flow_figure_has_the_markdown_tables_rows(trace):
+    fig = stage_viz.draw_data_flow(trace)
+    cells = fig.axes[0].tables[0].get_celld()
+    assert {column for _, column in cells} == {0, 1, 2, 3} and {row for row, _ in cells} == set(range(7))
+    for stage in trace.stages:
+        row = [cells[stage.number, c].get_text().get_text().replace("\n", " ") for c in range(4)]
+        assert row[0] == f"{stage.number} {stage.name}"
+        assert row[3] == stage.output_text() and stage.description in row[2]
+
+
+def test_tile_leaves_a_blank_between_maps():
+    tiled = stage_viz.tile(torch.ones(3, 2, 2), columns=2)
+    assert tiled.shape == (5, 5)
+    assert (tiled[:2, :2] == 1).all() and (tiled[2] != tiled[2]).all()  # NaN row between
+    assert (tiled[3:, 3:] != tiled[3:, 3:]).all()  # the fourth place is empty
+
+
+def test_anchor_picture_draws_one_locations_anchors():
+    image = scene()
+    anchors, grid, _ = level_anchors((128, 128), (32,), (0.5, 1.0, 2.0), 4)
+    fig = stage_viz.draw_anchors(image, anchors, grid, location=(1, 2))
+    drawn = sorted(tuple(r.get_bbox().extents) for r in rectangles(fig.axes[0]))
+    assert drawn == sorted(tuple(a) for a in anchors.view(8, 8, 3, 4)[1, 2].tolist())
+    assert len(fig.axes[0].collections[0].get_offsets()) == 64  # every location's centre
+
+
+def test_nms_picture_marks_kept_and_suppressed_boxes():
+    boxes = torch.tensor([[10.0, 10, 60, 60], [12, 12, 62, 58], [70, 70, 110, 110]])
+    fig = stage_viz.draw_nms(scene(), boxes, torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 2]), 0.5)
+    styles = [r.get_linestyle() for r in rectangles(fig.axes[0])]
+    assert sorted(styles) == ["-", "-", "--"] and "2 of 3" in fig.axes[0].get_title()
+
+
+def test_roi_align_picture_shows_both_outputs():
+    feature = torch.rand(8, 10, generator=torch.Generator().manual_seed(0))
+    readings = compare_roi_align_pool(feature, torch.tensor([1.3, 1.6, 6.8, 5.4]), (2, 3), 2)
+    fig = stage_viz.draw_roi_align(feature, readings)
+    align, aligned, pool, pooled = fig.axes
+    torch.testing.assert_close(torch.as_tensor(aligned.images[0].get_array()), readings.align_output)
+    torch.testing.assert_close(torch.as_tensor(pooled.images[0].get_array()), readings.pool_output)
+    assert len(rectangles(pool)) == 6  # one quantized cell range per bin
+    weights = [float(t.get_text()) for t in align.texts]  # bin (0, 0)'s weights, rounded: they sum to 1
+    assert abs(sum(weights) - 1) < 0.05
+
+
+def test_mask_threshold_picture_counts_pixels():
+    pasted = torch.zeros(64, 64)
+    pasted[10:20, 10:30] = 0.7
+    pasted[10:20, 30:40] = 0.3
+    fig = stage_viz.draw_mask_threshold(scene(64), torch.rand(28, 28), pasted, 0.5)
+    assert "200 pixels" in fig.axes[1].get_title()

@@ -1,0 +1,80 @@
+"""viz: images with their instances; figures that display in a notebook without pyplot."""
+
+import matplotlib
+import pytest
+import torch
+from matplotlib.patches import Rectangle
+
+from mrcnn_course import viz
+
+matplotlib.use("Agg")
+NAMES = ("background", "square", "circle", "triangle")
+
+
+def two_squares():
+    """A grey 64x64 image with two coloured squares, and their target and a prediction."""
+    image = torch.full((3, 64, 64), 0.8)
+    masks = torch.zeros(2, 64, 64, dtype=torch.uint8)
+    masks[0, 5:25, 5:25] = 1
+    masks[1, 30:60, 28:58] = 1
+    image[:, masks[0].bool()] = torch.tensor([0.9, 0.1, 0.1])[:, None]
+    image[:, masks[1].bool()] = torch.tensor([0.1, 0.1, 0.9])[:, None]
+    target = {"boxes": torch.tensor([[5.0, 5, 25, 25], [28, 30, 58, 60]]), "labels": torch.tensor([1, 2]), "masks": masks}
+    prediction = {"boxes": torch.tensor([[4.0, 6, 25, 24], [28, 30, 57, 60], [0, 0, 10, 10]]),
+                  "labels": torch.tensor([1, 2, 3]), "scores": torch.tensor([0.9, 0.6, 0.2]),
+                  "masks": torch.cat([masks.float(), torch.zeros(1, 64, 64)])[:, None] * 0.8}
+    return image, target, prediction
+
+
+def test_prediction_panel_draws_the_boxes_above_the_threshold_with_labels_and_scores():
+    image, target, prediction = two_squares()
+    fig = viz.draw_detections(image, prediction, target, class_names=NAMES, score_threshold=0.5)
+    truth, predicted = fig.axes
+    assert "2 of 2" in truth.get_title() and "2 of 3, score >= 0.5" in predicted.get_title()
+    assert [t.get_text() for t in predicted.texts] == ["square 0.90", "circle 0.60"]
+    assert [t.get_text() for t in truth.texts] == ["square", "circle"]
+    colours = [p.get_edgecolor() for p in predicted.patches if isinstance(p, Rectangle)]
+    assert len(colours) == 2 and colours[0] != colours[1]  # one colour per instance
+
+
+def test_masks_are_painted_in_their_instance_colour():
+    image, target, _ = two_squares()
+    fig = viz.draw_detections(image, target=target)
+    overlay = fig.axes[0].images[-1].get_array()  # (H, W, 4): the masks' layer
+    assert overlay[10, 10, 3] > 0 and overlay[40, 40, 3] > 0 and overlay[2, 60, 3] == 0
+    assert tuple(overlay[10, 10, :3]) != tuple(overlay[40, 40, :3])
+
+
+def test_unlabelled_classes_get_a_readable_name():
+    image, target, _ = two_squares()
+    fig = viz.draw_detections(image, target=target)  # no class names
+    assert [t.get_text() for t in fig.axes[0].texts] == ["class 1", "class 2"]
+
+
+def test_bad_input_says_what_to_do():
+    image, target, prediction = two_squares()
+    with pytest.raises(ValueError, match="nothing to draw"):
+        viz.draw_detections(image)
+    with pytest.raises(ValueError, match=r"Tensor\[3, H, W\].*to_image_tensor"):
+        viz.draw_detections(image.permute(1, 2, 0), target=target)
+    with pytest.raises(ValueError, match="masks are .* the image they belong to"):
+        viz.draw_detections(image[:, :32], target=target)
+    with pytest.raises(ValueError, match=r"boxes Tensor\[T, 4\]"):
+        viz.draw_detections(image, target={**target, "boxes": target["boxes"][:1]})
+
+
+def test_uint8_and_float_images_look_the_same():
+    image, _, _ = two_squares()
+    as_bytes = (image * 255).round().to(torch.uint8)
+    assert abs(viz.to_display(as_bytes) - viz.to_display(image)).max() < 1 / 255
+
+
+def test_figures_render_as_png_without_pyplot():
+    import matplotlib.pyplot as plt
+
+    image, target, prediction = two_squares()
+    before = plt.get_fignums()
+    fig = viz.draw_detections(image, prediction, target)
+    assert plt.get_fignums() == before  # not registered with pyplot: never shown twice, never leaked
+    png = fig._repr_png_()  # what Jupyter calls to display it
+    assert png.startswith(b"\x89PNG") and png == viz.figure_png(fig)
