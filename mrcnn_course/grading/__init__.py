@@ -1,0 +1,57 @@
+"""Grading that teaches: one checker per exercise, and the learner's components beyond a lesson.
+
+An exercise is one component of mrcnn_course.components: the learner writes a function with the
+component's signature, and check_<component>(fn) compares it with the package's own on named cases.
+
+    from mrcnn_course import grading
+    grading.check_nms(nms)               # the visible cases: prints "nms: 7 cases passed (compared exactly)"
+    grading.check_nms(nms, extra=True)   # also the hidden cases (the autograder's hidden tests)
+
+A failure raises an AssertionError that names the case, shows the inputs, expected against got
+(shape, dtype, values: max error, first differing index) and a hint; an exception in the learner's
+code is shown at the learner's own line. While a checker runs, the reference and torchvision's op are
+switched off, and a time limit stops endless loops (guard.py says how and its limits).
+
+The checkers, stage by stage (lesson):
+    1 input image (01)   check_resize_boxes, check_resize, check_batch_images
+    2 backbone (02)      check_bottleneck, check_fpn_top_down
+    3 RPN (03)           check_cell_anchors, check_anchor_grid, check_encode_boxes, check_decode_boxes,
+                         check_box_iou, check_nms, check_filter_proposals
+
+Beyond the lesson: plug_into_model (same output with your functions?), save_component and
+load_components (the capstone runs on the learner's saved components); see learner.py.
+
+Adding a checker for a new exercise (solutions/README.md walks through a lesson):
+    1. in checks_<stage>.py, a function returning the cases: [Case("a name a learner understands",
+       args_in_the_component's_order), ..., Case(..., extra=True) for the hidden ones]; build inputs
+       with torch's generator (run() seeds it), keep them small;
+    2. an Exercise(component, cases, hint, mistakes=(Mistake(hint, wrong_answer_fn), ...), atol, rtol,
+       torchvision_names=(dotted names of torchvision's versions to switch off,));
+       a Mistake's function computes what that usual mistake gives, with the reference;
+    3. def check_<component>(fn, extra=False): run(EXERCISE, fn, extra), exported below;
+    4. tests/test_grading.py picks up every Exercise in EXERCISES: the reference passes, torchvision
+       agrees on every case, and each Mistake's function is caught with its hint.
+"""
+
+from mrcnn_course.grading.checks_backbone import BOTTLENECK, FPN_TOP_DOWN, check_bottleneck, check_fpn_top_down
+from mrcnn_course.grading.checks_box_ops import (BOX_IOU, DECODE_BOXES, ENCODE_BOXES, NMS, check_box_iou,
+                                                 check_decode_boxes, check_encode_boxes, check_nms)
+from mrcnn_course.grading.checks_input_image import (BATCH_IMAGES, RESIZE, RESIZE_BOXES, check_batch_images,
+                                                     check_resize, check_resize_boxes)
+from mrcnn_course.grading.checks_rpn import (ANCHOR_GRID, CELL_ANCHORS, FILTER_PROPOSALS, check_anchor_grid,
+                                             check_cell_anchors, check_filter_proposals)
+from mrcnn_course.grading.core import Case, Exercise, Mistake, passed, run
+from mrcnn_course.grading.guard import ReferenceSwitchedOff, TimeLimitExceeded
+from mrcnn_course.grading.learner import course_home, load_components, plug_into_model, save_component
+
+# Every exercise, by component name, in the order of the lessons.
+EXERCISES: dict[str, Exercise] = {e.component: e for e in (
+    RESIZE_BOXES, RESIZE, BATCH_IMAGES, BOTTLENECK, FPN_TOP_DOWN, CELL_ANCHORS, ANCHOR_GRID, ENCODE_BOXES,
+    DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS)}
+
+__all__ = [
+    "check_resize_boxes", "check_resize", "check_batch_images", "check_bottleneck", "check_fpn_top_down",
+    "check_cell_anchors", "check_anchor_grid", "check_encode_boxes", "check_decode_boxes", "check_box_iou",
+    "check_nms", "check_filter_proposals", "plug_into_model", "save_component", "load_components", "course_home",
+    "passed", "run", "Case", "Exercise", "Mistake", "EXERCISES", "ReferenceSwitchedOff", "TimeLimitExceeded",
+]
