@@ -52,7 +52,7 @@ class Explorer(widgets.VBox):
 
     def __init__(self, controls: dict[str, widgets.ValueWidget], update: Callable[..., View]):
         self.controls = controls
-        self.picture = widgets.Image(format="png")
+        self.picture = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start"))  # unstretched
         self.summary = widgets.HTML()
         self.result: dict = {}
         self._update = update

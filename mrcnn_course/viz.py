@@ -22,9 +22,11 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from mrcnn_course.input_image import IMAGENET_MEAN, IMAGENET_STD
+from mrcnn_course.training_trace import LOSS_PARTS, TOTAL
 
 
 MASK_THRESHOLD = 0.5  # pasted masks are probabilities: drawn where the model is more sure than not
@@ -126,4 +128,58 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None, 
         drawn = draw_instances(ax, image, instances, class_names, score_threshold)
         rule = f", score >= {score_threshold}" if "scores" in instances else ""
         ax.set_title(f"{name}: {drawn} of {len(instances['boxes'])}{rule}", fontsize=FONT + 1)
+    return fig
+
+
+def draw_training_curves(trace, epoch: int, size: float = 3.2) -> Figure:
+    """A TrainingTrace's curves up to `epoch` (1-based): the loss and its five parts (train solid,
+    validation dashed, log scale), and accuracy and mAP. The axes span the whole run, so the
+    picture grows rather than rescales as the epoch moves."""
+    records = trace.epochs
+    if not 1 <= epoch <= len(records):
+        raise ValueError(f"epoch {epoch} is not in the trace: it has epochs 1 to {len(records)}")
+    shown = records[:epoch]
+    x = [r.epoch for r in shown]
+    fig = new_figure(2 * size * 1.5, size)
+    losses, metrics = fig.subplots(1, 2)
+    colours = dict(zip((TOTAL, *LOSS_PARTS), ["black", *instance_colours(len(LOSS_PARTS))]))
+    for part, colour in colours.items():
+        label = part.removeprefix("loss_")
+        losses.plot(x, [r.train_losses[part] for r in shown], color=colour, marker=".", label=label)
+        losses.plot(x, [r.val_losses[part] for r in shown], color=colour, ls="--")
+    everything = [v for r in records for d in (r.train_losses, r.val_losses) for v in d.values() if v > 0]
+    losses.set_yscale("log")
+    losses.set_ylim(min(everything) * 0.8, max(everything) * 1.25)
+    losses.set_title(f"loss by part (solid train, dashed validation)\nepoch {epoch}: "
+                     f"train {shown[-1].train_losses[TOTAL]:.3f}, validation {shown[-1].val_losses[TOTAL]:.3f}",
+                     fontsize=FONT + 1)
+    for name in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50"):
+        metrics.plot(x, [getattr(r, name) for r in shown], marker=".", label=name.replace("_map", " mAP"))
+    metrics.set_ylim(0, 1)
+    metrics.set_title(f"validation: accuracy and mAP\nepoch {epoch}: accuracy {shown[-1].accuracy:.2f}, "
+                      f"mask mAP@0.5 {shown[-1].mask_map50:.2f}", fontsize=FONT + 1)
+    for ax in (losses, metrics):
+        ax.set_xlim(0.8, max(len(records), 2) + 0.2)
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.axvline(epoch, color="0.7", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=FONT - 1, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: curves stay visible
+    return fig
+
+
+def draw_epoch_predictions(trace, epoch: int, count: int = 3, score_threshold: float = 0.5, size: float = 2.6) -> Figure:
+    """The model's predictions on the first `count` fixed validation images of a TrainingTrace after
+    `epoch` (1-based), drawn from the trace alone."""
+    if not 1 <= epoch <= len(trace.epochs):
+        raise ValueError(f"epoch {epoch} is not in the trace: it has epochs 1 to {len(trace.epochs)}")
+    count = min(count, len(trace.val_images))
+    if count == 0:
+        raise ValueError("the trace holds no validation images, so there are no predictions to draw")
+    fig = new_figure(size * count, size + 0.3)
+    for index, ax in enumerate(fig.subplots(1, count, squeeze=False)[0]):
+        found = draw_instances(ax, trace.image(index), trace.predictions(epoch, index), trace.class_names,
+                               score_threshold)
+        objects = f" of {len(trace.val_targets[index]['labels'])}" if trace.val_targets else ""
+        ax.set_title(f"image {index}: {found}{objects} found\n(score >= {score_threshold})", fontsize=FONT)
     return fig

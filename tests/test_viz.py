@@ -1,4 +1,7 @@
-"""viz: images with their instances; figures that display in a notebook without pyplot."""
+"""viz: images with their instances, a training run's curves and predictions; figures that display in a
+notebook without pyplot."""
+
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -6,6 +9,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 from mrcnn_course import viz
+from mrcnn_course.training_trace import LOSS_PARTS, TrainingTrace
 
 matplotlib.use("Agg")
 NAMES = ("background", "square", "circle", "triangle")
@@ -78,3 +82,29 @@ def test_figures_render_as_png_without_pyplot():
     assert plt.get_fignums() == before  # not registered with pyplot: never shown twice, never leaked
     png = fig._repr_png_()  # what Jupyter calls to display it
     assert png.startswith(b"\x89PNG") and png == viz.figure_png(fig)
+
+
+TRACE_JSON = Path(__file__).parent / "notebooks" / "training_trace.json"  # the browser test's small trace
+
+
+def test_training_curves_grow_with_the_epoch_on_fixed_axes():
+    trace = TrainingTrace.load(TRACE_JSON)
+    first, last = viz.draw_training_curves(trace, 1), viz.draw_training_curves(trace, len(trace.epochs))
+    losses, metrics = last.axes[:2]
+    plotted = {line.get_label(): line for line in losses.lines if not line.get_label().startswith("_")}
+    assert set(plotted) == {"total"} | {part.removeprefix("loss_") for part in LOSS_PARTS}
+    assert list(plotted["mask"].get_ydata()) == [r.train_losses["loss_mask"] for r in trace.epochs]
+    assert len(first.axes[0].lines[0].get_xdata()) == 1
+    assert first.axes[0].get_xlim() == losses.get_xlim() and first.axes[0].get_ylim() == losses.get_ylim()
+    assert [line.get_ydata()[-1] for line in metrics.lines[:1]] == [trace.epochs[-1].accuracy]
+    with pytest.raises(ValueError, match="has epochs 1 to"):
+        viz.draw_training_curves(trace, 0)
+
+
+def test_epoch_predictions_are_drawn_from_the_trace_alone():
+    trace = TrainingTrace.load(TRACE_JSON)
+    fig = viz.draw_epoch_predictions(trace, len(trace.epochs), count=5)
+    assert len(fig.axes) == len(trace.val_images)  # no more than the trace holds
+    expected = trace.predictions(len(trace.epochs), 0)
+    shown = int((expected["scores"] >= 0.5).sum())
+    assert len(fig.axes[0].texts) == shown and f"{shown} of {len(trace.target(0)['labels'])} found" in fig.axes[0].get_title()

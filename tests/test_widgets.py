@@ -1,0 +1,74 @@
+"""widgets.TrainingViewer: built from a trace or its JSON, redrawn by the slider, fed live once per epoch."""
+
+import pytest
+import torch
+
+from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace, encode_detections, encode_image
+from mrcnn_course.widgets import TrainingViewer
+
+
+def hand_made_trace(epochs: int = 4) -> TrainingTrace:
+    """A TrainingTrace whose figures improve epoch by epoch: two 64x64 validation images, each with a
+    square whose predicted box closes in on it."""
+    image = torch.full((3, 64, 64), 0.8)
+    image[:, 10:40, 10:40] = 0.2
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:40, 10:40] = 1
+    target = {"boxes": torch.tensor([[10.0, 10, 40, 40]]), "labels": torch.tensor([1]), "masks": masks}
+    records = []
+    for epoch in range(1, epochs + 1):
+        progress = epoch / epochs
+        losses = {part: 1.0 - 0.5 * progress for part in LOSS_PARTS}
+        losses[TOTAL] = sum(losses.values())
+        prediction = encode_detections({**target, "boxes": target["boxes"] + 10 * (1 - progress),
+                                        "scores": torch.tensor([progress])})
+        records.append(EpochRecord(epoch, losses, {k: v * 1.1 for k, v in losses.items()}, progress, progress / 2,
+                                   progress, progress / 2, progress, 1e-3, 2.0, f"epoch {epoch} <went well>",
+                                   [prediction, prediction]))
+    return TrainingTrace(records, [encode_image(image)] * 2, ["background", "square"], {}, 0,
+                         [encode_detections(target)] * 2)
+
+
+def test_a_saved_trace_opens_at_its_last_epoch(tmp_path):
+    path = hand_made_trace(4).save(tmp_path / "trace.json")
+    viewer = TrainingViewer.from_json(path)
+    assert (viewer.slider.min, viewer.slider.max, viewer.slider.value) == (1, 4, 4)
+    assert (viewer.play.min, viewer.play.max) == (1, 4)
+    assert "epoch 4 of 4: loss 2.500, accuracy 1.00, mask mAP@0.5 1.00" in viewer.summary.value
+    assert bytes(viewer.curves.value).startswith(b"\x89PNG") and bytes(viewer.predictions.value).startswith(b"\x89PNG")
+    assert "epoch 4 &lt;went well&gt;" in viewer.observation.value  # the observation, escaped as HTML
+
+
+def test_play_and_slider_are_linked_in_the_browser():
+    viewer = TrainingViewer(hand_made_trace(3))
+    assert viewer.link.source == (viewer.play, "value") and viewer.link.target == (viewer.slider, "value")
+
+
+def test_moving_the_slider_redraws_curves_predictions_and_observation():
+    viewer = TrainingViewer(hand_made_trace(4))
+    before = [bytes(viewer.curves.value), bytes(viewer.predictions.value), viewer.observation.value]
+    viewer.slider.value = 2
+    after = [bytes(viewer.curves.value), bytes(viewer.predictions.value), viewer.observation.value]
+    assert all(a != b for a, b in zip(before, after))
+    assert "Epoch 2:" in viewer.observation.value and "epoch 2 of 4" in viewer.summary.value
+
+
+def test_live_viewer_redraws_once_per_epoch_with_the_same_widgets():
+    full = hand_made_trace(3)
+    viewer = TrainingViewer()
+    assert "waiting for the first epoch" in viewer.summary.value and viewer.slider.disabled
+    children = list(viewer.children)
+    drawn = []
+    viewer.curves.observe(lambda change: drawn.append(viewer.slider.value), names="value")
+    live = TrainingTrace([], full.val_images, full.class_names, full.config, full.seed, full.val_targets)
+    for record in full.epochs:  # what train(..., on_epoch=viewer.on_epoch) does after each epoch
+        live.epochs.append(record)
+        viewer.on_epoch(live, record)
+        assert viewer.slider.value == viewer.slider.max == record.epoch
+    assert drawn == [1, 2, 3]  # one redraw per epoch
+    assert list(viewer.children) == children and not viewer.slider.disabled
+
+
+def test_a_missing_trace_file_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train first"):
+        TrainingViewer.from_json(tmp_path / "nothing.json")
