@@ -28,6 +28,7 @@ from torch import Tensor
 from mrcnn_course import components, stage_viz
 from mrcnn_course.mask_head import select_class_masks
 from mrcnn_course.roi_geometry import compare_roi_align_pool
+from mrcnn_course.trace import PredictionTrace
 from mrcnn_course.viz import figure_png
 
 SIZE_DIVISIBLE = 32  # stage 1 pads the batch to a multiple of 32, which fixes each level's grid
@@ -147,11 +148,10 @@ def roi_align_explorer(feature: Tensor | None = None, box: tuple[float, float, f
     Pool's quantized cells. explorer.result is the RoIReadings."""
     feature = demo_feature() if feature is None else feature
     height, width = feature.shape[-2:]
-    coordinate = lambda name, value, top: widgets.FloatSlider(  # noqa: E731
-        value=value, min=0.0, max=float(top), step=0.1, description=name)
+    corners = zip(("x1", "y1", "x2", "y2"), box, (width - 1, height - 1) * 2)
     controls = {
-        "x1": coordinate("x1", box[0], width - 1), "y1": coordinate("y1", box[1], height - 1),
-        "x2": coordinate("x2", box[2], width - 1), "y2": coordinate("y2", box[3], height - 1),
+        **{name: widgets.FloatSlider(value=value, min=0.0, max=float(top), step=0.1, description=name)
+           for name, value, top in corners},
         "output_size": widgets.IntSlider(value=output_size, min=1, max=7, description="bins a side"),
         "sampling_ratio": widgets.IntSlider(value=sampling_ratio, min=1, max=4, description="points a side"),
     }
@@ -169,7 +169,7 @@ def roi_align_explorer(feature: Tensor | None = None, box: tuple[float, float, f
     return Explorer(controls, update)
 
 
-def detection_mask(trace, index: int) -> tuple[Tensor, Tensor]:
+def detection_mask(trace: PredictionTrace, index: int) -> tuple[Tensor, Tensor]:
     """Detection `index` of a PredictionTrace: its 28x28 mask probabilities (Tensor[M, M], the
     detected class's channel) and its pasted probabilities (Tensor[H, W])."""
     detections = trace.detections
@@ -180,7 +180,7 @@ def detection_mask(trace, index: int) -> tuple[Tensor, Tensor]:
     return small[0][0, 0], detections["masks"][index, 0]
 
 
-def mask_threshold_explorer(trace, index: int = 0, threshold: float = 0.5) -> Explorer:
+def mask_threshold_explorer(trace: PredictionTrace, index: int = 0, threshold: float = 0.5) -> Explorer:
     """A threshold slider over detection `index`'s predicted mask (from model.trace(image)): the 28x28
     probabilities with the threshold's contour, and the pasted mask above it on the image.
     explorer.result["pixels"] counts the pasted pixels above the threshold."""

@@ -24,8 +24,11 @@ from torch import Tensor
 from mrcnn_course import components
 from mrcnn_course.mask_head import select_class_masks
 from mrcnn_course.roi_geometry import RoIReadings, SamplingGrid, sampling_grid
+from mrcnn_course.trace import PredictionTrace
 from mrcnn_course.viz import (FONT, MASK_THRESHOLD, batch_to_display, draw_instances, instance_colours, new_figure,
                               to_display)
+
+POOLED_LEVELS = (2, 5)  # RoI Align reads P2..P5 (model.FPN_LEVELS); P6 is for the RPN only
 
 
 def draw_sampling_grid(ax: Axes, grid: SamplingGrid, spatial_scale: float, colour, point_size: float = 2) -> None:
@@ -48,7 +51,7 @@ def tile(maps: Tensor, columns: int) -> np.ndarray:
     return out
 
 
-def draw_trace(trace, class_names: Sequence[str] | None = None, score_threshold: float = 0.5, level: str = "P4",
+def draw_trace(trace: PredictionTrace, class_names: Sequence[str] | None = None, score_threshold: float = 0.5, level: str = "P4",
                num_proposals: int = 20, num_grids: int = 3, sampling_ratio: int = 2, size: float = 2.8) -> Figure:
     """The prediction trace (model.trace(image)), stage by stage, each titled with the trace's shapes.
 
@@ -59,6 +62,9 @@ def draw_trace(trace, class_names: Sequence[str] | None = None, score_threshold:
     masks (the detected class's channel) and the masks pasted into the image. Stages 3 and 4 are
     drawn on stage 1's resized, padded batch, the frame they work in; 5 and 6 on the original image.
     """
+    if not isinstance(trace, PredictionTrace):
+        raise TypeError(f"draw_trace draws a PredictionTrace, what model.trace(image) returns, not a "
+                        f"{type(trace).__name__}; for detections use viz.draw_detections(image, prediction)")
     s1, s2, s3, s4, s5, s6 = trace.stages
     if level not in s2.tensors:
         raise ValueError(f"no FPN level {level!r} in the trace: choose one of {', '.join(s2.tensors)}")
@@ -67,13 +73,12 @@ def draw_trace(trace, class_names: Sequence[str] | None = None, score_threshold:
     for ax in axes:
         ax.set_axis_off()
     batch = batch_to_display(s1.tensors["batch"])
-    title = lambda ax, text: ax.set_title(text, fontsize=FONT)  # noqa: E731
 
     axes[0].imshow(to_display(s1.tensors["image"]))
-    title(axes[0], f"1 {s1.name}\nimage {s1.inputs['image']} -> batch {s1.outputs['batch']}")
+    axes[0].set_title(f"1 {s1.name}\nimage {s1.inputs['image']} -> batch {s1.outputs['batch']}", fontsize=FONT)
 
     axes[1].imshow(s2.tensors[level][0].norm(dim=0).cpu().numpy(), cmap="magma")
-    title(axes[1], f"2 {s2.name}\n{level} {s2.outputs[level]}, L2 norm over channels")
+    axes[1].set_title(f"2 {s2.name}\n{level} {s2.outputs[level]}, L2 norm over channels", fontsize=FONT)
 
     proposals, objectness = s3.tensors["proposals"].cpu(), s3.tensors["objectness"].cpu()
     order = objectness.argsort(descending=True)
@@ -83,41 +88,43 @@ def draw_trace(trace, class_names: Sequence[str] | None = None, score_threshold:
         axes[2].add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1,
                                     color=matplotlib.colormaps["viridis"](float(objectness[i]))))
     best = f", best {float(objectness[order[0]]):.2f}" if len(order) else ""
-    title(axes[2], f"3 RPN: proposals {s3.outputs['proposals']}\ntop {min(num_proposals, len(order))} by objectness{best}")
+    axes[2].set_title(f"3 RPN: proposals {s3.outputs['proposals']}\ntop {min(num_proposals, len(order))} by "
+                      f"objectness{best}", fontsize=FONT)
 
     axes[3].imshow(batch)
     chosen = order[:num_grids]
     box_features = s4.tensors["box_features"]  # (K, C, PH, PW), in the proposals' order
     if len(chosen):
-        levels = components.map_levels([proposals[chosen]], 2, 5) + 2  # P2..P5, as the model's pooler
+        levels = components.map_levels([proposals[chosen]], *POOLED_LEVELS) + POOLED_LEVELS[0]
         for box, k, colour in zip(proposals[chosen], levels.tolist(), instance_colours(len(chosen))):
             grid = sampling_grid(box, tuple(box_features.shape[-2:]), sampling_ratio, 2.0 ** -k)
             draw_sampling_grid(axes[3], grid, 2.0 ** -k, colour)
         axes[4].imshow(tile(box_features[chosen].norm(dim=1), len(chosen)), cmap="magma")
-    title(axes[3], f"4 {s4.name}: bins and points\nof the {len(chosen)} best proposals")
-    title(axes[4], f"4 box features {s4.outputs['box features']}\nthose {len(chosen)}, L2 norm over channels")
+    axes[3].set_title(f"4 {s4.name}: bins and points\nof the {len(chosen)} best proposals", fontsize=FONT)
+    axes[4].set_title(f"4 box features {s4.outputs['box features']}\nthose {len(chosen)}, L2 norm over channels",
+                      fontsize=FONT)
 
     detections = trace.detections
     shown = torch.where(detections["scores"].cpu() >= score_threshold)[0]
     draw_instances(axes[5], s1.tensors["image"], {k: detections[k] for k in ("boxes", "labels", "scores")},
                    class_names, score_threshold)
-    title(axes[5], f"5 class scores {s5.outputs['class scores']}\nNMS: {s5.outputs['detections'].split('x')[0]} "
-                   f"detections, {len(shown)} with score >= {score_threshold}")
+    axes[5].set_title(f"5 class scores {s5.outputs['class scores']}\nNMS: {len(detections['boxes'])} detections, "
+                      f"{len(shown)} with score >= {score_threshold}", fontsize=FONT)
 
     masks = select_class_masks(s6.tensors["mask_logits"].cpu(), [detections["labels"].cpu()])[0][shown, 0]  # (T', M, M)
     if len(masks):
         axes[6].imshow(tile(masks[:4], 2), cmap="gray", vmin=0, vmax=1)
-    title(axes[6], f"6 {s6.name}: {s6.outputs['mask logits']}\n{min(len(masks), 4)} shown, own class")
+    axes[6].set_title(f"6 {s6.name}: {s6.outputs['mask logits']}\n{min(len(masks), 4)} shown, own class", fontsize=FONT)
     draw_instances(axes[7], s1.tensors["image"], detections, class_names, score_threshold)
-    title(axes[7], f"6 pasted masks {s6.outputs['masks']}\n> {MASK_THRESHOLD} drawn")
+    axes[7].set_title(f"6 pasted masks {s6.outputs['masks']}\n> {MASK_THRESHOLD} drawn", fontsize=FONT)
     return fig
 
 
-def draw_data_flow(trace, width: float = 11) -> Figure:
+def draw_data_flow(trace: PredictionTrace, width: float = 11) -> Figure:
     """The data-flow table of trace.to_markdown() as a figure: stage, input, what it does, output."""
-    wrap = lambda text, n: "\n".join(textwrap.wrap(text, n))  # noqa: E731
-    rows = [[f"{s.number} {s.name}", wrap(s.input_text(), 28), wrap(s.description + (f" ({s.note})" if s.note else ""), 46),
-             wrap(s.output_text(), 34)] for s in trace.stages]
+    rows = [[f"{s.number} {s.name}", textwrap.fill(s.input_text(), 28),
+             textwrap.fill(s.description + (f" ({s.note})" if s.note else ""), 46), textwrap.fill(s.output_text(), 34)]
+            for s in trace.stages]
     lines = [max(cell.count("\n") + 1 for cell in row) for row in rows]
     fig = new_figure(width, 0.4 + 0.22 * (sum(lines) + len(rows) + 1))
     ax = fig.add_subplot()

@@ -26,7 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from mrcnn_course.input_image import IMAGENET_MEAN, IMAGENET_STD
-from mrcnn_course.training_trace import LOSS_PARTS, TOTAL
+from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 
 MASK_THRESHOLD = 0.5  # pasted masks are probabilities: drawn where the model is more sure than not
@@ -131,7 +131,7 @@ def draw_detections(image: Tensor, prediction: dict[str, Tensor] | None = None, 
     return fig
 
 
-def draw_training_curves(trace, epoch: int, size: float = 3.2) -> Figure:
+def draw_training_curves(trace: TrainingTrace, epoch: int, size: float = 3.2) -> Figure:
     """A TrainingTrace's curves up to `epoch` (1-based): the loss and its five parts (train solid,
     validation dashed, log scale), and accuracy and mAP. The axes span the whole run, so the
     picture grows rather than rescales as the epoch moves."""
@@ -168,7 +168,7 @@ def draw_training_curves(trace, epoch: int, size: float = 3.2) -> Figure:
     return fig
 
 
-def draw_epoch_predictions(trace, epoch: int, count: int = 3, score_threshold: float = 0.5, size: float = 2.6) -> Figure:
+def draw_epoch_predictions(trace: TrainingTrace, epoch: int, count: int = 3, score_threshold: float = 0.5, size: float = 2.6) -> Figure:
     """The model's predictions on the first `count` fixed validation images of a TrainingTrace after
     `epoch` (1-based), drawn from the trace alone."""
     if not 1 <= epoch <= len(trace.epochs):

@@ -59,9 +59,11 @@ def test_trace_panels_draw_the_traces_tensors(trace):
     assert len(axes[5].texts) == shown == len(rectangles(axes[7]))
 
 
-def test_unknown_fpn_level_is_named(trace):
+def test_wrong_input_is_named(trace):
     with pytest.raises(ValueError, match="no FPN level 'P9'.*P2, P3, P4, P5, P6"):
         stage_viz.draw_trace(trace, level="P9")
+    with pytest.raises(TypeError, match=r"model.trace\(image\).*not a dict.*draw_detections"):
+        stage_viz.draw_trace(trace.detections)
 
 
 def test_data_flow_figure_has_the_markdown_tables_rows(trace):
