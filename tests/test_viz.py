@@ -108,3 +108,17 @@ def test_epoch_predictions_are_drawn_from_the_trace_alone():
     expected = trace.predictions(len(trace.epochs), 0)
     shown = int((expected["scores"] >= 0.5).sum())
     assert len(fig.axes[0].texts) == shown and f"{shown} of {len(trace.target(0)['labels'])} found" in fig.axes[0].get_title()
+
+
+def test_a_notebook_shows_a_returned_figure_once():
+    import nbclient
+    import nbformat
+
+    code = ("import matplotlib.pyplot as plt  # the inline backend, as in a lesson\nimport torch\n"
+            "from mrcnn_course import viz\n"
+            "image = torch.rand(3, 32, 32)\n"
+            "viz.draw_detections(image, target={'boxes': torch.tensor([[2.0, 2, 20, 20]]), 'labels': torch.tensor([1])})")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+    outputs = notebook.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["execute_result"] and "image/png" in outputs[0].data
