@@ -33,13 +33,13 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 release: $(STAMP)
-	$(PY) -m mrcnn_course.release
+	$(PY) -m mrcnn_course.teaching release
 
 autograde: $(STAMP)
-	$(PY) -m mrcnn_course.release autograde
+	$(PY) -m mrcnn_course.teaching autograde
 
 grades: $(STAMP)
-	$(PY) -m mrcnn_course.release grades
+	$(PY) -m mrcnn_course.teaching grades
 
 bench: $(STAMP)
 	$(PY) benchmarks/vs_torchvision.py

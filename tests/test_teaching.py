@@ -1,0 +1,202 @@
+"""mrcnn_course.teaching and nbgrader_config.py: the release is what the sources generate, the quizzes
+are well formed, and the course's steps in nbgrader's pipelines do their job.
+
+test_release_is_up_to_date regenerates every lesson and quiz with nbgrader in a temporary copy
+(15-30 s, more as lessons are added); the rest takes about 10 s (one test starts a kernel).
+"""
+
+import ast
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.preprocessors import ClearSolutions, Execute
+
+from mrcnn_course import quiz, teaching
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPICS = ["quiz_00_pipeline", "quiz_01_input_image", "quiz_02_backbone", "quiz_03_rpn",
+          "quiz_04_roi_align", "quiz_05_box_head", "quiz_06_mask_head"]
+SEED_QUESTION = "What does the Region Proposal Network (RPN) do in Mask R-CNN?"
+SEED_OPTIONS = ["Colors the objects in the image", "Extracts edges and textures",
+                "Suggests boxes where objects might be", "Predicts the object class"]
+QUIZZES = [a.name for a in teaching.find_assignments(ROOT) if a.kind == "quiz"]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file under folder by relative path, leaving out hidden folders (.ipynb_checkpoints)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+def test_release_is_up_to_date(tmp_path):
+    shutil.copytree(ROOT / "solutions", tmp_path / "solutions", ignore=shutil.ignore_patterns(".*"))
+    shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
+    released = teaching.release(tmp_path)
+    assert {a.name for a in released} == {a.name for a in teaching.find_assignments(ROOT)}
+    for directory in teaching.RELEASE_DIRECTORIES.values():
+        expected, committed = _files(tmp_path / directory), _files(ROOT / directory)
+        stale = sorted(set(expected) ^ set(committed)) + sorted(
+            f for f in set(expected) & set(committed) if expected[f] != committed[f])
+        assert not stale, (f"{directory}/ differs from what solutions/ generates: {stale}. "
+                           "Run `make release` and commit the result.")
+
+
+@pytest.mark.parametrize("directory", teaching.RELEASE_DIRECTORIES.values())
+def test_released_notebooks_have_no_outputs(directory):
+    for path in sorted((ROOT / directory).glob("*/*.ipynb")):
+        for cell in nbformat.read(path, 4).cells:
+            assert cell.cell_type != "code" or (cell.outputs == [] and cell.execution_count is None), path
+
+
+def test_find_assignments_reads_names(tmp_path, capsys):
+    for name in ("02_backbone", "quiz_02_backbone", "01_input_image", "drafts", ".ipynb_checkpoints"):
+        (tmp_path / "solutions" / name).mkdir(parents=True)
+    found = teaching.find_assignments(tmp_path)
+    assert [(a.name, a.release_directory) for a in found] == [
+        ("01_input_image", "lessons"), ("02_backbone", "lessons"), ("quiz_02_backbone", "quizzes")]
+    assert "skipped solutions/drafts: an assignment folder is named NN_name" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no solutions/ folder"):
+        teaching.find_assignments(tmp_path / "elsewhere")
+
+
+def test_release_names_unknown_assignments(tmp_path):
+    (tmp_path / "solutions" / "quiz_03_rpn").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no assignment quiz_09_x in solutions/; there are: quiz_03_rpn"):
+        teaching.release(tmp_path, ["quiz_09_x"])
+
+
+def test_seal_quiz_keys_replaces_each_call_by_its_key():
+    source = ('a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."))\n'
+              'b_key = quiz.key(answer="D", explanation="Per class.")  # comment kept\n'
+              'quiz.check("q1", q1, a_key)')
+    sealed = teaching.seal_quiz_keys(source)
+    lines = sealed.split("\n")
+    assert len(lines) == 3 and lines[2] == 'quiz.check("q1", q1, a_key)' and lines[1].endswith("# comment kept")
+    a_key, b_key = (ast.literal_eval(line.split(" = ", 1)[1].split("  #")[0]) for line in lines[:2])
+    assert quiz.explanation("A", a_key) == "Bilinear — not rounded; ×2 sampling."
+    assert quiz.explanation("D", b_key) == "Per class."
+    assert "quiz.key" not in sealed and "Bilinear" not in sealed
+
+
+def test_seal_quiz_keys_needs_plain_strings():
+    with pytest.raises(ValueError, match="line 1 must be given plain strings"):
+        teaching.seal_quiz_keys('k = quiz.key(ANSWER, "why")')
+
+
+def _cell(source: str, **nbgrader) -> nbformat.NotebookNode:
+    meta = {"grade": False, "grade_id": "x", "locked": False, "schema_version": 3, "solution": True, "task": False}
+    return nbformat.v4.new_code_cell(source, metadata={"nbgrader": {**meta, **nbgrader}})
+
+
+def test_quiz_answer_cells_keep_their_blank_line():
+    step = teaching.ClearSolutionsKeepQuizAnswers()
+    answer = _cell('q2 = None  # your answer: "A", "B", "C" or "D"\n### BEGIN SOLUTION\nq2 = "D"\n### END SOLUTION')
+    exercise = _cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")
+    resources = {"language": "python"}
+    assert step.preprocess_cell(answer, resources, 0)[0].source == 'q2 = None  # your answer: "A", "B", "C" or "D"'
+    assert step.preprocess_cell(exercise, resources, 1)[0].source == (
+        "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()")  # lessons keep nbgrader's stub
+
+
+def test_config_puts_the_course_steps_into_nbgraders_pipelines():
+    config = teaching.course_api(ROOT).config
+    assert teaching.SealQuizKeys in config.GenerateAssignment.preprocessors
+    assert teaching.ClearSolutionsKeepQuizAnswers in config.GenerateAssignment.preprocessors
+    assert ClearSolutions not in config.GenerateAssignment.preprocessors
+    assert teaching.AutogradingExecute in config.Autograde.autograde_preprocessors
+    assert Execute not in config.Autograde.autograde_preprocessors
+    assert config.OverwriteCells.add_missing_cells is True
+    assert config.CourseDirectory.db_url.endswith("/grading/gradebook.db")
+
+
+def test_autograding_kernels_see_autograding_env(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print(os.environ.get('AUTOGRADING'), os.environ.get('TQDM_DISABLE'))")])
+    nb.metadata.kernelspec = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    executed, _ = teaching.AutogradingExecute(timeout=60).preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+    assert executed.cells[0].outputs[0].text.strip() == "1 1"
+
+
+# ---- the quizzes' structure ---------------------------------------------------------------------
+
+def _questions(nb: nbformat.NotebookNode) -> list[dict]:
+    """{"number", "question", "answer", "check"} cells of each question, by grade id (q1_question, ...)."""
+    cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
+    numbers = sorted(int(m.group(1)) for gid in cells if gid and (m := re.fullmatch(r"q(\d+)_question", gid)))
+    return [{"number": n, "question": cells[f"q{n}_question"], "answer": cells.get(f"q{n}_answer"),
+             "check": cells.get(f"q{n}_check")} for n in numbers]
+
+
+def _key_call(source: str) -> tuple[str, str]:
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+             and ast.unparse(node.func) == "quiz.key"]
+    assert len(calls) == 1, f"one quiz.key(letter, explanation) per check cell:\n{source}"
+    letter, explanation = (ast.literal_eval(a) for a in calls[0].args)
+    return letter, explanation
+
+
+def test_every_topic_has_its_quiz():
+    assert set(TOPICS) <= set(QUIZZES), f"missing quizzes: {sorted(set(TOPICS) - set(QUIZZES))}"
+
+
+@pytest.mark.parametrize("name", QUIZZES)
+def test_quiz_source_is_well_formed(name):
+    nb = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4)
+    questions = _questions(nb)
+    assert len(questions) >= 4 and [q["number"] for q in questions] == list(range(1, len(questions) + 1))
+    letters = []
+    for q in questions:
+        n = q["number"]
+        text, answer, check = q["question"], q["answer"], q["check"]
+        assert text.cell_type == "markdown" and text.metadata.nbgrader["locked"]
+        assert [text.source.count(f"- **{letter}.** ") for letter in "ABCD"] == [1, 1, 1, 1], text.source
+        assert answer is not None and answer.metadata.nbgrader["solution"] and not answer.metadata.nbgrader["grade"]
+        match = teaching.QUIZ_ANSWER.fullmatch(answer.source)
+        assert match and match.group("blank") == f'q{n} = None  # your answer: "A", "B", "C" or "D"', answer.source
+        letter = re.search(r'= "([A-D])"', answer.source.split("BEGIN SOLUTION")[1]).group(1)
+        meta = check.metadata.nbgrader
+        assert meta["grade"] and meta["locked"] and meta["points"] == 1 and not meta["solution"]
+        key_letter, explanation = _key_call(check.source)
+        assert key_letter == letter, f"q{n}: the key says {key_letter}, the solution {letter}"
+        assert len(explanation) >= 100, f"q{n}: explain why the answer is right"
+        visible, hidden = check.source.split("### BEGIN HIDDEN TESTS\n")
+        assert f'quiz.check("q{n}", q{n}, q{n}_key)' in visible
+        assert hidden.strip() == f'assert quiz.is_right(q{n}, q{n}_key), "q{n} is not the right answer"\n### END HIDDEN TESTS'
+        letters.append(letter)
+    assert len(set(letters)) >= 3, f"{name}: answers {letters} should spread over A-D"
+
+
+def test_answers_spread_over_all_letters():
+    letters = [re.search(r'= "([A-D])"', q["answer"].source.split("BEGIN SOLUTION")[1]).group(1)
+               for name in QUIZZES for q in _questions(nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4))]
+    shares = {letter: letters.count(letter) / len(letters) for letter in "ABCD"}
+    assert all(0.15 <= share <= 0.35 for share in shares.values()), shares
+
+
+def test_the_seed_question_is_in_the_rpn_quiz_word_for_word():
+    questions = _questions(nbformat.read(ROOT / "solutions" / "quiz_03_rpn" / "quiz_03_rpn.ipynb", 4))
+    seed = [q for q in questions if SEED_QUESTION in q["question"].source]
+    assert len(seed) == 1
+    options = re.findall(r"- \*\*[A-D]\.\*\* (.*)", seed[0]["question"].source)
+    assert options == SEED_OPTIONS and '= "C"' in seed[0]["answer"].source.split("BEGIN SOLUTION")[1]
+
+
+@pytest.mark.parametrize("name", QUIZZES)
+def test_released_quiz_shows_neither_answers_nor_explanations(name):
+    source = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4)
+    released_text = (ROOT / "quizzes" / name / f"{name}.ipynb").read_text()
+    released = nbformat.reads(released_text, 4)
+    flat = " ".join(" ".join(cell.source for cell in released.cells).split())
+    for q, r in zip(_questions(source), _questions(released)):
+        n = q["number"]
+        assert r["answer"].source == f'q{n} = None  # your answer: "A", "B", "C" or "D"'
+        assert "quiz.key" not in r["check"].source and "HIDDEN" not in r["check"].source
+        assert f'quiz.check("q{n}", q{n}, q{n}_key)' in r["check"].source
+        letter, explanation = _key_call(q["check"].source)
+        assert " ".join(explanation.split()[:8]) not in flat
+        key = ast.literal_eval(r["check"].source.split("\n")[0].split(" = ", 1)[1])
+        assert quiz.explanation(letter, key) == explanation  # the sealed key is the source's
+    assert "BEGIN SOLUTION" not in released_text
