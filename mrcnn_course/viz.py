@@ -41,6 +41,7 @@ class NotebookFigure(Figure):
 
 
 def new_figure(width: float, height: float) -> NotebookFigure:
+    """An empty figure of width x height inches with constrained layout: add axes with fig.subplots()."""
     return NotebookFigure(figsize=(width, height), layout="constrained")
 
 
@@ -76,6 +77,7 @@ def batch_to_display(batch: Tensor) -> np.ndarray:
 
 
 def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """class_names[label], or "class 3" when there are no names (or too few)."""
     return class_names[label] if class_names and 0 <= label < len(class_names) else f"class {label}"
 
 
