@@ -60,6 +60,17 @@ class Exercise:
     rtol: float = 0.0  # integers and booleans are always compared exactly
     torchvision_names: tuple[str, ...] = ()  # e.g. ("torchvision.ops.nms",): out of reach during the check
     time_limit: float = 30.0  # seconds for all cases together
+    # An exercise that is not a component (a helper such as bilinear_interpolate, or train_step) names its
+    # reference here; `outcome(fn, args)` is what a case compares (default: fn(*args); train_step's is its
+    # losses and the weights after its step). Mistakes' answers go through the same outcome.
+    reference: Callable | None = None
+    outcome: Callable[[Callable, tuple], Any] | None = None
+
+    def reference_function(self) -> Callable:
+        return self.reference or components.COMPONENTS[self.component].own
+
+    def result(self, fn: Callable, args: tuple) -> Any:
+        return self.outcome(fn, args) if self.outcome else fn(*args)
 
     def tolerance_text(self) -> str:
         if self.atol == self.rtol == 0:
@@ -171,11 +182,11 @@ def _refuse_the_reference(name: str, fn: Callable) -> None:
                              f"write your own {name} in the notebook and pass that.")
 
 
-def _check_signature(name: str, fn: Callable) -> None:
+def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
     if not callable(fn):
         raise AssertionError(f"check_{name} needs your function, got {type(fn).__name__}: pass {name} itself "
                              f"(check_{name}({name})), without calling it.")
-    parameters = list(inspect.signature(components.COMPONENTS[name].own).parameters)
+    parameters = list(inspect.signature(reference).parameters)
     try:
         inspect.signature(fn).bind(*parameters)
     except TypeError:
@@ -207,13 +218,13 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     """Check the learner's `fn` on the exercise's cases (and the hidden ones if extra); see the module doc."""
     __tracebackhide__ = True  # IPython and pytest show only the line that raises: the message says it all
     name = exercise.component
-    _check_signature(name, fn)
+    reference = exercise.reference_function()
+    _check_signature(name, fn, reference)
     _refuse_the_reference(name, fn)
-    reference = components.COMPONENTS[name].own
     names = list(inspect.signature(reference).parameters)
     cases = build_cases(exercise, extra)
     with components.using(**{n: components.OWN for n in components.NAMES}):
-        expected = [reference(*copy.deepcopy(c.args)) for c in cases]
+        expected = [exercise.result(reference, copy.deepcopy(c.args)) for c in cases]
 
     failure, case, got = None, None, None
     stop = (f"check_{name} stopped your {name} after {exercise.time_limit:g} s: does a loop never end, or "
@@ -222,7 +233,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
         for case, want in zip(cases, expected):
             given = copy.deepcopy(case.args)
             try:
-                got = fn(*given)
+                got = exercise.result(fn, given)
             except Exception as error:  # the learner's bug (or the time limit): report their line
                 if isinstance(error, NotImplementedError) and raised_in_learner_code(error):
                     _PASSED.pop(name, None)
@@ -280,7 +291,7 @@ def _matching_mistake(exercise: Exercise, case: Case, got: Any) -> str | None:
     with components.using(**{n: components.OWN for n in components.NAMES}):
         for mistake in exercise.mistakes:
             try:
-                wrong = mistake.answer(*copy.deepcopy(case.args))
+                wrong = exercise.result(mistake.answer, copy.deepcopy(case.args))
             except Exception:  # this mistake does not apply to this case
                 continue
             if difference(wrong, got, exercise.atol, exercise.rtol) is None:

@@ -63,12 +63,16 @@ def _owner_and_attribute(dotted: str) -> tuple[object, str]:
 
 
 def reference_targets(name: str, torchvision_names: tuple[str, ...]) -> list[tuple[object, str, str]]:
-    """(owner, attribute, dotted name) of every implementation of `name` a learner could call."""
-    own = components.COMPONENTS[name].own
-    targets = [(sys.modules[own.__module__], own.__name__, f"{own.__module__}.{own.__name__}"),
-               (components, name, f"mrcnn_course.components.{name}"),
-               (components.COMPONENTS[name], "own", f"components.COMPONENTS[{name!r}].own")]
-    for dotted in (f"mrcnn_course.torchvision_ops.{name}",) + tuple(torchvision_names):
+    """(owner, attribute, dotted name) of every implementation of `name` a learner could call (for an
+    exercise that is not a component, only those in `torchvision_names`)."""
+    targets, dotted_names = [], tuple(torchvision_names)
+    if name in components.COMPONENTS:
+        own = components.COMPONENTS[name].own
+        targets = [(sys.modules[own.__module__], own.__name__, f"{own.__module__}.{own.__name__}"),
+                   (components, name, f"mrcnn_course.components.{name}"),
+                   (components.COMPONENTS[name], "own", f"components.COMPONENTS[{name!r}].own")]
+        dotted_names = (f"mrcnn_course.torchvision_ops.{name}",) + dotted_names
+    for dotted in dotted_names:
         try:
             owner, attribute = _owner_and_attribute(dotted)
         except ImportError:  # torchvision is optional: nothing to switch off without it
@@ -94,7 +98,9 @@ def reference_switched_off(name: str, torchvision_names: tuple[str, ...], learne
                 saved.append((learner_globals, key, value))
                 learner_globals[key] = _blocker(name, f"{key} (imported into your notebook)")
         others = {other: components.OWN for other in components.NAMES if other != name}
-        with components.using(**others, **{name: _blocker(name, f"components.{name}")}):
+        if name in components.COMPONENTS:
+            others[name] = _blocker(name, f"components.{name}")
+        with components.using(**others):
             yield
     finally:
         for owner, attribute, original in reversed(saved):

@@ -176,7 +176,7 @@ def plug_into_model(model: torch.nn.Module, inputs: Any, atol: float = 1e-4, **f
         if name not in components.COMPONENTS:
             raise _unknown(name)
     ready = {name: fn for name, fn in functions.items() if passed(name) is fn}
-    for name in functions.keys() - ready.keys():
+    for name in (n for n in functions if n not in ready):
         print(f"{name}: not plugged in: it has to pass check_{name} first (the model uses the reference {name})")
     was_training = model.training
     model.eval()
