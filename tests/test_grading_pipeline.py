@@ -1,0 +1,201 @@
+"""Autograding a class end to end, with nbgrader's real commands and the real gradebook.
+
+In a temporary copy of the course (solutions/ and nbgrader_config.py), the fixture releases every
+assignment (teaching.release), hands in the work of simulated learners, autogrades it, writes
+feedback, and the tests read the results back from the gradebook (nbgrader.api.Gradebook), never
+from exit codes: `nbgrader autograde` exits 1 when one learner fails and still grades the others.
+
+    solutions      the instructor versions of the WHOLE course (every lesson and quiz in solutions/):
+                   full marks; graded by teaching.autograde, as `make autograde` does
+    untouched      the released quiz as it is: 0 on every graded cell
+    partly_wrong   2 right answers, 2 wrong, 1 unanswered: 2 points
+    edited_test    a locked check cell replaced by `pass` (with a wrong answer): restored, 0 on it
+    deleted_test   a check cell deleted (with a wrong answer): added back, 0 on it
+    infinite_loop  an answer cell `while True: pass`: interrupted by Execute.timeout, later cells graded
+    kernel_crash   an answer cell calling os._exit(1): recorded as failed
+    corrupt        a notebook that is not JSON: recorded as failed
+The special learners hand in one quiz and are graded by the `nbgrader autograde` command with a short
+Execute.timeout. Runtime: about 1 minute plus the autograding of every lesson (see
+benchmarks/autograde_course.py for the per-assignment times).
+"""
+
+import ast
+import csv
+import html
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from mrcnn_course import teaching
+
+pytestmark = [
+    pytest.mark.slow,
+    # nbgrader's own gradebook code warns about its session handling; nothing to act on here
+    pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIZ = "quiz_03_rpn"
+LOOP_TIMEOUT = 15  # seconds: enough for the kernel to import torch on a busy machine
+SPECIAL = ["untouched", "partly_wrong", "edited_test", "deleted_test", "infinite_loop", "kernel_crash", "corrupt"]
+
+
+def _cell(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _right_answers(source_nb) -> list[str]:
+    """The letters the solution sets, from q1_answer, q2_answer, ... in order."""
+    answers = []
+    while any(c.metadata.get("nbgrader", {}).get("grade_id") == f"q{len(answers) + 1}_answer" for c in source_nb.cells):
+        solution = _cell(source_nb, f"q{len(answers) + 1}_answer").source.split("### BEGIN SOLUTION")[1]
+        answers.append(re.search(r'= "([A-D])"', solution).group(1))
+    return answers
+
+
+def _wrong(letter: str) -> str:
+    return "A" if letter != "A" else "B"
+
+
+def _hand_in(course: Path, learner: str, assignment: str, nb=None, text: str | None = None) -> None:
+    folder = course / "grading" / "submitted" / learner / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{assignment}.ipynb"
+    path.write_text(text) if text is not None else nbformat.write(nb, path)
+
+
+def _answered(released, answers: list[str | None], source_of=None):
+    """The released quiz with q1..qN set to these letters (None: left as it is); source_of[n] replaces
+    answer cell n's code instead."""
+    nb = nbformat.reads(nbformat.writes(released), 4)
+    for n, letter in enumerate(answers, 1):
+        if letter is not None:
+            _cell(nb, f"q{n}_answer").source = f'q{n} = "{letter}"'
+    for n, code in (source_of or {}).items():
+        _cell(nb, f"q{n}_answer").source = code
+    return nb
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    course = tmp_path_factory.mktemp("course")
+    shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".*"))
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    assignments = teaching.release(course)
+
+    released = nbformat.read(course / "quizzes" / QUIZ / f"{QUIZ}.ipynb", 4)
+    right = _right_answers(nbformat.read(course / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4))
+    wrong_q1 = [_wrong(right[0])] + right[1:]
+    _hand_in(course, "untouched", QUIZ, released)
+    _hand_in(course, "partly_wrong", QUIZ, _answered(released, [right[0], _wrong(right[1]), right[2], _wrong(right[3])]))
+    edited = _answered(released, wrong_q1)
+    _cell(edited, "q1_check").source = "pass"
+    _hand_in(course, "edited_test", QUIZ, edited)
+    deleted = _answered(released, wrong_q1)
+    deleted.cells.remove(_cell(deleted, "q1_check"))
+    _hand_in(course, "deleted_test", QUIZ, deleted)
+    _hand_in(course, "infinite_loop", QUIZ, _answered(released, right, {2: "while True:\n    pass"}))
+    _hand_in(course, "kernel_crash", QUIZ, _answered(released, right, {2: "import os\nos._exit(1)"}))
+    _hand_in(course, "corrupt", QUIZ, text='{"cells": [ this is not JSON')
+    for assignment in assignments:  # the instructor versions, every lesson and quiz
+        shutil.copytree(course / "solutions" / assignment.name, course / "grading" / "submitted" / "solutions" / assignment.name)
+
+    special = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "autograde", QUIZ, f"--Execute.timeout={LOOP_TIMEOUT}"],
+        cwd=course, capture_output=True, text=True)
+    feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ],
+                              cwd=course, capture_output=True, text=True)
+    outcomes = teaching.autograde(course, learners=["solutions"])
+    return {"root": course, "assignments": assignments, "right": right, "outcomes": outcomes,
+            "special": special, "feedback": feedback, "csv": teaching.write_grades(course)}
+
+
+def _scores(course, learner: str, assignment: str = QUIZ) -> dict[str, float | None]:
+    with Gradebook(f"sqlite:///{course['root']}/grading/gradebook.db") as gradebook:
+        submission = gradebook.find_submission(assignment, learner)
+        return {g.name: g.auto_score for nb in submission.notebooks for g in nb.grades}
+
+
+def test_the_commands_ran(course):
+    assert course["special"].returncode == 1, "nbgrader autograde should report the failed learners"
+    log = course["special"].stderr
+    for learner in ("corrupt", "kernel_crash"):
+        assert f"There was an error processing assignment '{QUIZ}' for student '{learner}'" in log
+    assert course["feedback"].returncode == 0, course["feedback"].stderr[-3000:]
+
+
+def test_solutions_get_full_marks_on_the_whole_course(course):
+    graded = {o.assignment: o for o in course["outcomes"]}
+    assert set(graded) == {a.name for a in course["assignments"]}, "every lesson and quiz in solutions/"
+    for name, outcome in graded.items():
+        assert outcome.error == "" and outcome.score == outcome.max_score > 0, (name, outcome)
+        scores = _scores(course, "solutions", name)
+        assert scores and all(s is not None for s in scores.values()), (name, scores)
+
+
+def test_untouched_scores_zero_on_every_graded_cell(course):
+    scores = _scores(course, "untouched")
+    assert len(scores) == len(course["right"]) and set(scores.values()) == {0.0}
+
+
+def test_partly_wrong_gets_the_partial_score(course):
+    assert _scores(course, "partly_wrong") == {"q1_check": 1.0, "q2_check": 0.0, "q3_check": 1.0,
+                                               "q4_check": 0.0, "q5_check": 0.0}
+
+
+@pytest.mark.parametrize("learner", ["edited_test", "deleted_test"])
+def test_a_tampered_check_is_restored_and_graded(course, learner):
+    expected = {f"q{n}_check": 1.0 for n in range(2, len(course["right"]) + 1)}
+    assert _scores(course, learner) == {"q1_check": 0.0, **expected}
+    graded = nbformat.read(course["root"] / "grading" / "autograded" / learner / QUIZ / f"{QUIZ}.ipynb", 4)
+    check = _cell(graded, "q1_check")
+    assert "quiz.is_right(q1, q1_key)" in check.source  # the gradebook's version, hidden test included
+    assert [o.get("ename") for o in check.outputs if o.output_type == "error"] == ["AssertionError"]
+
+
+def test_an_endless_loop_is_interrupted_and_later_cells_graded(course):
+    scores = _scores(course, "infinite_loop")
+    assert scores.pop("q2_check") == 0.0 and set(scores.values()) == {1.0}
+
+
+@pytest.mark.parametrize("learner", ["kernel_crash", "corrupt"])
+def test_a_crash_or_corrupt_notebook_is_recorded_as_failed(course, learner):
+    assert set(_scores(course, learner).values()) == {None}  # in the gradebook, never autograded
+    assert not (course["root"] / "grading" / "feedback" / learner / QUIZ).exists()
+
+
+def _text(path: Path) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", path.read_text())).split())
+
+
+def test_feedback_explains_right_answers_only(course):
+    feedback = course["root"] / "grading" / "feedback"
+    for learner in ("untouched", "partly_wrong", "edited_test", "deleted_test", "infinite_loop"):
+        assert (feedback / learner / QUIZ / f"{QUIZ}.html").is_file(), learner
+    for assignment in course["assignments"]:
+        assert list((feedback / "solutions" / assignment.name).glob("*.html")), assignment.name
+    text = _text(feedback / "partly_wrong" / QUIZ / f"{QUIZ}.html")
+    source = nbformat.read(course["root"] / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4)
+    for n, letter in enumerate(course["right"], 1):
+        call = next(node for node in ast.walk(ast.parse(_cell(source, f"q{n}_check").source))
+                    if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key")
+        shown = " ".join(ast.literal_eval(call.args[1]).split()[:10]) in text
+        assert shown == (n in (1, 3)), f"q{n}: explanation shown = {shown}"
+        if n not in (1, 3):
+            assert f'q{n} = "{letter}"' not in text  # the right letter of a missed question stays hidden
+
+
+def test_grades_csv(course):
+    rows = {row[0]: row[1:] for row in csv.reader(open(course["csv"]))}
+    header = rows.pop("learner")
+    column = header.index(QUIZ)
+    assert rows["(max)"][column] == f"{float(len(course['right']))}"
+    assert rows["partly_wrong"][column] == "2.0" and rows["untouched"][column] == "0.0"
+    assert rows["corrupt"][column] == rows["kernel_crash"][column] == "failed"
+    assert rows["solutions"] == rows["(max)"]
