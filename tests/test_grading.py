@@ -7,10 +7,13 @@ import signal
 import time
 import types
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+
+from nbclient import NotebookClient
 
 from mrcnn_course import box_ops, components, grading, maskrcnn_small, torchvision_ops
 from mrcnn_course.grading.core import build_cases, difference
@@ -143,6 +146,19 @@ def test_an_error_in_the_learners_code_shows_their_line_not_torchs():
     assert "your resize raised NotImplementedError" in message  # torch's, not a stub's
     assert 'in resize\n        return F.interpolate(image, scale_factor=scale, mode="bilinear"), target' in message
     assert "torch/nn/functional.py" not in message and "mrcnn_course" not in message.split("your code")[1]
+
+
+@pytest.mark.slow
+def test_in_a_notebook_the_message_points_at_the_cell_and_line_and_hides_the_checker(tmp_path):
+    cells = ["from mrcnn_course import grading",
+             "def box_iou(boxes1, boxes2):\n    widths = boxes1[:, 2] - boxes1[:, 0]\n    return widths[:, 7]",
+             "grading.check_box_iou(box_iou)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    error = next(o for o in nb.cells[2].outputs if o.output_type == "error")
+    assert error.ename == "AssertionError"
+    assert "Cell In[2], line 3, in box_iou\n        return widths[:, 7]" in error.evalue
+    assert "skipping hidden 1 frame" in "\n".join(error.traceback)  # check_box_iou's own frame
 
 
 def test_not_implemented_stays_not_implemented_with_a_friendly_message():

@@ -197,6 +197,8 @@ def _nms_cases() -> list[Case]:
                                                      torch.tensor([0.9, 0.8, 0.7]), 0.5)),
         Case("tied scores, no overlap", (_boxes([0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]),
                                          torch.tensor([0.5, 0.7, 0.5]), 0.5), compare=_same_set_by_score),
+        Case("a zero-area box among others", (_boxes([0, 0, 10, 10], [5, 5, 5, 5], [1, 1, 11, 11]),
+                                              torch.tensor([0.5, 0.9, 0.7]), 0.5), extra=True),
         Case("200 random boxes", (many, torch.rand(200), 0.5), extra=True),
         Case("threshold 0: any overlap suppresses", (many[:50], torch.rand(50), 0.0), extra=True),
         Case("threshold 1: nothing is suppressed", (many[:30], torch.rand(30), 1.0), extra=True),
