@@ -17,6 +17,7 @@ The checkers, stage by stage (lesson):
     2 backbone (02)      check_bottleneck, check_fpn_top_down
     3 RPN (03)           check_cell_anchors, check_anchor_grid, check_encode_boxes, check_decode_boxes,
                          check_box_iou, check_nms, check_filter_proposals
+    4 RoI Align (04)     check_bilinear_interpolate (a helper), check_roi_align, check_map_levels
 
 Beyond the lesson: plug_into_model (same output with your functions?), save_component and
 load_components (the capstone runs on the learner's saved components); see learner.py.
@@ -38,6 +39,8 @@ from mrcnn_course.grading.checks_box_ops import (BOX_IOU, DECODE_BOXES, ENCODE_B
                                                  check_decode_boxes, check_encode_boxes, check_nms)
 from mrcnn_course.grading.checks_input_image import (BATCH_IMAGES, RESIZE, RESIZE_BOXES, check_batch_images,
                                                      check_resize, check_resize_boxes)
+from mrcnn_course.grading.checks_roi_align import (BILINEAR_INTERPOLATE, MAP_LEVELS, ROI_ALIGN,
+                                                   check_bilinear_interpolate, check_map_levels, check_roi_align)
 from mrcnn_course.grading.checks_rpn import (ANCHOR_GRID, CELL_ANCHORS, FILTER_PROPOSALS, check_anchor_grid,
                                              check_cell_anchors, check_filter_proposals)
 from mrcnn_course.grading.core import Case, Exercise, Mistake, passed, run
@@ -47,11 +50,15 @@ from mrcnn_course.grading.learner import course_home, load_components, plug_into
 # Every exercise, by component name, in the order of the lessons.
 EXERCISES: dict[str, Exercise] = {e.component: e for e in (
     RESIZE_BOXES, RESIZE, BATCH_IMAGES, BOTTLENECK, FPN_TOP_DOWN, CELL_ANCHORS, ANCHOR_GRID, ENCODE_BOXES,
-    DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS)}
+    DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS, ROI_ALIGN, MAP_LEVELS)}
+# Exercises that are not components (a helper the learner writes first, the capstone's training step):
+# each names its own reference (Exercise.reference).
+HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (BILINEAR_INTERPOLATE,)}
 
 __all__ = [
     "check_resize_boxes", "check_resize", "check_batch_images", "check_bottleneck", "check_fpn_top_down",
     "check_cell_anchors", "check_anchor_grid", "check_encode_boxes", "check_decode_boxes", "check_box_iou",
-    "check_nms", "check_filter_proposals", "plug_into_model", "save_component", "load_components", "course_home",
-    "passed", "run", "Case", "Exercise", "Mistake", "EXERCISES", "ReferenceSwitchedOff", "TimeLimitExceeded",
+    "check_nms", "check_filter_proposals", "check_bilinear_interpolate", "check_roi_align", "check_map_levels",
+    "plug_into_model", "save_component", "load_components", "course_home",
+    "passed", "run", "Case", "Exercise", "Mistake", "EXERCISES", "HELPER_EXERCISES", "ReferenceSwitchedOff", "TimeLimitExceeded",
 ]
