@@ -7,7 +7,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 import mrcnn_course
-from mrcnn_course import stage_viz
+from mrcnn_course import data, stage_viz
 from mrcnn_course.explorers import level_anchors
 from mrcnn_course.roi_geometry import compare_roi_align_pool
 
@@ -15,12 +15,7 @@ matplotlib.use("Agg")
 
 
 def scene(size: int = 128) -> torch.Tensor:
-    """A red square and a blue disc on grey, Tensor[3, size, size]."""
-    image = torch.full((3, size, size), 0.85)
-    image[:, 20:60, 15:55] = torch.tensor([0.9, 0.2, 0.2])[:, None, None]
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    image[:, (yy - 85) ** 2 + (xx - 85) ** 2 < 25 ** 2] = torch.tensor([0.2, 0.3, 0.9])[:, None]
-    return image
+    return data.make_scene(3, image_size=size)[0]
 
 
 @pytest.fixture(scope="module")
