@@ -25,6 +25,7 @@ Left out: data augmentation (every scene is new anyway), keypoints, crowd-aware 
 import contextlib
 import io
 import json
+import operator
 import os
 from pathlib import Path
 
@@ -49,7 +50,8 @@ DOG_AND_CAT_SEED = 101  # chosen by eye: a yellow dog and a ginger cat on a pink
 
 def make_scene(seed: int, image_size: int | tuple[int, int] = 128, num_objects: tuple[int, int] = (1, 4),
                classes: tuple[str, ...] = SHAPES) -> tuple[Tensor, dict[str, Tensor]]:
-    """A random scene, the same for the same arguments on any machine (numpy's PCG64, seeded here).
+    """A random scene, the same for the same arguments in any process (numpy's PCG64 generator, seeded here;
+    numpy seldom changes its random streams between releases, though NEP 19 does not promise they stay).
 
     Args:
         seed: a non-negative integer; also the target's image_id
@@ -62,8 +64,9 @@ def make_scene(seed: int, image_size: int | tuple[int, int] = 128, num_objects: 
     """
     height, width = scene_size(image_size)
     check_scene_options(classes, num_objects)
-    if not isinstance(seed, int) or seed < 0:
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
     rng = np.random.default_rng(seed)  # a generator of our own: the global random state is not touched
     short = min(height, width)
     placements = []
@@ -94,8 +97,8 @@ def render(rng: np.random.Generator, height: int, width: int, placements: list[s
 
 def target_from_masks(masks: np.ndarray, labels: np.ndarray, image_id: int) -> dict[str, Tensor]:
     """A target from visible masks bool (n, H, W) and labels (n,): objects with no visible pixel are dropped
-    (a hidden object has no box and nothing to learn from). Works in numpy: small torch ops are slow when
-    a DataLoader's process competes for the cores."""
+    (a hidden object has no box and nothing to learn from). Works in numpy, on one thread: on busy cores,
+    torch's thread pool makes small ops like these many times slower."""
     keep = masks.any(axis=(1, 2))  # (n,)
     masks = masks[keep]  # (G, H, W)
     return {"boxes": torch.from_numpy(masks_to_boxes(masks)), "labels": torch.from_numpy(labels[keep]),
@@ -151,6 +154,7 @@ class ShapesDataset(Dataset):
         return self.num_images
 
     def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]:
+        index = operator.index(index)  # an integer: 1.0 is a mistake, np.int64(1) is fine
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} scenes")
         return make_scene(self.seed * SEEDS_PER_DATASET + index, self.image_size, self.num_objects, self.classes)
@@ -195,7 +199,7 @@ def to_image_tensor(image: "Image.Image | np.ndarray | Tensor | str | os.PathLik
         image = image.float() / 255
     elif image.is_floating_point():
         low, high = image.min().item(), image.max().item()
-        if low < 0 or high > 1:
+        if not (low >= 0 and high <= 1):  # written so that NaN fails too
             raise ValueError(f"a float image must lie in [0, 1], this one spans [{low:.3g}, {high:.3g}]: "
                              f"divide 0-255 values by 255")
         image = image.float()

@@ -219,7 +219,8 @@ def test_to_image_tensor_explains_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="no image file"):
         data.to_image_tensor(tmp_path / "missing.png")
     cases = [(PIXELS.astype(np.float64), "must be uint8"), (np.zeros((6, 9, 5), np.uint8), r"\(H, W, 3\)"),
-             (torch.rand(3, 4, 5) * 2, r"\[0, 1\].*divide"), (torch.zeros(2, 4, 5), "shape"),
+             (torch.rand(3, 4, 5) * 2, r"\[0, 1\].*divide"), (torch.full((3, 4, 5), float("nan")), r"\[0, 1\]"),
+             (torch.zeros(2, 4, 5), "shape"),
              (torch.zeros(4, 5, 3, dtype=torch.int32), "uint8 or float"), (torch.zeros(0, 3), "shape"),
              ([[1, 2, 3]], "cannot make an image of a list")]
     for bad, message in cases:
