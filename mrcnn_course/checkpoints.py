@@ -46,6 +46,15 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def all_rng_states(world: int) -> list[dict]:
+    """[rng_state() of process 0, of process 1, ...] on every process (just [rng_state()] when world is 1)."""
+    if world == 1:
+        return [rng_state()]
+    states = [None] * world
+    torch.distributed.all_gather_object(states, rng_state())  # every process's state, for an exact resume
+    return states
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and Python's random (the model's initial weights and its random sampling)."""
     torch.manual_seed(seed)
@@ -80,3 +89,23 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
         raise ValueError(f"{path} is not a readable checkpoint ({error}): was it written by training?") from None
+
+
+def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: int) -> dict | None:
+    """The checkpoint to continue from, or None for a new run; refuses what would lose or mix up work."""
+    if not resume:
+        if path is not None and path.exists():
+            raise FileExistsError(f"{path} already holds a training run: pass resume=True (--resume) to continue "
+                                  f"it, or choose another output folder")
+        return None
+    if path is None:
+        raise ValueError("resume=True needs out=FOLDER: the folder of the run to continue")
+    checkpoint = load_checkpoint(path)
+    if checkpoint["recipe"] != recipe:
+        changed = {k: (v, recipe.get(k)) for k, v in checkpoint["recipe"].items() if recipe.get(k) != v}
+        raise ValueError(f"the run in {path.parent} used another recipe (was -> now: {changed}): resume with "
+                         f"the same settings, or start a new run in another folder")
+    if checkpoint["world_size"] != world:
+        raise ValueError(f"the run in {path.parent} ran on {checkpoint['world_size']} processes, not {world}: "
+                         f"resume it with the same number")
+    return checkpoint

@@ -1,0 +1,202 @@
+"""train(): the trace's figures, reproducibility, resuming a killed run exactly, NaN handling, the recipe.
+
+Tiny runs: 64-px scenes, 8 per epoch in batches of 4, 4 validation scenes. The file takes about a
+minute on 2 busy cores (the killed-and-resumed run starts two Python processes).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+
+from mrcnn_course import components, data, training
+from mrcnn_course.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from mrcnn_course.model import maskrcnn_small
+from mrcnn_course.training import QUICK, Recipe, TrainingDiverged, one_cycle, train, validation_losses
+from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+
+TINY = Recipe(epochs=3, images_per_epoch=8, batch_size=4, val_images=4, image_size=64, seed=3)
+# the same recipe as command-line options (shown_images keeps its default)
+TINY_OPTIONS = ["--epochs", "3", "--images-per-epoch", "8", "--batch-size", "4", "--val-images", "4",
+                "--image-size", "64", "--seed", "3", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on 2 cores shared with other work, two threads wait on each other (4x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def figures(trace: TrainingTrace) -> list[dict]:
+    """Everything an epoch records except its time (and the observation, which is derived from the rest)."""
+    return [{k: v for k, v in asdict(e).items() if k != "seconds"} for e in trace.epochs]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One tiny run with an output folder and both callbacks recorded."""
+    out = tmp_path_factory.mktemp("run")
+    steps, epochs = [], []
+    trace = train(recipe=TINY, out=out, progress=False, on_step=steps.append,
+                  on_epoch=lambda trace, record: epochs.append((len(trace.epochs), record.epoch)))
+    return trace, out, steps, epochs
+
+
+def test_the_trace_records_every_figure_of_every_epoch(run):
+    trace, out, _, _ = run
+    assert [e.epoch for e in trace.epochs] == [1, 2, 3]
+    for record in trace.epochs:
+        for losses in (record.train_losses, record.val_losses):
+            assert set(losses) == {TOTAL, *LOSS_PARTS}
+            assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in losses.values())
+            assert losses[TOTAL] == pytest.approx(sum(losses[k] for k in LOSS_PARTS))
+        for name in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50"):
+            assert 0 <= getattr(record, name) <= 1
+        assert record.lr > 0 and record.seconds > 0 and record.observation
+        assert len(record.predictions) == TINY.val_images  # shown_images (4) of the 4 validation scenes
+    assert trace.epochs[0].observation.startswith("first epoch")
+    assert trace.epochs[-1].train_losses[TOTAL] < trace.epochs[0].train_losses[TOTAL]  # it learns
+    assert trace.class_names == list(data.CLASSES) and trace.seed == 3 and trace.config == TINY.to_dict()
+    # the fixed validation images and their ground truth are in the trace, drawable without the dataset
+    image, target = data.ShapesDataset(4, 64, training.dataset_seed(3, 0), TINY.classes)[0]
+    assert torch.allclose(trace.image(0), image, atol=1 / 255)
+    assert torch.equal(trace.target(0)["labels"], target["labels"])
+    assert trace.predictions(3, 0)["masks"].shape[-2:] == (64, 64)
+    assert not trace.model.training
+
+
+def test_callbacks_and_files(run):
+    trace, out, steps, epochs = run
+    assert [(s.epoch, s.step) for s in steps] == [(e, s) for e in (1, 2, 3) for s in (1, 2)]
+    assert all(s.steps == 2 and set(s.losses) == {TOTAL, *LOSS_PARTS} for s in steps)
+    assert steps[-1].lr == trace.epochs[-1].lr
+    # one cycle: the learning rate rises, then falls
+    assert steps[0].lr < max(s.lr for s in steps) == pytest.approx(TINY.lr, rel=0.05) and steps[-1].lr < TINY.lr / 2
+    assert epochs == [(1, 1), (2, 2), (3, 3)]  # on_epoch sees the trace with the new record in it
+    assert figures(TrainingTrace.load(out / training.TRACE_NAME)) == figures(trace)
+    checkpoint = load_checkpoint(out / CHECKPOINT_NAME)
+    assert checkpoint["epoch"] == 3 and checkpoint["recipe"] == TINY.to_dict()
+    assert {"model", "optimizer", "scheduler", "rng", "trace"} <= set(checkpoint)
+    assert set(checkpoint["rng"][0]) >= {"torch", "numpy", "python"}
+
+
+def test_the_same_seed_gives_the_same_trace_and_another_seed_another(run):
+    same = train(recipe=TINY, progress=False)
+    assert figures(same) == figures(run[0])
+    other = train(recipe=TINY, progress=False, seed=4, epochs=1)
+    assert other.epochs[0].train_losses != run[0].epochs[0].train_losses
+
+
+def test_a_killed_run_resumes_to_the_same_trace(run, tmp_path):
+    """Kill the command-line run with SIGKILL during epoch 2, resume it: the trace is the uninterrupted one."""
+    out = tmp_path / "killed"
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in this process
+    process = subprocess.Popen([sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] < TINY.epochs  # it really stopped part-way
+    finished = subprocess.run([sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS,
+                               "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    resumed = TrainingTrace.load(out / training.TRACE_NAME)
+    assert figures(resumed) == figures(run[0])
+    assert (out / "curves.png").stat().st_size > 1000
+    assert "| Epoch | Loss | Accuracy | Observation |" in finished.stdout
+
+
+def test_validation_losses_leave_the_model_and_the_random_stream_alone():
+    torch.manual_seed(0)
+    model = maskrcnn_small(num_classes=len(data.CLASSES)).train()
+    scenes = data.ShapesDataset(4, 64, seed=1)
+    buffers = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    first = validation_losses(model, scenes, batch_size=2, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())  # BN statistics too
+    assert model.training and all(m.training for m in model.modules())
+    assert validation_losses(model, scenes, batch_size=2, seed=0) == first  # the same samples every time
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    poisoned = []
+
+    def mask_loss_that_breaks(*args):
+        loss = components.COMPONENTS["maskrcnn_loss"].own(*args)
+        return loss * float("nan") if poisoned else loss
+
+    with components.using(maskrcnn_loss=mask_loss_that_breaks), pytest.raises(TrainingDiverged) as error:
+        train(recipe=TINY, out=tmp_path, progress=False, on_epoch=lambda trace, record: poisoned.append(1))
+    message = str(error.value)
+    assert "loss_mask is nan at epoch 2, step 1" in message
+    assert f"{tmp_path / CHECKPOINT_NAME} (epoch 1), is kept" in message
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    assert len(TrainingTrace.load(tmp_path / training.TRACE_NAME).epochs) == 1
+    assert not torch.are_deterministic_algorithms_enabled()  # train() restored the global setting
+
+
+def test_an_infinite_loss_without_an_output_folder_says_so():
+    def infinite(*args):
+        return components.COMPONENTS["fastrcnn_loss"].own(*args)[0] * float("inf"), torch.tensor(0.0)
+
+    with components.using(fastrcnn_loss=infinite), pytest.raises(TrainingDiverged,
+                                                                   match="loss_classifier is inf at epoch 1, step 1.*"
+                                                                         "no checkpoint was written"):
+        train(recipe=TINY, progress=False)
+
+
+def test_bad_settings_are_refused_clearly(run, tmp_path):
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        Recipe(batch_size=0)
+    with pytest.raises(ValueError, match="images_per_epoch .3. is less than one batch .8."):
+        Recipe(images_per_epoch=3)
+    with pytest.raises(ValueError, match="classes .'horse'.: choose from"):
+        Recipe(classes=("horse",))
+    with pytest.raises(TypeError, match=r"unknown recipe settings \['epoch'\]"):
+        train(epoch=3)
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        train(recipe=TINY, out=run[1])
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(recipe=TINY, out=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="used another recipe.*'lr': \\(0.002, 0.001\\)"):
+        train(recipe=TINY, out=run[1], resume=True, lr=1e-3)
+
+
+def test_one_cycle_rises_then_falls():
+    factors = [one_cycle(step, 100, 0.25) for step in range(100)]
+    assert factors[0] == pytest.approx(0.04) and factors[25] == 1.0 and factors[-1] < 0.01
+    assert factors[:26] == sorted(factors[:26]) and factors[25:] == sorted(factors[25:], reverse=True)
+    assert one_cycle(0, 1, 0.25) == pytest.approx(0.04)  # a one-step run works too
+
+
+def test_notebooks_train_quickly_under_autograding(monkeypatch):
+    monkeypatch.delenv("AUTOGRADING", raising=False)
+    assert training.recipe_for_notebooks(epochs=5) == Recipe(epochs=5)
+    monkeypatch.setenv("AUTOGRADING", "1")
+    quick = training.recipe_for_notebooks(epochs=5)
+    assert quick == Recipe(**QUICK) and quick.epochs * quick.images_per_epoch <= 32
+
+
+def test_fresh_scenes_each_epoch_or_one_set_shuffled_each_epoch():
+    first, second = (training.epoch_scenes(TINY, epoch) for epoch in (1, 2))
+    assert first[1] == second[1] == list(range(8))
+    assert not torch.equal(first[0][0][0], second[0][0][0])  # new scenes
+    fixed = replace(TINY, fresh_images=False)
+    (dataset_1, order_1), (dataset_2, order_2) = (training.epoch_scenes(fixed, epoch) for epoch in (1, 2))
+    assert torch.equal(dataset_1[5][0], dataset_2[5][0])  # the same scenes
+    assert sorted(order_1) == sorted(order_2) == list(range(8)) and order_1 != order_2  # in another order
+    assert training.epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
