@@ -356,3 +356,25 @@ def test_plug_into_model_compares_with_the_reference_and_skips_what_has_not_pass
     assert "with your nms: same output as the reference: yes" in capsys.readouterr().out
     assert set(yours[0]) == {"boxes", "labels", "scores", "masks"}
     assert components.active("nms") == "own" and model.training  # both as they were
+
+
+def test_plug_into_model_with_targets_compares_the_training_losses_and_leaves_the_model_alone(capsys):
+    torch.manual_seed(0)
+    model = maskrcnn_small(num_classes=3).eval()
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:40, 20:50] = 1
+    targets = [{"boxes": torch.tensor([[20.0, 10, 50, 40]]), "labels": torch.tensor([1]), "masks": masks}]
+    state = copy.deepcopy(model.state_dict())
+    loss = as_learner(components.COMPONENTS["fastrcnn_loss"].own)
+    grading.check_fastrcnn_loss(loss)
+    yours = grading.plug_into_model(model, [torch.rand(3, 64, 64)], targets=targets, fastrcnn_loss=loss)
+    assert "with your fastrcnn_loss: same output as the reference: yes" in capsys.readouterr().out
+    assert set(yours) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
+    assert not model.training and all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+    def doubled(class_logits, box_regression, labels, regression_targets):
+        return tuple(2 * part for part in loss(class_logits, box_regression, labels, regression_targets))
+
+    grading.core._PASSED["fastrcnn_loss"] = doubled  # as if it had passed: the comparison must tell
+    grading.plug_into_model(model, [torch.rand(3, 64, 64)], targets=targets, fastrcnn_loss=doubled)
+    assert "same output as the reference: no: in output['loss_" in capsys.readouterr().out

@@ -18,6 +18,7 @@ The checkers, stage by stage (lesson):
     3 RPN (03)           check_cell_anchors, check_anchor_grid, check_encode_boxes, check_decode_boxes,
                          check_box_iou, check_nms, check_filter_proposals
     4 RoI Align (04)     check_bilinear_interpolate (a helper), check_roi_align, check_map_levels
+    5 box head (05)      check_fastrcnn_loss, check_postprocess_detections
 
 Beyond the lesson: plug_into_model (same output with your functions?), save_component and
 load_components (the capstone runs on the learner's saved components); see learner.py.
@@ -35,6 +36,8 @@ Adding a checker for a new exercise (solutions/README.md walks through a lesson)
 """
 
 from mrcnn_course.grading.checks_backbone import BOTTLENECK, FPN_TOP_DOWN, check_bottleneck, check_fpn_top_down
+from mrcnn_course.grading.checks_box_head import (FASTRCNN_LOSS, POSTPROCESS_DETECTIONS, check_fastrcnn_loss,
+                                                  check_postprocess_detections)
 from mrcnn_course.grading.checks_box_ops import (BOX_IOU, DECODE_BOXES, ENCODE_BOXES, NMS, check_box_iou,
                                                  check_decode_boxes, check_encode_boxes, check_nms)
 from mrcnn_course.grading.checks_input_image import (BATCH_IMAGES, RESIZE, RESIZE_BOXES, check_batch_images,
@@ -50,7 +53,8 @@ from mrcnn_course.grading.learner import course_home, load_components, plug_into
 # Every exercise, by component name, in the order of the lessons.
 EXERCISES: dict[str, Exercise] = {e.component: e for e in (
     RESIZE_BOXES, RESIZE, BATCH_IMAGES, BOTTLENECK, FPN_TOP_DOWN, CELL_ANCHORS, ANCHOR_GRID, ENCODE_BOXES,
-    DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS, ROI_ALIGN, MAP_LEVELS)}
+    DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS, ROI_ALIGN, MAP_LEVELS, FASTRCNN_LOSS,
+    POSTPROCESS_DETECTIONS)}
 # Exercises that are not components (a helper the learner writes first, the capstone's training step):
 # each names its own reference (Exercise.reference).
 HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (BILINEAR_INTERPOLATE,)}
@@ -59,6 +63,7 @@ __all__ = [
     "check_resize_boxes", "check_resize", "check_batch_images", "check_bottleneck", "check_fpn_top_down",
     "check_cell_anchors", "check_anchor_grid", "check_encode_boxes", "check_decode_boxes", "check_box_iou",
     "check_nms", "check_filter_proposals", "check_bilinear_interpolate", "check_roi_align", "check_map_levels",
+    "check_fastrcnn_loss", "check_postprocess_detections",
     "plug_into_model", "save_component", "load_components", "course_home",
     "passed", "run", "Case", "Exercise", "Mistake", "EXERCISES", "HELPER_EXERCISES", "ReferenceSwitchedOff", "TimeLimitExceeded",
 ]

@@ -1,6 +1,7 @@
 """The learner's components beyond one lesson: plug them into the model, save them, load them back.
 
     grading.plug_into_model(model, [image], nms=nms)   # run with yours and with the reference: same output?
+    grading.plug_into_model(model, [image], targets=[target], fastrcnn_loss=fastrcnn_loss)  # training: same losses?
     grading.save_component("nms", nms)                 # ~/.mrcnn_course/components/nms.py (MRCNN_COURSE_HOME)
     mine = grading.load_components()                   # {name: function} of the saved ones
     print(mine.report())                               # which are yours, which fall back to the reference
@@ -12,6 +13,7 @@ instructor's machine runs every learner's notebook and must not collect their fu
 """
 
 import builtins
+import copy
 import importlib
 import importlib.util
 import inspect
@@ -165,9 +167,14 @@ def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
     return SavedComponents(functions, problems, folder)
 
 
-def plug_into_model(model: torch.nn.Module, inputs: Any, atol: float = 1e-4, **functions: Callable) -> Any:
+def plug_into_model(model: torch.nn.Module, inputs: Any, atol: float = 1e-4, targets: list[dict] | None = None,
+                    **functions: Callable) -> Any:
     """Run model(inputs) with the reference, then with your functions (name=function); print whether
     the outputs are the same (floats within atol, relative 1e-4) and return yours.
+
+    With `targets`, a copy of the model runs in training mode, model(inputs, targets), and its five
+    losses are compared: only training calls the losses and the mask targets. Both runs draw the same
+    random anchors and RoIs (the same seed), and the model itself, batch norm included, is untouched.
 
     A function that has not passed its checker yet is left out (the note says so): the model runs
     with the reference in its place.
@@ -180,14 +187,22 @@ def plug_into_model(model: torch.nn.Module, inputs: Any, atol: float = 1e-4, **f
         print(f"{name}: not plugged in: it has to pass check_{name} first (the model uses the reference {name})")
     was_training = model.training
     model.eval()
+
+    def outputs() -> Any:
+        if targets is None:
+            return model(inputs)
+        with torch.random.fork_rng(devices=[]):  # training samples anchors and RoIs: the same draws each run
+            torch.manual_seed(0)
+            return copy.deepcopy(model).train()(inputs, targets)
+
     try:
         with torch.no_grad():
             with components.using(**{name: components.OWN for name in ready}):
-                reference = model(inputs)
+                reference = outputs()
             if not ready:
                 return reference
             with components.using(**ready):
-                yours = model(inputs)
+                yours = outputs()
     finally:
         model.train(was_training)
     found = difference(reference, yours, atol, 1e-4)
