@@ -4,7 +4,7 @@
 import os
 import sys
 
-from mrcnn_course import teaching
+from mrcnn_course import nbgrader_steps
 
 c = get_config()  # noqa: F821 (traitlets defines get_config when it loads this file)
 root = os.path.dirname(os.path.abspath(__file__))
@@ -33,8 +33,8 @@ c.Execute.timeout = 120
 # A learner who deletes a graded test cell is still graded on it: nbgrader puts it back.
 c.OverwriteCells.add_missing_cells = True
 
-# The course's steps in nbgrader's pipelines (mrcnn_course/teaching.py says what each does):
+# The course's steps in nbgrader's pipelines (mrcnn_course/nbgrader_steps.py says what each does):
 # release seals quiz answers and keeps quiz answer cells as `q1 = None`; autograding runs kernels
 # with AUTOGRADING=1 and TQDM_DISABLE=1.
-c.GenerateAssignment.preprocessors = teaching.RELEASE_PREPROCESSORS
-c.Autograde.autograde_preprocessors = teaching.AUTOGRADE_PREPROCESSORS
+c.GenerateAssignment.preprocessors = nbgrader_steps.RELEASE_PREPROCESSORS
+c.Autograde.autograde_preprocessors = nbgrader_steps.AUTOGRADE_PREPROCESSORS

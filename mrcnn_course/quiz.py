@@ -12,7 +12,7 @@ check cell below it:
 
 A key is one string made from the right letter and the explanation: a salted hash of the letter,
 and the explanation encrypted with a keystream that only the right letter gives. When nbgrader
-releases a quiz, teaching.SealQuizKeys replaces each `quiz.key(...)` call by the string it returns,
+releases a quiz, nbgrader_steps.SealQuizKeys replaces each `quiz.key(...)` call by the string it returns,
 so neither the letter nor the explanation is in the released notebook or in nbgrader's feedback.
 
 What it protects against: reading the answer by accident, in the notebook or in the feedback of a

@@ -4,125 +4,35 @@
     python -m mrcnn_course.teaching autograde   # grading/submitted -> grades, feedback  (make autograde)
     python -m mrcnn_course.teaching grades      # the gradebook -> grading/grades.csv    (make grades)
 
-Run it from the course's root (the repository root), where nbgrader_config.py is: nbgrader reads its
-configuration from the current directory. The layout it expects:
+Run it from the course's root, where nbgrader_config.py is (nbgrader reads it from the current
+directory). Sources: solutions/NN_name (lessons -> lessons/) and solutions/quiz_NN_name (quizzes ->
+quizzes/); learners' work: grading/submitted/<learner>/<assignment>/, next to the gradebook.
 
-    solutions/NN_name/        a lesson's source notebooks (instructor versions)  -> lessons/NN_name/
-    solutions/quiz_NN_name/   a quiz's source notebook                           -> quizzes/quiz_NN_name/
-    grading/submitted/<learner>/<assignment>/   learners' work; autograded/, feedback/, gradebook.db
-                              and grades.csv sit next to it (all git-ignored)
-
-Every command goes through nbgrader's own converters (nbgrader.apps.NbGraderAPI: the same code as
-`nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`), in
-one process, so the config is loaded once. The three preprocessors below are what nbgrader_config.py
-adds to nbgrader's pipelines.
+Each command runs nbgrader's own converters through nbgrader.apps.NbGraderAPI (the code behind
+`nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`) in
+one process. What the course changes in nbgrader's pipelines is in nbgrader_steps.py.
 """
 
 import argparse
-import ast
 import csv
-import json
-import os
 import re
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.apps import NbGraderAPI
-from nbgrader.converters import Autograde, GenerateAssignment
-from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
 from nbgrader.utils import temp_attrs
+from sqlalchemy.exc import SAWarning
 from traitlets.config.loader import PyFileConfigLoader
-
-from mrcnn_course import quiz
 
 LESSON_NAME = re.compile(r"\d\d_[a-z0-9_]+")  # 03_rpn
 QUIZ_NAME = re.compile(r"quiz_\d\d_[a-z0-9_]+")  # quiz_03_rpn
 RELEASE_DIRECTORIES = {"lesson": "lessons", "quiz": "quizzes"}
-AUTOGRADING_ENV = {"AUTOGRADING": "1", "TQDM_DISABLE": "1"}  # lessons shorten training when AUTOGRADING=1
 
-
-# ---- nbgrader preprocessors (nbgrader_config.py puts them in) -----------------------------------
-
-def seal_quiz_keys(source: str) -> str:
-    """A cell's source with every `quiz.key("C", "explanation")` call replaced by the key it returns."""
-    tree = ast.parse(source)
-    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-             and node.func.attr == "key" and isinstance(node.func.value, ast.Name) and node.func.value.id == "quiz"]
-    raw = source.encode("utf-8")  # ast's column offsets count UTF-8 bytes
-    line_starts = [0]
-    for line in raw.splitlines(keepends=True):
-        line_starts.append(line_starts[-1] + len(line))
-    for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset), reverse=True):  # last first: offsets hold
-        try:
-            args = [ast.literal_eval(a) for a in call.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-        except ValueError as error:
-            raise ValueError(f"quiz.key(...) on line {call.lineno} must be given plain strings, "
-                             f'e.g. quiz.key("C", "why C is right"), so it can be sealed at release') from error
-        start = line_starts[call.lineno - 1] + call.col_offset
-        end = line_starts[call.end_lineno - 1] + call.end_col_offset
-        raw = raw[:start] + json.dumps(quiz.key(*args, **kwargs)).encode("utf-8") + raw[end:]
-    return raw.decode("utf-8")
-
-
-class SealQuizKeys(NbGraderPreprocessor):
-    """Release: replace each quiz.key(letter, explanation) by its key, so the release shows neither."""
-
-    def preprocess_cell(self, cell, resources, index):
-        if cell.cell_type == "code" and "quiz.key(" in cell.source:
-            cell.source = seal_quiz_keys(cell.source)
-        return cell, resources
-
-
-# q1 = None  # your answer: "A", "B", "C" or "D"      <- kept
-# ### BEGIN SOLUTION / q1 = "C" / ### END SOLUTION     <- removed, with no stub
-QUIZ_ANSWER = re.compile(
-    r"(?P<blank>(?P<name>q\d+) = None\b[^\n]*)\n### BEGIN SOLUTION\n(?P=name) = \"[A-D]\"\n### END SOLUTION\n?"
-)
-
-
-class ClearSolutionsKeepQuizAnswers(ClearSolutions):
-    """Release: nbgrader's ClearSolutions, except that a quiz answer cell keeps its `q1 = None` line
-    instead of getting `raise NotImplementedError()`: a quiz runs top to bottom before it is answered."""
-
-    def _replace_solution_region(self, cell, language: str) -> bool:
-        match = QUIZ_ANSWER.fullmatch(cell.source) if cell.cell_type == "code" else None
-        if match is None:
-            return super()._replace_solution_region(cell, language)
-        cell.source = match.group("blank")
-        return True
-
-
-class AutogradingExecute(Execute):
-    """Autograde: nbgrader's Execute, with AUTOGRADING=1 and TQDM_DISABLE=1 in the kernel's environment
-    (the kernel inherits it when it starts), whether autograding runs from the command line or the
-    formgrader. Execute's settings (timeout, ...) apply to it."""
-
-    def preprocess(self, nb, resources=None, km=None):
-        with mock.patch.dict(os.environ, AUTOGRADING_ENV):
-            return super().preprocess(nb, resources, km=km)
-
-
-def _swap(pipeline: list, old: type, new: type) -> list:
-    assert old in pipeline, f"nbgrader's pipeline no longer has {old.__name__}: update mrcnn_course/teaching.py"
-    return [new if step is old else step for step in pipeline]
-
-
-def _default(converter: type, pipeline: str) -> list:
-    return converter.class_traits()[pipeline].default()
-
-
-RELEASE_PREPROCESSORS = [SealQuizKeys] + _swap(
-    _default(GenerateAssignment, "preprocessors"), ClearSolutions, ClearSolutionsKeepQuizAnswers)
-AUTOGRADE_PREPROCESSORS = _swap(_default(Autograde, "autograde_preprocessors"), Execute, AutogradingExecute)
-
-
-# ---- the course: assignments, release, autograde, grades ------------------------------------------
 
 @dataclass(frozen=True)
 class Assignment:
@@ -235,12 +145,8 @@ def autograde(root: Path, learners: list[str] | None = None, assignments: list[s
     known = {a.name: a for a in find_assignments(root)}
     submitted = Path(api.coursedir.root) / api.coursedir.submitted_directory
     outcomes = []
-    for learner in sorted(_subfolders(submitted)):
-        if learners is not None and learner not in learners:
-            continue
-        for name in sorted(_subfolders(submitted / learner)):
-            if assignments is not None and name not in assignments:
-                continue
+    for learner in sorted(set(_subfolders(submitted)) & set(learners or _subfolders(submitted))):
+        for name in sorted(set(_subfolders(submitted / learner)) & set(assignments or _subfolders(submitted / learner))):
             outcome = Outcome(learner, name)
             outcomes.append(outcome)
             if name not in known:
@@ -249,7 +155,8 @@ def autograde(root: Path, learners: list[str] | None = None, assignments: list[s
                 continue
             _ensure_in_gradebook(api, known[name])
             start = time.perf_counter()
-            result = api.autograde(name, learner, force=True)
+            with warnings.catch_warnings(action="ignore", category=SAWarning):  # nbgrader's own session notes
+                result = api.autograde(name, learner, force=True)
             if result["success"]:
                 _check(api.generate_feedback(name, learner, force=True), f"nbgrader generate_feedback {name} {learner}")
                 with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
@@ -261,9 +168,17 @@ def autograde(root: Path, learners: list[str] | None = None, assignments: list[s
     return outcomes
 
 
+GENERIC_ERRORS = ("There was an error processing", "Traceback (most recent call last)", "Please see the")
+
+
 def _error_lines(result: dict) -> str:
-    lines = [line for line in result.get("log", "").splitlines() if line.startswith(("[ERROR]", "[CRITICAL]"))]
-    return "\n".join(lines[:6]) or result.get("error", "").strip().splitlines()[-1]
+    """Why nbgrader failed, in one line: its specific error messages and the exception it raised."""
+    log = result.get("log", "")
+    errors = [line.removeprefix("[ERROR] ") for line in log.splitlines()
+              if line.startswith("[ERROR]") and not any(generic in line for generic in GENERIC_ERRORS)]
+    exceptions = [e for e in re.findall(r"^\s*([\w.]+(?:Error|Exception)\b.*)$", log, re.MULTILINE)
+                  if "NbGraderException" not in e]  # nbgrader's own "see the traceback above"
+    return "; ".join(errors + exceptions[-1:]) or "see nbgrader's log"
 
 
 def write_grades(root: Path) -> Path:

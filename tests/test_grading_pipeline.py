@@ -112,7 +112,8 @@ def course(tmp_path_factory):
     feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ],
                               cwd=course, capture_output=True, text=True)
     outcomes = teaching.autograde(course, learners=["solutions"])
-    return {"root": course, "assignments": assignments, "right": right, "outcomes": outcomes,
+    failures = teaching.autograde(course, learners=["corrupt", "kernel_crash"])  # as `make autograde` reports them
+    return {"root": course, "assignments": assignments, "right": right, "outcomes": outcomes, "failures": failures,
             "special": special, "feedback": feedback, "csv": teaching.write_grades(course)}
 
 
@@ -168,6 +169,12 @@ def test_an_endless_loop_is_interrupted_and_later_cells_graded(course):
 def test_a_crash_or_corrupt_notebook_is_recorded_as_failed(course, learner):
     assert set(_scores(course, learner).values()) == {None}  # in the gradebook, never autograded
     assert not (course["root"] / "grading" / "feedback" / learner / QUIZ).exists()
+
+
+def test_make_autograde_reports_why_a_submission_failed(course):
+    errors = {o.learner: o.error for o in course["failures"] if o.score is None}
+    assert "Notebook does not appear to be JSON" in errors["corrupt"]
+    assert "Kernel died" in errors["kernel_crash"]
 
 
 def _text(path: Path) -> str:

@@ -1,8 +1,7 @@
-"""mrcnn_course.teaching and nbgrader_config.py: the release is what the sources generate, the quizzes
-are well formed, and the course's steps in nbgrader's pipelines do their job.
+"""mrcnn_course.teaching: the release is what the sources generate, and the quizzes are well formed.
 
 test_release_is_up_to_date regenerates every lesson and quiz with nbgrader in a temporary copy
-(15-30 s, more as lessons are added); the rest takes about 10 s (one test starts a kernel).
+(10-20 s, more as lessons are added); the rest takes about 2 s.
 """
 
 import ast
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbgrader.preprocessors import ClearSolutions, Execute
 
-from mrcnn_course import quiz, teaching
+from mrcnn_course import nbgrader_steps, quiz, teaching
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = ["quiz_00_pipeline", "quiz_01_input_image", "quiz_02_backbone", "quiz_03_rpn",
@@ -68,58 +66,6 @@ def test_release_names_unknown_assignments(tmp_path):
         teaching.release(tmp_path, ["quiz_09_x"])
 
 
-def test_seal_quiz_keys_replaces_each_call_by_its_key():
-    source = ('a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."))\n'
-              'b_key = quiz.key(answer="D", explanation="Per class.")  # comment kept\n'
-              'quiz.check("q1", q1, a_key)')
-    sealed = teaching.seal_quiz_keys(source)
-    lines = sealed.split("\n")
-    assert len(lines) == 3 and lines[2] == 'quiz.check("q1", q1, a_key)' and lines[1].endswith("# comment kept")
-    a_key, b_key = (ast.literal_eval(line.split(" = ", 1)[1].split("  #")[0]) for line in lines[:2])
-    assert quiz.explanation("A", a_key) == "Bilinear — not rounded; ×2 sampling."
-    assert quiz.explanation("D", b_key) == "Per class."
-    assert "quiz.key" not in sealed and "Bilinear" not in sealed
-
-
-def test_seal_quiz_keys_needs_plain_strings():
-    with pytest.raises(ValueError, match="line 1 must be given plain strings"):
-        teaching.seal_quiz_keys('k = quiz.key(ANSWER, "why")')
-
-
-def _cell(source: str, **nbgrader) -> nbformat.NotebookNode:
-    meta = {"grade": False, "grade_id": "x", "locked": False, "schema_version": 3, "solution": True, "task": False}
-    return nbformat.v4.new_code_cell(source, metadata={"nbgrader": {**meta, **nbgrader}})
-
-
-def test_quiz_answer_cells_keep_their_blank_line():
-    step = teaching.ClearSolutionsKeepQuizAnswers()
-    answer = _cell('q2 = None  # your answer: "A", "B", "C" or "D"\n### BEGIN SOLUTION\nq2 = "D"\n### END SOLUTION')
-    exercise = _cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")
-    resources = {"language": "python"}
-    assert step.preprocess_cell(answer, resources, 0)[0].source == 'q2 = None  # your answer: "A", "B", "C" or "D"'
-    assert step.preprocess_cell(exercise, resources, 1)[0].source == (
-        "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()")  # lessons keep nbgrader's stub
-
-
-def test_config_puts_the_course_steps_into_nbgraders_pipelines():
-    config = teaching.course_api(ROOT).config
-    assert teaching.SealQuizKeys in config.GenerateAssignment.preprocessors
-    assert teaching.ClearSolutionsKeepQuizAnswers in config.GenerateAssignment.preprocessors
-    assert ClearSolutions not in config.GenerateAssignment.preprocessors
-    assert teaching.AutogradingExecute in config.Autograde.autograde_preprocessors
-    assert Execute not in config.Autograde.autograde_preprocessors
-    assert config.OverwriteCells.add_missing_cells is True
-    assert config.CourseDirectory.db_url.endswith("/grading/gradebook.db")
-
-
-def test_autograding_kernels_see_autograding_env(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os; print(os.environ.get('AUTOGRADING'), os.environ.get('TQDM_DISABLE'))")])
-    nb.metadata.kernelspec = {"name": "python3", "language": "python", "display_name": "Python 3"}
-    executed, _ = teaching.AutogradingExecute(timeout=60).preprocess(nb, {"metadata": {"path": str(tmp_path)}})
-    assert executed.cells[0].outputs[0].text.strip() == "1 1"
-
-
 # ---- the quizzes' structure ---------------------------------------------------------------------
 
 def _questions(nb: nbformat.NotebookNode) -> list[dict]:
@@ -154,7 +100,7 @@ def test_quiz_source_is_well_formed(name):
         assert text.cell_type == "markdown" and text.metadata.nbgrader["locked"]
         assert [text.source.count(f"- **{letter}.** ") for letter in "ABCD"] == [1, 1, 1, 1], text.source
         assert answer is not None and answer.metadata.nbgrader["solution"] and not answer.metadata.nbgrader["grade"]
-        match = teaching.QUIZ_ANSWER.fullmatch(answer.source)
+        match = nbgrader_steps.QUIZ_ANSWER.fullmatch(answer.source)
         assert match and match.group("blank") == f'q{n} = None  # your answer: "A", "B", "C" or "D"', answer.source
         letter = re.search(r'= "([A-D])"', answer.source.split("BEGIN SOLUTION")[1]).group(1)
         meta = check.metadata.nbgrader
