@@ -19,6 +19,7 @@ The checkers, stage by stage (lesson):
                          check_box_iou, check_nms, check_filter_proposals
     4 RoI Align (04)     check_bilinear_interpolate (a helper), check_roi_align, check_map_levels
     5 box head (05)      check_fastrcnn_loss, check_postprocess_detections
+    6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
 
 Beyond the lesson: plug_into_model (same output with your functions?), save_component and
 load_components (the capstone runs on the learner's saved components); see learner.py.
@@ -42,6 +43,9 @@ from mrcnn_course.grading.checks_box_ops import (BOX_IOU, DECODE_BOXES, ENCODE_B
                                                  check_decode_boxes, check_encode_boxes, check_nms)
 from mrcnn_course.grading.checks_input_image import (BATCH_IMAGES, RESIZE, RESIZE_BOXES, check_batch_images,
                                                      check_resize, check_resize_boxes)
+from mrcnn_course.grading.checks_mask_head import (MASKRCNN_LOSS, PASTE_MASKS_IN_IMAGE, PROJECT_MASKS_ON_BOXES,
+                                                   check_maskrcnn_loss, check_paste_masks_in_image,
+                                                   check_project_masks_on_boxes)
 from mrcnn_course.grading.checks_roi_align import (BILINEAR_INTERPOLATE, MAP_LEVELS, ROI_ALIGN,
                                                    check_bilinear_interpolate, check_map_levels, check_roi_align)
 from mrcnn_course.grading.checks_rpn import (ANCHOR_GRID, CELL_ANCHORS, FILTER_PROPOSALS, check_anchor_grid,
@@ -54,7 +58,7 @@ from mrcnn_course.grading.learner import course_home, load_components, plug_into
 EXERCISES: dict[str, Exercise] = {e.component: e for e in (
     RESIZE_BOXES, RESIZE, BATCH_IMAGES, BOTTLENECK, FPN_TOP_DOWN, CELL_ANCHORS, ANCHOR_GRID, ENCODE_BOXES,
     DECODE_BOXES, BOX_IOU, NMS, FILTER_PROPOSALS, ROI_ALIGN, MAP_LEVELS, FASTRCNN_LOSS,
-    POSTPROCESS_DETECTIONS)}
+    POSTPROCESS_DETECTIONS, PROJECT_MASKS_ON_BOXES, MASKRCNN_LOSS, PASTE_MASKS_IN_IMAGE)}
 # Exercises that are not components (a helper the learner writes first, the capstone's training step):
 # each names its own reference (Exercise.reference).
 HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (BILINEAR_INTERPOLATE,)}
@@ -63,7 +67,8 @@ __all__ = [
     "check_resize_boxes", "check_resize", "check_batch_images", "check_bottleneck", "check_fpn_top_down",
     "check_cell_anchors", "check_anchor_grid", "check_encode_boxes", "check_decode_boxes", "check_box_iou",
     "check_nms", "check_filter_proposals", "check_bilinear_interpolate", "check_roi_align", "check_map_levels",
-    "check_fastrcnn_loss", "check_postprocess_detections",
+    "check_fastrcnn_loss", "check_postprocess_detections", "check_project_masks_on_boxes", "check_maskrcnn_loss",
+    "check_paste_masks_in_image",
     "plug_into_model", "save_component", "load_components", "course_home",
     "passed", "run", "Case", "Exercise", "Mistake", "EXERCISES", "HELPER_EXERCISES", "ReferenceSwitchedOff", "TimeLimitExceeded",
 ]
