@@ -1,0 +1,72 @@
+"""mrcnn_course.grading.checks_training: the capstone's train_step, checked by what a step leaves behind
+(the losses it returns, the weights after it) against the reference step on copies of a tiny model."""
+
+import types
+
+import pytest
+import torch
+
+from mrcnn_course import components, grading
+from mrcnn_course.grading.checks_training import TRAIN_STEP, reference_train_step, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def clean_components():
+    components.reset()
+    yield
+    components.reset()
+
+
+def as_learner(fn):
+    """The same code as `fn`, but a function of the learner's (the checker refuses the package's own)."""
+    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    clone.__module__ = "learner"
+    return clone
+
+
+def train_step(model, optimizer, images, targets):
+    """A learner's step, written differently from the reference: the parts summed in another order."""
+    losses = model(images, targets)
+    total = sum(losses[name] for name in sorted(losses, reverse=True))
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    return {"total": total.item(), **{name: value.item() for name, value in losses.items()}}
+
+
+def test_a_right_step_passes_and_the_reference_is_a_real_step(capsys):
+    grading.check_train_step(train_step, extra=True)
+    assert "train_step: 5 cases passed, 2 of them hidden" in capsys.readouterr().out
+    assert grading.passed("train_step") is train_step
+
+    torch.manual_seed(0)
+    model = tiny_model().train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = [p.detach().clone() for p in model.parameters()]
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 10:40, 20:50] = 1
+    target = {"boxes": torch.tensor([[20.0, 10, 50, 40]]), "labels": torch.tensor([1]), "masks": masks}
+    losses = reference_train_step(model, optimizer, [torch.rand(3, 64, 64)], [target])
+    assert set(losses) == {"total", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
+                           "loss_mask"} and all(isinstance(v, float) for v in losses.values())
+    assert losses["total"] == pytest.approx(sum(v for k, v in losses.items() if k != "total"), rel=1e-5)
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("mistake", TRAIN_STEP.mistakes, ids=lambda m: m.hint[:30])
+def test_each_usual_mistake_is_caught_with_its_hint(mistake):
+    with pytest.raises(AssertionError) as failure:
+        grading.check_train_step(as_learner(mistake.answer))
+    assert "your answer is what" in str(failure.value) and mistake.hint in str(failure.value)
+
+
+def test_a_step_that_crashes_points_at_the_learners_line():
+    def train_step(model, optimizer, images, targets):
+        losses = model(images)  # the targets were forgotten: the model is in training mode
+        return losses
+
+    with pytest.raises(AssertionError) as failure:
+        grading.check_train_step(train_step)
+    message = str(failure.value)
+    assert "case 'one image, SGD' failed" in message and "your train_step raised" in message
+    assert "losses = model(images)" in message
