@@ -91,10 +91,10 @@ def test_torchvision_agrees_with_every_expected_answer(exercise):
 def test_each_usual_mistake_is_caught_with_its_hint(exercise):
     cases = build_cases(exercise, extra=True)
     own = components.COMPONENTS[exercise.component].own
+    rights = [own(*copy.deepcopy(case.args)) for case in cases]
     for mistake in exercise.mistakes:
         answers, differs = [], False
-        for case in cases:
-            right = own(*copy.deepcopy(case.args))
+        for case, right in zip(cases, rights):
             try:
                 wrong = mistake.answer(*copy.deepcopy(case.args))
             except Exception:  # the mistake does not apply here: answer right
