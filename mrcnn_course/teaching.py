@@ -212,6 +212,16 @@ def write_grades(root: Path) -> Path:
     return path
 
 
+def _print_outcomes(outcomes: list[Outcome]) -> int:
+    """The autograding table; returns how many submissions failed."""
+    for o in outcomes:
+        status = f"{o.score:g} / {o.max_score:g}" if o.score is not None else "FAILED"
+        print(f"{o.learner:20} {o.assignment:24} {status}" + (f"\n    {o.error}" if o.error else ""))
+    failed = sum(o.score is None for o in outcomes)
+    print(f"{len(outcomes)} submissions, {failed} failed; feedback in grading/feedback/")
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrcnn_course.teaching", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -223,20 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("grades", help="write grading/grades.csv from the gradebook")
     args = parser.parse_args(argv)
     root = Path.cwd()
-    if args.command == "release":
-        release(root, args.names or None)
-    elif args.command == "autograde":
-        outcomes = autograde(root, args.learner, args.assignment)
-        for o in outcomes:
-            status = f"{o.score:g} / {o.max_score:g}" if o.score is not None else "FAILED"
-            print(f"{o.learner:20} {o.assignment:24} {status}")
-            if o.error:
-                print("    " + o.error.replace("\n", "\n    "))
-        failed = sum(o.score is None for o in outcomes)
-        print(f"{len(outcomes)} submissions, {failed} failed; feedback in grading/feedback/")
-        return 1 if failed else 0
-    else:
-        print(f"wrote {write_grades(root)}")
+    try:
+        if args.command == "release":
+            release(root, args.names or None)
+        elif args.command == "autograde":
+            return 1 if _print_outcomes(autograde(root, args.learner, args.assignment)) else 0
+        else:
+            print(f"wrote {write_grades(root)}")
+    except (FileNotFoundError, ValueError, NbgraderFailed) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

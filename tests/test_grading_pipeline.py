@@ -14,6 +14,7 @@ from exit codes: `nbgrader autograde` exits 1 when one learner fails and still g
     infinite_loop  an answer cell `while True: pass`: interrupted by Execute.timeout, later cells graded
     kernel_crash   an answer cell calling os._exit(1): recorded as failed
     corrupt        a notebook that is not JSON: recorded as failed
+    typo           a folder named after no assignment: reported by `make autograde`
 The special learners hand in one quiz and are graded by the `nbgrader autograde` command with a short
 Execute.timeout. Runtime: about 1 minute plus the autograding of every lesson (see
 benchmarks/autograde_course.py for the per-assignment times).
@@ -103,6 +104,7 @@ def course(tmp_path_factory):
     _hand_in(course, "infinite_loop", QUIZ, _answered(released, right, {2: "while True:\n    pass"}))
     _hand_in(course, "kernel_crash", QUIZ, _answered(released, right, {2: "import os\nos._exit(1)"}))
     _hand_in(course, "corrupt", QUIZ, text='{"cells": [ this is not JSON')
+    _hand_in(course, "typo", "quiz_3_rpn", released)  # a folder named after no assignment
     for assignment in assignments:  # the instructor versions, every lesson and quiz
         shutil.copytree(course / "solutions" / assignment.name, course / "grading" / "submitted" / "solutions" / assignment.name)
 
@@ -112,7 +114,7 @@ def course(tmp_path_factory):
     feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ],
                               cwd=course, capture_output=True, text=True)
     outcomes = teaching.autograde(course, learners=["solutions"])
-    failures = teaching.autograde(course, learners=["corrupt", "kernel_crash"])  # as `make autograde` reports them
+    failures = teaching.autograde(course, learners=["corrupt", "kernel_crash", "typo"])  # as `make autograde` does
     return {"root": course, "assignments": assignments, "right": right, "outcomes": outcomes, "failures": failures,
             "special": special, "feedback": feedback, "csv": teaching.write_grades(course)}
 
@@ -175,6 +177,7 @@ def test_make_autograde_reports_why_a_submission_failed(course):
     errors = {o.learner: o.error for o in course["failures"] if o.score is None}
     assert "Notebook does not appear to be JSON" in errors["corrupt"]
     assert "Kernel died" in errors["kernel_crash"]
+    assert "no assignment 'quiz_3_rpn' in solutions/: rename the folder" in errors["typo"]
 
 
 def _text(path: Path) -> str:

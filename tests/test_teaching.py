@@ -66,6 +66,12 @@ def test_release_names_unknown_assignments(tmp_path):
         teaching.release(tmp_path, ["quiz_09_x"])
 
 
+def test_commands_report_bad_input_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert teaching.main(["grades"]) == 2
+    assert "error: no nbgrader_config.py in" in capsys.readouterr().err
+
+
 # ---- the quizzes' structure ---------------------------------------------------------------------
 
 def _questions(nb: nbformat.NotebookNode) -> list[dict]:
