@@ -182,6 +182,6 @@ def draw_epoch_predictions(trace: TrainingTrace, epoch: int, count: int = 3, sco
     for index, ax in enumerate(fig.subplots(1, count, squeeze=False)[0]):
         found = draw_instances(ax, trace.image(index), trace.predictions(epoch, index), trace.class_names,
                                score_threshold)
-        objects = f" of {len(trace.val_targets[index]['labels'])}" if trace.val_targets else ""
-        ax.set_title(f"image {index}: {found}{objects} found\n(score >= {score_threshold})", fontsize=FONT)
+        objects = f", {len(trace.val_targets[index]['labels'])} objects" if trace.val_targets else ""
+        ax.set_title(f"image {index}: {found} predicted{objects}\n(score >= {score_threshold})", fontsize=FONT)
     return fig

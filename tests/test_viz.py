@@ -103,11 +103,13 @@ def test_training_curves_grow_with_the_epoch_on_fixed_axes():
 
 def test_epoch_predictions_are_drawn_from_the_trace_alone():
     trace = TrainingTrace.load(TRACE_JSON)
-    fig = viz.draw_epoch_predictions(trace, len(trace.epochs), count=5)
+    fig = viz.draw_epoch_predictions(trace, 1, count=5, score_threshold=0.1)
     assert len(fig.axes) == len(trace.val_images)  # no more than the trace holds
-    expected = trace.predictions(len(trace.epochs), 0)
-    shown = int((expected["scores"] >= 0.5).sum())
-    assert len(fig.axes[0].texts) == shown and f"{shown} of {len(trace.target(0)['labels'])} found" in fig.axes[0].get_title()
+    expected = trace.predictions(1, 0)
+    shown = int((expected["scores"] >= 0.1).sum())
+    assert shown > 0  # the trace's barely trained model scores under 0.25
+    assert len(fig.axes[0].texts) == shown
+    assert f"{shown} predicted, {len(trace.target(0)['labels'])} objects" in fig.axes[0].get_title()
 
 
 def test_a_notebook_shows_a_returned_figure_once():
