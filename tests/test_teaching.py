@@ -1,7 +1,7 @@
 """mrcnn_course.teaching: the release is what the sources generate, and the quizzes are well formed.
 
 test_release_is_up_to_date regenerates every lesson and quiz with nbgrader in a temporary copy
-(10-20 s, more as lessons are added); the rest takes about 2 s.
+(10-20 s, more as lessons are added); the rest about 6 s (one test runs a quiz in a kernel).
 """
 
 import ast
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from mrcnn_course import nbgrader_steps, quiz, teaching
 
@@ -152,3 +153,21 @@ def test_released_quiz_shows_neither_answers_nor_explanations(name):
         key = ast.literal_eval(r["check"].source.split("\n")[0].split(" = ", 1)[1])
         assert quiz.explanation(letter, key) == explanation  # the sealed key is the source's
     assert "BEGIN SOLUTION" not in released_text
+
+
+def test_a_released_quiz_gives_immediate_feedback():
+    """A self-learner's run of a released quiz, no nbgrader: right, wrong and unanswered questions."""
+    name = "quiz_03_rpn"
+    source = _questions(nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4))
+    released = nbformat.read(ROOT / "quizzes" / name / f"{name}.ipynb", 4)
+    questions = _questions(released)
+    right, why = _key_call(source[0]["check"].source)
+    wrong = "A" if right != "A" else "B"
+    questions[0]["answer"].source, questions[1]["answer"].source = f'q1 = "{right}"', f'q2 = "{wrong}"'
+    NotebookClient(released, timeout=120, kernel_name="python3", allow_errors=True).execute()
+    outputs = [[o.get("text", "") + o.get("evalue", "") for o in q["check"].outputs] for q in questions]
+    assert outputs[0][0].startswith(f'✓ q1 = "{right}" is right.') and " ".join(why.split()[:6]) in outputs[0][0]
+    assert outputs[1] == [f'✗ q2 = "{wrong}" is not the right answer. Read the question again, change q2, and run '
+                          "both cells: the explanation opens when the answer is right.\n"]
+    assert outputs[2] == ['q3 is still None: set q3 = "A", "B", "C" or "D" (one letter, in quotes) in the cell '
+                          "above, run that cell, then run this one."]
