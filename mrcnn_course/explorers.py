@@ -16,6 +16,7 @@ draw a static one; the numbers come from plain functions and the ACTIVE componen
 own nms or anchor_grid shows in the explorer once plugged in with components.use.
 """
 
+import html
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -69,7 +70,7 @@ class Explorer(widgets.VBox):
         try:
             view = self._update(**{name: control.value for name, control in self.controls.items()})
         except ValueError as error:
-            self.summary.value = f"<b style='color:#b00'>{error}</b>"
+            self.summary.value = f"<b style='color:#b00'>{html.escape(str(error))}</b>"
             return
         self.picture.value = figure_png(view.figure)
         self.summary.value = view.summary
