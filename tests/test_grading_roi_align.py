@@ -1,4 +1,4 @@
-"""mrcnn_course.grading.checks_roi_align: bilinear_interpolate, a helper exercise that is not a component
+"""mrcnn_course.grading.checks_roi_align: interpolation_weights, a helper exercise that is not a component
 (tests/test_grading.py covers roi_align and map_levels with every other component's exercise)."""
 
 import copy
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 
 from mrcnn_course import components, grading
-from mrcnn_course.grading.checks_roi_align import BILINEAR_INTERPOLATE, reference_bilinear
+from mrcnn_course.grading.checks_roi_align import INTERPOLATION_WEIGHTS, reference_interpolation_weights
 from mrcnn_course.grading.core import build_cases, difference
 
 
@@ -20,67 +20,66 @@ def clean_components():
     components.reset()
 
 
-def test_the_reference_is_bilinear_interpolation_inside_the_map():
+def bilinear(feature, y, x):
+    """Tensor[C, H, W] read at points (y, x), each Tensor[P], -> Tensor[C, P]: the row weights times the
+    column weights, as lesson 04 assembles bilinear interpolation."""
+    rows = reference_interpolation_weights(y, feature.shape[1])  # (P, H)
+    cols = reference_interpolation_weights(x, feature.shape[2])  # (P, W)
+    return torch.einsum("ph,chw,pw->cp", rows, feature, cols)
+
+
+def test_the_reference_makes_bilinear_interpolation_inside_the_map():
     """Second opinion: inside the map, grid_sample (align_corners=True: cell j sits at coordinate j) agrees."""
     feature = torch.randn(3, 6, 9)
     y, x = torch.rand(50) * 5, torch.rand(50) * 8
     grid = torch.stack([x / 8 * 2 - 1, y / 5 * 2 - 1], dim=-1)[None, None]  # (1, 1, P, 2), in [-1, 1]
     expected = F.grid_sample(feature[None], grid, mode="bilinear", align_corners=True)[0, :, 0]  # (C, P)
-    torch.testing.assert_close(reference_bilinear(feature, y, x), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bilinear(feature, y, x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_the_reference_follows_torchvisions_rules_at_the_border():
     feature = torch.randn(2, 4, 5)
     y = torch.tensor([-1.5, -1.0, -0.5, 3.5, 4.0, 4.5, 2.0])
     x = torch.tensor([1.0, 2.0, 3.0, 4.5, 5.0, 1.0, -1.25])
-    got = reference_bilinear(feature, y, x)
+    got = bilinear(feature, y, x)
     assert got[:, [0, 5, 6]].abs().max() == 0  # outside [-1, H] x [-1, W]
     torch.testing.assert_close(got[:, 1], feature[:, 0, 2])  # y = -1 reads the first row
-    torch.testing.assert_close(got[:, 2], feature[:, 0, 3])
-    torch.testing.assert_close(got[:, 3], feature[:, 3, 4])  # beyond the last row and column: the last cell
-    theirs = torchvision.ops.roi_align(feature[None], torch.stack([torch.zeros(7), x - 0.5, y - 0.5, x + 0.5, y + 0.5],
-                                                                  dim=1), 1, 1.0, 1, False)[:, :, 0, 0].T
+    torch.testing.assert_close(got[:, 3], feature[:, 3, 4])  # past the last row and column: the last cell
+    one_point_boxes = torch.stack([torch.zeros(7), x - 0.5, y - 0.5, x + 0.5, y + 0.5], dim=1)
+    theirs = torchvision.ops.roi_align(feature[None], one_point_boxes, 1, 1.0, 1, False)[:, :, 0, 0].T
     torch.testing.assert_close(got, theirs)
 
 
-def bilinear_interpolate(feature, y, x):
-    """A learner's answer, from scratch (the reference reads through roi_align, switched off in the check)."""
-    height, width = feature.shape[-2:]
-    outside = (y < -1) | (y > height) | (x < -1) | (x > width)
-    y, x = y.clamp(min=0), x.clamp(min=0)
-    y_low, x_low = y.floor().long().clamp(max=height - 1), x.floor().long().clamp(max=width - 1)
-    y_high, x_high = (y_low + 1).clamp(max=height - 1), (x_low + 1).clamp(max=width - 1)
-    ly, lx = (y - y_low).clamp(max=1) * (y_low < height - 1), (x - x_low).clamp(max=1) * (x_low < width - 1)
-    hy, hx = 1 - ly, 1 - lx
-    value = (hy * hx * feature[:, y_low, x_low] + hy * lx * feature[:, y_low, x_high]
-             + ly * hx * feature[:, y_high, x_low] + ly * lx * feature[:, y_high, x_high])
-    return value * ~outside
+def interpolation_weights(coords, length):
+    """A learner's answer, from scratch."""
+    outside = (coords < -1) | (coords > length)
+    coords = coords.clamp(min=0, max=length - 1)
+    low = coords.floor().long()
+    high = (low + 1).clamp(max=length - 1)
+    t = coords - low
+    return (F.one_hot(low, length) * (1 - t)[..., None] + F.one_hot(high, length) * t[..., None]) * ~outside[..., None]
 
 
 def test_a_right_answer_passes_and_every_roi_align_is_switched_off(capsys):
-    hidden = [c for c in build_cases(BILINEAR_INTERPOLATE, extra=True) if c.extra]
-    grading.check_bilinear_interpolate(bilinear_interpolate, extra=True)
-    assert f"{len(build_cases(BILINEAR_INTERPOLATE, extra=True))} cases passed, {len(hidden)} of them hidden" in \
-        capsys.readouterr().out
+    cases = build_cases(INTERPOLATION_WEIGHTS, extra=True)
+    grading.check_interpolation_weights(interpolation_weights, extra=True)
+    assert f"{len(cases)} cases passed, {sum(c.extra for c in cases)} of them hidden" in capsys.readouterr().out
 
-    def calls_torchvision(feature, y, x):
-        return torchvision.ops.roi_align(feature[None], torch.zeros(1, 5), 1)
+    def calls_torchvision(coords, length):
+        return torchvision.ops.roi_align(torch.zeros(1, 1, 1, length), torch.zeros(1, 5), 1)
 
-    with pytest.raises(AssertionError, match="torchvision.ops.roi_align is switched off while check_bilinear"):
-        grading.check_bilinear_interpolate(calls_torchvision)
+    with pytest.raises(AssertionError, match="torchvision.ops.roi_align is switched off while check_interpolation"):
+        grading.check_interpolation_weights(calls_torchvision)
     assert components.active("roi_align") == "own" and torchvision.ops.roi_align.__name__ == "roi_align"
 
 
 def test_each_usual_mistake_is_caught_with_its_hint():
-    cases = build_cases(BILINEAR_INTERPOLATE, extra=True)
-    for mistake in BILINEAR_INTERPOLATE.mistakes:
-        answers = []
-        for case in cases:
-            right = reference_bilinear(*copy.deepcopy(case.args))
-            wrong = mistake.answer(*copy.deepcopy(case.args))
-            answers.append((right, wrong))
-        assert any(difference(r, w, 1e-5, 1e-4) for r, w in answers), mistake.hint
-        replies = iter(w for _, w in answers)
+    cases = build_cases(INTERPOLATION_WEIGHTS, extra=True)
+    for mistake in INTERPOLATION_WEIGHTS.mistakes:
+        answers = [(reference_interpolation_weights(*copy.deepcopy(c.args)), mistake.answer(*copy.deepcopy(c.args)))
+                   for c in cases]
+        assert any(difference(right, wrong, 1e-5, 1e-4) for right, wrong in answers), mistake.hint
+        replies = iter(wrong for _, wrong in answers)
         with pytest.raises(AssertionError) as failure:
-            grading.check_bilinear_interpolate(lambda feature, y, x: next(replies), extra=True)
+            grading.check_interpolation_weights(lambda coords, length: next(replies), extra=True)
         assert mistake.hint in str(failure.value)

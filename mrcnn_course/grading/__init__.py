@@ -17,7 +17,7 @@ The checkers, stage by stage (lesson):
     2 backbone (02)      check_bottleneck, check_fpn_top_down
     3 RPN (03)           check_cell_anchors, check_anchor_grid, check_encode_boxes, check_decode_boxes,
                          check_box_iou, check_nms, check_filter_proposals
-    4 RoI Align (04)     check_bilinear_interpolate (a helper), check_roi_align, check_map_levels
+    4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
     5 box head (05)      check_fastrcnn_loss, check_postprocess_detections
     6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
     training (07)        check_train_step (not a component: the capstone's training step)
@@ -47,8 +47,8 @@ from mrcnn_course.grading.checks_input_image import (BATCH_IMAGES, RESIZE, RESIZ
 from mrcnn_course.grading.checks_mask_head import (MASKRCNN_LOSS, PASTE_MASKS_IN_IMAGE, PROJECT_MASKS_ON_BOXES,
                                                    check_maskrcnn_loss, check_paste_masks_in_image,
                                                    check_project_masks_on_boxes)
-from mrcnn_course.grading.checks_roi_align import (BILINEAR_INTERPOLATE, MAP_LEVELS, ROI_ALIGN,
-                                                   check_bilinear_interpolate, check_map_levels, check_roi_align)
+from mrcnn_course.grading.checks_roi_align import (INTERPOLATION_WEIGHTS, MAP_LEVELS, ROI_ALIGN,
+                                                   check_interpolation_weights, check_map_levels, check_roi_align)
 from mrcnn_course.grading.checks_rpn import (ANCHOR_GRID, CELL_ANCHORS, FILTER_PROPOSALS, check_anchor_grid,
                                              check_cell_anchors, check_filter_proposals)
 from mrcnn_course.grading.checks_training import TRAIN_STEP, check_train_step
@@ -63,12 +63,12 @@ EXERCISES: dict[str, Exercise] = {e.component: e for e in (
     POSTPROCESS_DETECTIONS, PROJECT_MASKS_ON_BOXES, MASKRCNN_LOSS, PASTE_MASKS_IN_IMAGE)}
 # Exercises that are not components (a helper the learner writes first, the capstone's training step):
 # each names its own reference (Exercise.reference).
-HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (BILINEAR_INTERPOLATE, TRAIN_STEP)}
+HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (INTERPOLATION_WEIGHTS, TRAIN_STEP)}
 
 __all__ = [
     "check_resize_boxes", "check_resize", "check_batch_images", "check_bottleneck", "check_fpn_top_down",
     "check_cell_anchors", "check_anchor_grid", "check_encode_boxes", "check_decode_boxes", "check_box_iou",
-    "check_nms", "check_filter_proposals", "check_bilinear_interpolate", "check_roi_align", "check_map_levels",
+    "check_nms", "check_filter_proposals", "check_interpolation_weights", "check_roi_align", "check_map_levels",
     "check_fastrcnn_loss", "check_postprocess_detections", "check_project_masks_on_boxes", "check_maskrcnn_loss",
     "check_paste_masks_in_image", "check_train_step",
     "plug_into_model", "save_component", "load_components", "course_home",

@@ -1,8 +1,9 @@
-"""Checkers for stage 4, RoI Align: bilinear_interpolate (a helper), roi_align, map_levels (lesson 04).
+"""Checkers for stage 4, RoI Align: interpolation_weights (a helper), roi_align, map_levels (lesson 04).
 
-bilinear_interpolate is not a component (the model never calls it alone): its reference is RoI Align
-of a one-cell box centred on each point, read with one sampling point, which is exactly bilinear
-interpolation under torchvision's rules. While it is checked, every RoI Align is switched off.
+interpolation_weights is not a component (the model never calls it alone): bilinear interpolation
+along one axis, with RoI Align's rules at the border. Its reference is roi_align.sampling_taps, the
+package's own per-axis reading, at a single point. While it is checked, that and every RoI Align are
+switched off.
 """
 
 from typing import Callable
@@ -15,78 +16,66 @@ from mrcnn_course.grading.core import Case, Exercise, Mistake, run
 ROI_ALIGN_OPS = ("torchvision.ops.roi_align", "torchvision.ops.roi_align.roi_align", "torch.ops.torchvision.roi_align",
                  "torchvision.ops.poolers.roi_align", "torchvision.ops.RoIAlign.forward")
 EVERY_ROI_ALIGN = ROI_ALIGN_OPS + ("mrcnn_course.roi_align.roi_align", "mrcnn_course.components.roi_align",
-                                   "mrcnn_course.torchvision_ops.roi_align")
+                                   "mrcnn_course.torchvision_ops.roi_align", "mrcnn_course.roi_align.sampling_taps",
+                                   "mrcnn_course.roi_geometry.sampling_taps")
 
 
-def reference_bilinear(feature: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Tensor[C, H, W] read at points (y, x) (each Tensor[*S]) -> Tensor[C, *S], as RoI Align reads a point."""
-    ys, xs = y.reshape(-1), x.reshape(-1)
-    boxes = torch.stack([torch.zeros_like(xs), xs - 0.5, ys - 0.5, xs + 0.5, ys + 0.5], dim=1)  # (P, 5)
-    values = roi_align.roi_align(feature[None], boxes, 1, 1.0, 1, False)[:, :, 0, 0]  # (P, C)
-    return values.T.reshape(feature.shape[0], *y.shape)
+def reference_interpolation_weights(coords: torch.Tensor, length: int) -> torch.Tensor:
+    """Tensor[*S] of positions along an axis of `length` cells -> Tensor[*S, length]: each cell's weight
+    in linear interpolation at each position, as RoI Align reads it (sampling_taps at a single point)."""
+    flat = coords.reshape(-1)
+    points = torch.ones(len(flat), dtype=torch.int64)
+    taps, weights = roi_align.sampling_taps(flat, torch.zeros_like(flat), 1, points, 1, length)  # (P, 1, 2) each
+    dense = torch.zeros(len(flat), length, dtype=coords.dtype).scatter_add_(1, taps[:, 0], weights[:, 0])
+    return dense.reshape(*coords.shape, length)
 
 
-def _points(n: int, low: float, high: float) -> torch.Tensor:
-    return torch.rand(n) * (high - low) + low
-
-
-def _bilinear_cases() -> list[Case]:
-    feature = torch.randn(3, 5, 7)
+def _weights_cases() -> list[Case]:
     return [
-        Case("points on cells read the cell", (feature, torch.tensor([0.0, 2.0, 4.0]), torch.tensor([0.0, 3.0, 6.0]))),
-        Case("halfway between four cells: their average", (feature, torch.tensor([1.5]), torch.tensor([2.5]))),
-        Case("random points inside a 5 x 7 map, 3 channels", (feature, _points(20, 0, 4), _points(20, 0, 6))),
-        Case("points in [-1, 0) read the border cells", (feature, torch.tensor([-0.5, 2.25, -1.0]),
-                                                         torch.tensor([3.5, -0.75, -1.0]))),
-        Case("points in the last row and column", (feature, torch.tensor([4.0, 4.5, 3.5, 5.0]),
-                                                   torch.tensor([6.5, 2.0, 7.0, 6.0]))),
-        Case("points outside [-1, H] x [-1, W] read 0", (feature, torch.tensor([-1.5, 2.0, 5.5, 2.0]),
-                                                         torch.tensor([3.0, -2.0, 1.0, 7.25])), extra=True),
-        Case("y and x shaped (2, 3): the output is (C, 2, 3)", (torch.randn(2, 4, 4), _points(6, -1, 4).reshape(2, 3),
-                                                                _points(6, -1, 4).reshape(2, 3)), extra=True),
-        Case("a 1 x 1 map", (torch.randn(2, 1, 1), torch.tensor([-0.5, 0.0, 0.5, 1.0]),
-                             torch.tensor([0.25, 0.75, -1.0, 1.0])), extra=True),
-        Case("one channel, 100 points", (torch.randn(1, 9, 6), _points(100, -1.5, 9.5), _points(100, -1.5, 6.5)),
+        Case("coordinates on cells: all the weight on that cell", (torch.tensor([0.0, 2.0, 4.0]), 5)),
+        Case("halfway between two cells: half each", (torch.tensor([1.5]), 4)),
+        Case("random coordinates along 7 cells", (torch.rand(10) * 6, 7)),
+        Case("coordinates in [-1, 0) read the first cell", (torch.tensor([-0.5, -1.0, -0.25]), 5)),
+        Case("the last cell and past it, up to the length", (torch.tensor([4.0, 4.5, 5.0, 3.75]), 5)),
+        Case("coordinates outside [-1, length]: no weight at all", (torch.tensor([-1.5, 5.25, -3.0, 2.0]), 5),
              extra=True),
+        Case("coordinates shaped (2, 3): weights (2, 3, length)", ((torch.rand(2, 3) * 5 - 1), 4), extra=True),
+        Case("a single cell", (torch.tensor([-0.5, 0.0, 0.7, 1.0]), 1), extra=True),
+        Case("100 coordinates along 9 cells", (torch.rand(100) * 12 - 1.5, 9), extra=True),
     ]
 
 
-def _zero_below_zero(feature, y, x):
-    return reference_bilinear(feature, y, x) * ((y >= 0) & (x >= 0))
+def _swapped(coords, length):
+    return reference_interpolation_weights(coords.floor() + 1 - (coords - coords.floor()), length)
 
 
-def _weights_swapped(feature, y, x):
-    return reference_bilinear(feature, y.floor() + 1 - (y - y.floor()), x.floor() + 1 - (x - x.floor()))
-
-
-BILINEAR_INTERPOLATE = Exercise(
-    "bilinear_interpolate", _bilinear_cases,
-    hint="a point outside [-1, H] x [-1, W] reads 0; otherwise clamp y and x at 0 from below; y_low = floor(y), "
-         "y_high = y_low + 1, except when y_low >= H - 1: then y_low = y_high = H - 1 and y = y_low (the same for "
-         "x); ly = y - y_low, hy = 1 - ly; the value is hy*hx*f[y_low, x_low] + hy*lx*f[y_low, x_high] + "
-         "ly*hx*f[y_high, x_low] + ly*lx*f[y_high, x_high], read as feature[:, rows, cols] -> Tensor[C, *y.shape].",
+INTERPOLATION_WEIGHTS = Exercise(
+    "interpolation_weights", _weights_cases,
+    hint="a coordinate outside [-1, length] weighs nothing; otherwise clamp it at 0 from below; low = floor, high = "
+         "low + 1, except at or past the last cell (low >= length - 1): low = high = length - 1 and the coordinate "
+         "= low; t = coordinate - low; weight 1 - t on cell low and t on cell high (F.one_hot(low, length) * (1 - t) "
+         "+ F.one_hot(high, length) * t, with t[..., None]) -> Tensor[*S, length].",
     mistakes=(
-        Mistake("y is the row and x the column: read feature[:, y, x], not feature[:, x, y].",
-                lambda feature, y, x: reference_bilinear(feature, x, y)),
-        Mistake("points outside [-1, H] x [-1, W] read 0 (RoI Align ignores them): only points in [-1, 0) read "
-                "the border.", lambda feature, y, x: reference_bilinear(feature, y.clamp(-1, feature.shape[1]),
-                                                                       x.clamp(-1, feature.shape[2]))),
-        Mistake("a point in [-1, 0) reads the border cell (clamp y and x at 0), it is not 0.", _zero_below_zero),
-        Mistake("that is nearest-neighbour: weigh the FOUR neighbours by how close the point is to each.",
-                lambda feature, y, x: reference_bilinear(feature, y.round(), x.round())),
-        Mistake("the weights are swapped: the low neighbour gets 1 - (y - y_low), the closer the heavier.",
-                _weights_swapped),
+        Mistake("a coordinate outside [-1, length] has no weight at all (RoI Align reads 0 there): only "
+                "coordinates in [-1, 0) read the first cell.",
+                lambda coords, length: reference_interpolation_weights(coords.clamp(-1, length), length)),
+        Mistake("a coordinate in [-1, 0) reads the first cell (clamp it at 0), it does not weigh nothing.",
+                lambda coords, length: reference_interpolation_weights(coords, length) * (coords >= 0)[..., None]),
+        Mistake("that is nearest-neighbour: split the weight between the TWO neighbours, by how close each is.",
+                lambda coords, length: reference_interpolation_weights(coords.round(), length)),
+        Mistake("the weights are swapped: the low cell gets 1 - t (t = coordinate - low), the nearer the heavier.",
+                _swapped),
     ),
     atol=1e-5, rtol=1e-4,
     torchvision_names=EVERY_ROI_ALIGN,
-    reference=reference_bilinear,
+    reference=reference_interpolation_weights,
 )
 
 
-def check_bilinear_interpolate(bilinear_interpolate: Callable, extra: bool = False) -> None:
-    """Check your bilinear_interpolate(feature, y, x) -> Tensor[C, *y.shape] against RoI Align's reading."""
+def check_interpolation_weights(interpolation_weights: Callable, extra: bool = False) -> None:
+    """Check your interpolation_weights(coords, length) -> Tensor[*S, length] against RoI Align's reading."""
     __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(BILINEAR_INTERPOLATE, bilinear_interpolate, extra)
+    run(INTERPOLATION_WEIGHTS, interpolation_weights, extra)
 
 
 def _rois(image_sizes: list[tuple[int, int]], per_image: int, scale: float = 1.0) -> torch.Tensor:
@@ -159,8 +148,9 @@ ROI_ALIGN = Exercise(
     "roi_align", _roi_align_cases,
     hint="per box: corners * spatial_scale, minus 0.5 if aligned; width and height clamped at 1 if not aligned; "
          "bin = size / bins; points per bin per axis: sampling_ratio, or ceil(size / bins) when it is <= 0; point i "
-         "of bin b at start + b * bin + (i + 0.5) * bin / points; each output is the MEAN of its points, read with "
-         "bilinear_interpolate from the box's own image (column 0 of boxes); return Tensor[K, C, PH, PW].",
+         "of bin b at start + b * bin + (i + 0.5) * bin / points; a bin's row weights are the MEAN of its points' "
+         "interpolation_weights (the same for columns); each box's output is rows @ feature @ columns^T, read from "
+         "the box's own image (column 0 of boxes); return Tensor[K, C, PH, PW].",
     mistakes=(
         Mistake("spatial_scale was not applied: box corners are in image pixels; multiply them by spatial_scale "
                 "to get feature-map cells.",

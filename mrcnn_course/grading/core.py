@@ -60,7 +60,7 @@ class Exercise:
     rtol: float = 0.0  # integers and booleans are always compared exactly
     torchvision_names: tuple[str, ...] = ()  # e.g. ("torchvision.ops.nms",): out of reach during the check
     time_limit: float = 30.0  # seconds for all cases together
-    # An exercise that is not a component (a helper such as bilinear_interpolate, or train_step) names its
+    # An exercise that is not a component (a helper such as interpolation_weights, or train_step) names its
     # reference here; `outcome(fn, args)` is what a case compares (default: fn(*args); train_step's is its
     # losses and the weights after its step). Mistakes' answers go through the same outcome.
     reference: Callable | None = None
