@@ -76,12 +76,15 @@ def test_a_missing_trace_file_says_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_viewer_follows_a_real_training_run():
+    from mrcnn_course import maskrcnn_small
+    from mrcnn_course.data import CLASSES
     from mrcnn_course.training import train
 
     viewer = TrainingViewer()
     shown = []
     viewer.summary.observe(lambda change: shown.append(change["new"]), names="value")
-    trace = train(epochs=2, images_per_epoch=2, val_images=1, shown_images=1, batch_size=2, image_size=64,
+    small = maskrcnn_small(num_classes=len(CLASSES), min_size=64, max_size=64)  # 64-px inputs: 4x less work
+    trace = train(small, epochs=2, images_per_epoch=2, val_images=1, shown_images=1, batch_size=2, image_size=64,
                   progress=False, on_epoch=viewer.on_epoch)
     assert viewer.trace is trace and viewer.slider.max == viewer.slider.value == 2
     assert [text.split(":")[0] for text in shown] == ["epoch 1 of 1", "epoch 2 of 2"]  # once per epoch
