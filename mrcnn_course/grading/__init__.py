@@ -35,6 +35,10 @@ Adding a checker for a new exercise (solutions/README.md walks through a lesson)
     3. def check_<component>(fn, extra=False): run(EXERCISE, fn, extra), exported below;
     4. tests/test_grading.py picks up every Exercise in EXERCISES: the reference passes, torchvision
        agrees on every case, and each Mistake's function is caught with its hint.
+An exercise that is not a component (a helper such as interpolation_weights, the capstone's
+train_step) names its reference (Exercise(..., reference=fn)) and, when the return value alone does
+not tell, what a case compares (outcome=...: train_step's losses and the weights after its step); it
+goes in HELPER_EXERCISES, and its module's own test file checks it (tests/test_grading_<stage>.py).
 """
 
 from mrcnn_course.grading.checks_backbone import BOTTLENECK, FPN_TOP_DOWN, check_bottleneck, check_fpn_top_down
