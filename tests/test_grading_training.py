@@ -70,3 +70,14 @@ def test_a_step_that_crashes_points_at_the_learners_line():
     message = str(failure.value)
     assert "case 'one image, SGD' failed" in message and "your train_step raised" in message
     assert "losses = model(images)" in message
+
+
+def test_a_step_that_returns_nothing_is_asked_about_its_return():
+    def train_step(model, optimizer, images, targets):
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    with pytest.raises(AssertionError, match="did you forget the `return` statement"):
+        grading.check_train_step(train_step)

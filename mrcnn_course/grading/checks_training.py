@@ -55,6 +55,8 @@ def _after_the_step(train_step: Callable, args: tuple) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(STEP_SEED)
         losses = train_step(*args)
+    if losses is None:
+        return None  # run() then asks whether the `return` was forgotten
     if isinstance(losses, dict):
         losses = {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, float) else v for k, v in losses.items()}
     return {"losses": losses, "weights after the step": {n: p.detach() for n, p in model.named_parameters()}}
