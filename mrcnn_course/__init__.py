@@ -12,16 +12,27 @@
       data.py, evaluation.py   synthetic scenes and COCO folders; mAP with pycocotools
       training.py      train(): the recipe, the loop, a TrainingTrace per run (training_trace.py),
                        checkpoints (checkpoints.py), torchrun (distributed.py); pretrained.py the shipped model
+
+The names below are imported when first used, so `import mrcnn_course.quiz` (a quiz notebook) or
+nbgrader's configuration does not pay for importing torch.
 """
 
-# components first: the stage modules call through it, and it imports them.
-from mrcnn_course import components
-from mrcnn_course.model import MaskRCNN, SmallConfig, maskrcnn_resnet50_fpn, maskrcnn_small
-from mrcnn_course.pretrained import load_pretrained_small
-from mrcnn_course.trace import PredictionTrace, StageRecord
-from mrcnn_course.training import Recipe, train
-from mrcnn_course.training_trace import EpochRecord, TrainingTrace
+import importlib
 
-__all__ = ["components", "MaskRCNN", "SmallConfig", "maskrcnn_resnet50_fpn", "maskrcnn_small",
-           "PredictionTrace", "StageRecord", "train", "Recipe", "TrainingTrace", "EpochRecord",
-           "load_pretrained_small"]
+_EXPORTS = {
+    "components": "mrcnn_course.components",
+    "MaskRCNN": "mrcnn_course.model", "SmallConfig": "mrcnn_course.model",
+    "maskrcnn_resnet50_fpn": "mrcnn_course.model", "maskrcnn_small": "mrcnn_course.model",
+    "PredictionTrace": "mrcnn_course.trace", "StageRecord": "mrcnn_course.trace",
+    "train": "mrcnn_course.training", "Recipe": "mrcnn_course.training",
+    "TrainingTrace": "mrcnn_course.training_trace", "EpochRecord": "mrcnn_course.training_trace",
+    "load_pretrained_small": "mrcnn_course.pretrained",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mrcnn_course' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    return module if module.__name__.endswith(name) else getattr(module, name)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from mrcnn_course import backbone, box_head, box_ops, input_image, mask_head, roi_align, rpn
+import importlib
 
 OWN = "own"
 TORCHVISION = "torchvision"
@@ -37,9 +37,18 @@ class Component:
     name: str
     stage: str
     description: str
-    own: Callable
-    active: Callable = None  # set to own by reset()
+    module: str  # the stage module (in mrcnn_course) that holds the package's own function, named like the component
+    active: Callable | None = None  # None: the package's own
     source: str = OWN  # "own", "torchvision", or where a supplied function was defined
+
+    @property
+    def own(self) -> Callable:
+        """The package's own implementation, mrcnn_course.<module>.<name>.
+
+        Looked up when needed, not when this table is built: the stage modules call back into this
+        module, so importing them here would make the import order matter.
+        """
+        return getattr(importlib.import_module(f"mrcnn_course.{self.module}"), self.name)
 
     @property
     def torchvision(self) -> Callable | None:
@@ -50,39 +59,30 @@ class Component:
 
 
 _COMPONENTS = [
-    Component("resize", "1 input image", "resize by the min/max-size rule, boxes and masks too", input_image.resize),
+    Component("resize", "1 input image", "resize by the min/max-size rule, boxes and masks too", "input_image"),
     Component("resize_boxes", "1 input image", "rescale boxes between image sizes (targets in, detections back)",
-              input_image.resize_boxes),
-    Component("batch_images", "1 input image", "pad images into one batch, sides a multiple of 32",
-              input_image.batch_images),
-    Component("bottleneck", "2 backbone", "a ResNet bottleneck block's forward pass", backbone.bottleneck),
-    Component("fpn_top_down", "2 backbone", "FPN merge: lateral 1x1, upsample, add, 3x3; P6", backbone.fpn_top_down),
-    Component("cell_anchors", "3 RPN", "the anchors of one location, from sizes and aspect ratios", rpn.cell_anchors),
-    Component("anchor_grid", "3 RPN", "the anchors of every location of one level", rpn.anchor_grid),
-    Component("encode_boxes", "3 RPN", "regression targets from matched boxes and anchors/proposals",
-              box_ops.encode_boxes),
-    Component("decode_boxes", "3 RPN", "apply predicted deltas to anchors/proposals", box_ops.decode_boxes),
-    Component("box_iou", "3 RPN", "IoU of every pair of boxes", box_ops.box_iou),
-    Component("clip_boxes_to_image", "3 RPN", "clamp boxes inside the image", box_ops.clip_boxes_to_image),
-    Component("remove_small_boxes", "3 RPN", "indices of boxes with both sides >= min_size",
-              box_ops.remove_small_boxes),
-    Component("nms", "3 RPN", "non-maximum suppression", box_ops.nms),
-    Component("batched_nms", "3 RPN", "NMS within each category (FPN level or class)", box_ops.batched_nms),
-    Component("filter_proposals", "3 RPN", "top-k per level, clip, drop small, NMS, keep the best",
-              rpn.filter_proposals),
-    Component("roi_align", "4 RoI Align", "bilinear RoI Align", roi_align.roi_align),
+              "input_image"),
+    Component("batch_images", "1 input image", "pad images into one batch, sides a multiple of 32", "input_image"),
+    Component("bottleneck", "2 backbone", "a ResNet bottleneck block's forward pass", "backbone"),
+    Component("fpn_top_down", "2 backbone", "FPN merge: lateral 1x1, upsample, add, 3x3; P6", "backbone"),
+    Component("cell_anchors", "3 RPN", "the anchors of one location, from sizes and aspect ratios", "rpn"),
+    Component("anchor_grid", "3 RPN", "the anchors of every location of one level", "rpn"),
+    Component("encode_boxes", "3 RPN", "regression targets from matched boxes and anchors/proposals", "box_ops"),
+    Component("decode_boxes", "3 RPN", "apply predicted deltas to anchors/proposals", "box_ops"),
+    Component("box_iou", "3 RPN", "IoU of every pair of boxes", "box_ops"),
+    Component("clip_boxes_to_image", "3 RPN", "clamp boxes inside the image", "box_ops"),
+    Component("remove_small_boxes", "3 RPN", "indices of boxes with both sides >= min_size", "box_ops"),
+    Component("nms", "3 RPN", "non-maximum suppression", "box_ops"),
+    Component("batched_nms", "3 RPN", "NMS within each category (FPN level or class)", "box_ops"),
+    Component("filter_proposals", "3 RPN", "top-k per level, clip, drop small, NMS, keep the best", "rpn"),
+    Component("roi_align", "4 RoI Align", "bilinear RoI Align", "roi_align"),
     Component("map_levels", "4 RoI Align", "FPN level of each box (canonical 224 px at level 4)",
-              roi_align.map_levels),
-    Component("fastrcnn_loss", "5 box head", "cross-entropy + smooth L1 on the true class's deltas",
-              box_head.fastrcnn_loss),
-    Component("postprocess_detections", "5 box head", "softmax, decode, clip, threshold, NMS per class, top-k",
-              box_head.postprocess_detections),
-    Component("project_masks_on_boxes", "6 mask head", "mask targets: gt masks RoI-aligned into the RoIs",
-              mask_head.project_masks_on_boxes),
-    Component("maskrcnn_loss", "6 mask head", "BCE on the ground-truth class's mask channel",
-              mask_head.maskrcnn_loss),
-    Component("paste_masks_in_image", "6 mask head", "resize 28x28 masks into their boxes at image size",
-              mask_head.paste_masks_in_image),
+              "roi_align"),
+    Component("fastrcnn_loss", "5 box head", "cross-entropy + smooth L1 on the true class's deltas", "box_head"),
+    Component("postprocess_detections", "5 box head", "softmax, decode, clip, threshold, NMS per class, top-k", "box_head"),
+    Component("project_masks_on_boxes", "6 mask head", "mask targets: gt masks RoI-aligned into the RoIs", "mask_head"),
+    Component("maskrcnn_loss", "6 mask head", "BCE on the ground-truth class's mask channel", "mask_head"),
+    Component("paste_masks_in_image", "6 mask head", "resize 28x28 masks into their boxes at image size", "mask_head"),
 ]
 COMPONENTS: dict[str, Component] = {c.name: c for c in _COMPONENTS}
 NAMES = tuple(COMPONENTS)
@@ -98,7 +98,7 @@ def _resolve(name: str, implementation: str | Callable) -> tuple[Callable, str]:
         raise KeyError(f"no component named {name!r}; the components are: {', '.join(NAMES)}")
     component = COMPONENTS[name]
     if implementation == OWN:
-        return component.own, OWN
+        return None, OWN
     if implementation == TORCHVISION:
         fn = component.torchvision
         if fn is None:
@@ -134,7 +134,7 @@ def use_torchvision(names: tuple[str, ...] | None = None) -> None:
 def reset(name: str | None = None) -> None:
     """Back to the package's own implementation: of one component, or of all."""
     for component in ([COMPONENTS[name]] if name else _COMPONENTS):
-        component.active, component.source = component.own, OWN
+        component.active, component.source = None, OWN
 
 
 @contextmanager
@@ -169,11 +169,11 @@ def _forwarder(name: str) -> Callable:
     component = COMPONENTS[name]
 
     def call(*args, **kwargs):
-        return component.active(*args, **kwargs)
+        return (component.active or component.own)(*args, **kwargs)
 
     call.__name__ = name
     call.__qualname__ = name
-    call.__doc__ = f"Calls the active {name!r} (see components.summary()).\n\n{component.own.__doc__ or ''}"
+    call.__doc__ = f"Calls the active {name!r}: see components.summary() and mrcnn_course.{component.module}."
     return call
 
 

@@ -68,9 +68,9 @@ def reference_targets(name: str, torchvision_names: tuple[str, ...]) -> list[tup
     targets, dotted_names = [], tuple(torchvision_names)
     if name in components.COMPONENTS:
         own = components.COMPONENTS[name].own
+        # COMPONENTS[name].own reads the module attribute, so switching that off covers it too
         targets = [(sys.modules[own.__module__], own.__name__, f"{own.__module__}.{own.__name__}"),
-                   (components, name, f"mrcnn_course.components.{name}"),
-                   (components.COMPONENTS[name], "own", f"components.COMPONENTS[{name!r}].own")]
+                   (components, name, f"mrcnn_course.components.{name}")]
         dotted_names = (f"mrcnn_course.torchvision_ops.{name}",) + dotted_names
     for dotted in dotted_names:
         try:
