@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_shapes.py                       # the course's recipe, both models
     .venv/bin/python benchmarks/train_shapes.py --only ours --epochs 6 --lr 3e-3    # a tuning run
+    .venv/bin/python benchmarks/train_shapes.py --model rpn_pre_nms_top_n_train=300  # a SmallConfig change
 
 For each model (ours: mrcnn_course.maskrcnn_small; torchvision's: torchvision.models.detection.MaskRCNN
 built with the same SmallConfig by torchvision_ops.torchvision_maskrcnn_small) it trains with the same
@@ -15,6 +16,7 @@ Goals: mask mAP@0.5 >= 0.90 within 5 minutes of training; step time <= torchvisi
 """
 
 import argparse
+import ast
 import os
 import statistics
 import sys
@@ -25,7 +27,8 @@ import torch
 import torchvision
 
 from mrcnn_course import data, evaluation, training
-from mrcnn_course.model import maskrcnn_small
+from mrcnn_course.backbone import BackboneWithFPN
+from mrcnn_course.model import MaskRCNN, SmallConfig
 from mrcnn_course.pretrained import HELD_OUT_EPOCH
 from mrcnn_course.torchvision_ops import torchvision_maskrcnn_small
 
@@ -33,13 +36,25 @@ HELD_OUT = 200
 GOAL_MASK_MAP50, GOAL_SECONDS = 0.90, 300
 
 
-def build(which: str):
+def build(which: str, config: SmallConfig):
     torch.manual_seed(0)
-    maker = maskrcnn_small if which == "ours" else torchvision_maskrcnn_small
-    return maker(num_classes=len(data.CLASSES))
+    if which == "ours":  # maskrcnn_small's construction, with a changed SmallConfig (it takes no config)
+        return MaskRCNN(BackboneWithFPN(config.backbone, config.fpn_channels), len(data.CLASSES), **config.model_kwargs())
+    return torchvision_maskrcnn_small(len(data.CLASSES), config)
 
 
-def train_and_evaluate(which: str, recipe: training.Recipe) -> dict:
+def parse_config(settings: list[str]) -> SmallConfig:
+    """SmallConfig with KEY=VALUE changes (VALUE a Python literal, e.g. mask_layers=(64,64,64))."""
+    changes = {}
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key not in {f.name for f in fields(SmallConfig)} or not value:
+            raise SystemExit(f"--model {setting!r}: use KEY=VALUE with KEY one of {[f.name for f in fields(SmallConfig)]}")
+        changes[key] = ast.literal_eval(value)
+    return replace(SmallConfig(), **changes)
+
+
+def train_and_evaluate(which: str, recipe: training.Recipe, config: SmallConfig) -> dict:
     """Train a new `which` model by `recipe`; its times, final losses and held-out figures."""
     step_seconds = []
     last = [time.perf_counter()]
@@ -50,8 +65,12 @@ def train_and_evaluate(which: str, recipe: training.Recipe) -> dict:
             step_seconds.append(now - last[0])
         last[0] = now
 
+    def on_epoch(trace, record) -> None:
+        print(f"  {which} epoch {record.epoch}: loss {record.train_losses['total']:.3f}, mask mAP@0.5 "
+              f"{record.mask_map50:.3f}, {record.seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+
     start = time.perf_counter()
-    trace = training.train(build(which), recipe, on_step=on_step, progress=False)
+    trace = training.train(build(which, config), recipe, on_step=on_step, on_epoch=on_epoch, progress=False)
     wall = time.perf_counter() - start
     steps = recipe.epochs * recipe.steps_per_epoch
     held_out = evaluation.evaluate(trace.model, training.scenes(recipe, HELD_OUT_EPOCH, HELD_OUT))
@@ -60,9 +79,9 @@ def train_and_evaluate(which: str, recipe: training.Recipe) -> dict:
                 "box_map", "box_map50", "mask_map", "mask_map50", "accuracy")}}
 
 
-def alternated_step_ratio(recipe: training.Recipe, steps: int = 12) -> tuple[float, float]:
+def alternated_step_ratio(recipe: training.Recipe, config: SmallConfig, steps: int = 12) -> tuple[float, float]:
     """Median seconds per training step of ours and torchvision's, alternating step by step on the same batches."""
-    models = {which: build(which).train() for which in ("ours", "torchvision")}
+    models = {which: build(which, config).train() for which in ("ours", "torchvision")}
     optimizers = {w: torch.optim.AdamW(m.parameters(), lr=recipe.lr / 10) for w, m in models.items()}
     scenes = training.scenes(recipe, 1, recipe.batch_size * steps)
     times = {w: [] for w in models}
@@ -94,6 +113,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("ours", "torchvision"), help="train one model only (tuning runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s, the 2 cores)")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a SmallConfig default for this run (both models), e.g. rpn_pre_nms_top_n_train=300")
     parser.add_argument("--ratio-steps", type=int, default=12, help="alternated steps for the step-time ratio")
     for f in fields(training.Recipe):
         if f.type in (int, float, "int", "float"):
@@ -105,8 +126,10 @@ def main() -> None:
                                           if getattr(args, f.name, None) is not None})
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
           f"load average {os.getloadavg()[0]:.2f} at start")
+    config = parse_config(args.model)
     print(f"recipe: {recipe.to_dict()}")
-    results = [train_and_evaluate(which, recipe) for which in ([args.only] if args.only else ["ours", "torchvision"])]
+    print(f"model changes: {args.model or 'none (SmallConfig defaults)'}")
+    results = [train_and_evaluate(which, recipe, config) for which in ([args.only] if args.only else ["ours", "torchvision"])]
     for result in results:
         report(result)
     ours = results[0]
@@ -114,7 +137,7 @@ def main() -> None:
         verdict = "met" if ours["mask_map50"] >= GOAL_MASK_MAP50 and ours["train"] <= GOAL_SECONDS else "NOT met"
         print(f"goal mask mAP@0.5 >= {GOAL_MASK_MAP50} within {GOAL_SECONDS} s of training: {verdict}")
     if not args.only:
-        t_ours, t_theirs = alternated_step_ratio(recipe, args.ratio_steps)
+        t_ours, t_theirs = alternated_step_ratio(recipe, config, args.ratio_steps)
         print(f"step time, alternated: ours {t_ours:.3f} s, torchvision {t_theirs:.3f} s, "
               f"ratio {t_ours / t_theirs:.2f} (goal <= 1: {'met' if t_ours <= t_theirs else 'NOT met'})")
     print(f"load average {os.getloadavg()[0]:.2f} at the end")

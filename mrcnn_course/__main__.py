@@ -15,6 +15,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import torch
+
 from mrcnn_course import training
 from mrcnn_course.distributed import is_main_process
 from mrcnn_course.training_trace import TOTAL
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its checkpoint (same options as when it started)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (TQDM_DISABLE=1 does the same)")
+    train.add_argument("--threads", type=int, help="torch threads (default: one per core). On cores shared with other "
+                                                   "work, 1 is often faster; results can differ in the last digits "
+                                                   "between thread counts")
     train.set_defaults(run=run_train)
 
     evaluate = commands.add_parser("evaluate", help="print a checkpoint's box and mask mAP",
@@ -84,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from mrcnn_course.viz import draw_training_curves
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     recipe = training.Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS},
                              fresh_images=not args.fixed_images)
     trace = training.train(recipe=recipe, out=args.out, resume=args.resume, progress=not args.no_progress)
