@@ -1,5 +1,6 @@
 """Checkers for stage 5, the box head: fastrcnn_loss and postprocess_detections (lesson 05)."""
 
+import inspect
 from typing import Callable
 
 import torch
@@ -135,13 +136,17 @@ def _nms_across_classes(*args):
         return box_head.postprocess_detections(*args)
 
 
-def _with_setting(position: int, value):
-    """The reference with one setting replaced (the argument at `position`): what leaving out a step gives."""
+def _with_setting(name: str, change) -> Callable:
+    """The reference with one argument replaced (a value, or a function of the old one, defaults included):
+    what leaving out a step gives."""
+    signature = inspect.signature(box_head.postprocess_detections)
+
     def wrong(*args):
-        defaults = (0.05, 0.5, 100, (10.0, 10.0, 5.0, 5.0))
-        full = list(args) + list(defaults[len(args) - 4:])
-        full[position] = value(full[position]) if callable(value) else value
-        return box_head.postprocess_detections(*full)
+        arguments = signature.bind(*args)
+        arguments.apply_defaults()
+        old = arguments.arguments[name]
+        arguments.arguments[name] = change(old) if callable(change) else change
+        return box_head.postprocess_detections(*arguments.args)
 
     return wrong
 
@@ -159,12 +164,13 @@ POSTPROCESS_DETECTIONS = Exercise(
                 _with_background),
         Mistake("NMS runs per class (components.batched_nms with the labels): a dog must not suppress an "
                 "overlapping cat.", _nms_across_classes),
-        Mistake("keep scores strictly greater than score_thresh.", _with_setting(4, lambda t: t - 1e-6)),
-        Mistake("keep only the detections_per_img best detections of each image.", _with_setting(6, 10 ** 9)),
+        Mistake("keep scores strictly greater than score_thresh.", _with_setting("score_thresh", lambda t: t - 1e-6)),
+        Mistake("keep only the detections_per_img best detections of each image.",
+                _with_setting("detections_per_img", 10 ** 9)),
         Mistake("clip the boxes to each image's own size (components.clip_boxes_to_image).",
-                _with_setting(3, lambda sizes: [(10 ** 6, 10 ** 6)] * len(sizes))),
+                _with_setting("image_sizes", lambda sizes: [(10 ** 6, 10 ** 6)] * len(sizes))),
         Mistake("decode with the box head's weights (the `weights` argument, (10, 10, 5, 5) in the model).",
-                _with_setting(7, (1.0, 1.0, 1.0, 1.0))),
+                _with_setting("weights", (1.0, 1.0, 1.0, 1.0))),
     ),
     atol=1e-4, rtol=1e-5,
     torchvision_names=(f"{ROI_HEADS}.RoIHeads.postprocess_detections",),
