@@ -33,7 +33,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Args:
         boxes1 (Tensor[N, 4]), boxes2 (Tensor[M, 4])
     Returns:
-        Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; 0 where the union is 0.
+        Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; NaN for two zero-area boxes (0 / 0), as torchvision.
     """
     top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
     bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)

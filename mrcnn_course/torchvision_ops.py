@@ -57,7 +57,7 @@ def encode_boxes(reference_boxes, proposals, weights):
 
 def decode_boxes(deltas, boxes, weights, clip=det_utils.math.log(1000.0 / 16)):
     decoded = det_utils.BoxCoder(weights, clip).decode_single(deltas, boxes)  # (N, 4 * C)
-    return decoded.reshape(len(boxes), -1, 4)
+    return decoded.reshape(len(boxes), deltas.shape[-1] // 4, 4)  # (N, C, 4), N may be 0
 
 
 box_iou = tv_boxes.box_iou
