@@ -15,6 +15,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 export TQDM_DISABLE ?= 1
+# The environment's commands first on PATH (nbgrader's gradebook runs `alembic`, the tests `jupyter`),
+# as if it were activated.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup lab test release autograde grades bench clean
 
@@ -44,6 +47,7 @@ grades: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/vs_torchvision.py
 	$(PY) benchmarks/train_shapes.py
+	$(PY) benchmarks/autograde_course.py
 
 clean:
 	rm -rf $(VENV) grading runs test-artifacts
