@@ -140,7 +140,6 @@ class BoxCoder:
     def decode(self, deltas: Tensor, boxes: list[Tensor]) -> Tensor:
         """Deltas Tensor[sum N_i, 4 * C] on the concatenated boxes (list of Tensor[N_i, 4]) -> Tensor[sum N_i, C, 4]."""
         concat_boxes = torch.cat(boxes, dim=0)
-        deltas = deltas.reshape(len(concat_boxes), -1)  # (sum N_i, 4 * C)
         return components.decode_boxes(deltas, concat_boxes, self.weights, self.bbox_xform_clip)
 
 

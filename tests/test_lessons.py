@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from nbgrader.validator import Validator
+from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*") if (p / f"{p.name}.ipynb").is_file())
@@ -58,7 +59,8 @@ def course(tmp_path_factory) -> Path:
 
 def validate(path: Path, version: str) -> tuple[dict, list]:
     """nbgrader's verdict on the notebook at `path`, and the cells it executed."""
-    validator = RecordingValidator()
+    # the course's cell time limit (nbgrader_config.py), not the Validator's default 30 s
+    validator = RecordingValidator(config=Config({"Execute": {"timeout": 120}}))
     start = time.monotonic()
     results = validator.validate(str(path))
     print(f"\n{path.stem} ({version}): {time.monotonic() - start:.1f} s")
