@@ -10,6 +10,7 @@ silently drift away from what `python -m mrcnn_course train` would train.
 """
 
 import json
+import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -94,7 +95,8 @@ def export_pretrained(checkpoint_path: str | Path, command: str, folder: Path = 
         "recipe": recipe.to_dict(),
         "model": model_config_dict(),
         "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
-        "training_seconds": round(sum(e["seconds"] for e in checkpoint["trace"]["epochs"]), 1),
+        "cores": os.cpu_count(),  # torch used one thread per core (the command sets no --threads)
+        "seconds_with_evaluation": round(sum(e["seconds"] for e in checkpoint["trace"]["epochs"]), 1),
         "final_epoch": {k: last[k] for k in ("train_losses", "val_losses", "accuracy", "box_map", "box_map50",
                                              "mask_map", "mask_map50")},
         "held_out_200": {k: round(held_out[k], 4) for k in ("accuracy", "box_map", "box_map50", "mask_map",

@@ -139,8 +139,9 @@ def loss_bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
     return bar.ljust(width)
 
 
-def observe(record: EpochRecord, previous: EpochRecord | None) -> str:
-    """One or two sentences about this epoch, derived from its figures and the previous epoch's."""
+def observe(record: EpochRecord, previous: EpochRecord | None, fresh_scenes: bool = False) -> str:
+    """One or two sentences about this epoch, derived from its figures and the previous epoch's.
+    fresh_scenes: training never showed a scene twice, so a rising validation loss is not memorizing."""
     loss = record.train_losses[TOTAL]
     if previous is None:
         largest = max(LOSS_PARTS, key=lambda k: record.train_losses[k])
@@ -154,7 +155,16 @@ def observe(record: EpochRecord, previous: EpochRecord | None) -> str:
         notes = [f"loss {'fell' if change < 0 else 'rose'} {abs(change):.0%} ({before:.2f} -> {loss:.2f})"]
     val, val_before = record.val_losses[TOTAL], previous.val_losses[TOTAL]
     if change < -0.02 and val > val_before * 1.02:
-        notes.append("validation loss rose while training loss fell: overfitting?")
+        part = max(LOSS_PARTS, key=lambda k: record.val_losses[k] - previous.val_losses[k])
+        rose = f"validation loss rose ({part} {previous.val_losses[part]:.2f} -> {record.val_losses[part]:.2f})"
+        if not fresh_scenes:
+            why = "overfitting?"
+        elif part == "loss_box_reg":  # Fast R-CNN's box loss is summed over positive RoIs, divided by all
+            why = ("not memorizing (every training scene is new): more sampled RoIs are objects now, "
+                   "and only those carry a box loss")
+        else:
+            why = "not memorizing (every training scene is new): watch the next epochs"
+        notes.append(f"{rose} while training loss fell: {why}")
     # the figure that moved most tells what the model learned this epoch
     moves = {"masks sharpening" if record.mask_map50 > previous.mask_map50 else "masks got worse":
              ("mask mAP@0.5", previous.mask_map50, record.mask_map50),

@@ -172,7 +172,7 @@ def test_bad_settings_are_refused_clearly(run, tmp_path):
         train(recipe=TINY, out=run[1])
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train(recipe=TINY, out=tmp_path, resume=True)
-    with pytest.raises(ValueError, match="used another recipe.*'lr': \\(0.002, 0.001\\)"):
+    with pytest.raises(ValueError, match=f"used another recipe.*'lr': \\({TINY.lr}, 0.001\\)"):
         train(recipe=TINY, out=run[1], resume=True, lr=1e-3)
 
 

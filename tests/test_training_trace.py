@@ -63,7 +63,10 @@ def test_observations_tell_the_story():
     assert "loss fell 25% (1.20 -> 0.90)" in epochs[1].observation
     assert "masks sharpening: mask mAP@0.5 0.30 -> 0.55" in epochs[1].observation
     # epoch 5: training loss fell while validation loss rose
-    assert "validation loss rose while training loss fell: overfitting?" in epochs[4].observation
+    assert "validation loss rose (loss_objectness 0.12 -> 0.14) while training loss fell: overfitting?" \
+        in epochs[4].observation
+    fresh = observe(epochs[4], epochs[3], fresh_scenes=True)
+    assert "while training loss fell: not memorizing (every training scene is new)" in fresh
 
 
 def test_flat_loss_says_so():
