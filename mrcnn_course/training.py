@@ -1,7 +1,7 @@
 """Training the small Mask R-CNN on synthetic scenes, with a trace of what it learned, epoch by epoch.
 
     trace = mrcnn_course.train(epochs=5)                   # the course's recipe, 5 epochs
-    trace = train(recipe_for_notebooks())                  # shortened when AUTOGRADING=1
+    trace = train(recipe=recipe_for_notebooks())           # shortened when AUTOGRADING=1
     trace = train(out="runs/demo")                         # + checkpoint.pt and trace.json each epoch
     trace = train(out="runs/demo", resume=True)            # continue a run that was stopped
     print(trace.to_markdown()); model = trace.model
@@ -114,6 +114,7 @@ def dataset_seed(seed: int, epoch: int) -> int:
 
 
 def scenes(recipe: Recipe, epoch: int, count: int) -> data.ShapesDataset:
+    """`count` scenes of the recipe's kind, seeded by dataset_seed(recipe.seed, epoch)."""
     return data.ShapesDataset(count, recipe.image_size, dataset_seed(recipe.seed, epoch), recipe.classes,
                               recipe.num_objects)
 
