@@ -40,9 +40,9 @@ def test_it_loads_in_eval_mode_as_float32(model):
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-# The demo scene's animals are 52% and 50% of the image side, larger than any training object (15-45%,
-# data.OBJECT_SIZE), and overlap: the dog scores 0.42 there, but 0.88-0.99 at 40-44% (see the report).
-DEMO_SCORE = 0.3
+# The shipped model scores the dog 0.97 and the cat 1.00 on the demo scene; a model that needs the
+# demo's threshold (0.5) lowered to find them is not one to ship.
+DEMO_SCORE = 0.5
 
 
 def test_it_finds_the_dog_and_the_cat(model):
