@@ -146,7 +146,7 @@ class TrainingDiverged(FloatingPointError):
 def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: str | os.PathLike | None = None,
           resume: bool = False, on_step: Callable[[StepInfo], None] | None = None,
           on_epoch: Callable[[TrainingTrace, EpochRecord], None] | None = None, progress: bool = True,
-          **overrides) -> TrainingTrace:
+          step: Callable | None = None, **overrides) -> TrainingTrace:
     """Train `model` (default: a new maskrcnn_small for all data.CLASSES) by `recipe` (default Recipe(),
     with any Recipe field overridden by keyword, e.g. epochs=3) and return its TrainingTrace; the trained
     model is trace.model.
@@ -155,6 +155,9 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
     continues from out/checkpoint.pt (it must exist and have the same recipe); without it, a folder that
     already holds a checkpoint is refused rather than overwritten. on_step(StepInfo) runs after each
     step, on_epoch(trace, record) after each epoch. progress=False hides the bar (TQDM_DISABLE=1 too).
+    step: the training step, step(model, optimizer, images, targets) -> {TOTAL and each of the five
+    losses: float}, default train_step (lesson 07 passes the learner's); its optimizer limits the gradient
+    norm to recipe.grad_clip in step() before updating.
     A NaN or infinite loss raises TrainingDiverged, naming the loss, the epoch and the step.
     """
     try:
@@ -193,7 +196,7 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
                 started = time.perf_counter()
                 bar.set_description(f"epoch {epoch}/{recipe.epochs}")
                 train_losses, lr = train_one_epoch(trainer, optimizer, scheduler, recipe, epoch, rank, world, bar,
-                                               on_step, checkpoint_path)
+                                                   on_step, checkpoint_path, step)
                 val_losses = validation_losses(model, validation, recipe.batch_size, recipe.seed, rank, world)
                 figures = evaluate_on_rank_0(model, validation, recipe, rank, world)
                 record = EpochRecord(epoch, train_losses, val_losses, lr=lr,
@@ -219,29 +222,24 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
 
 
 def train_one_epoch(trainer: nn.Module, optimizer, scheduler, recipe: Recipe, epoch: int, rank: int, world: int,
-                    bar, on_step, checkpoint_path: Path | None) -> tuple[dict[str, float], float]:
-    """One epoch of steps; returns the mean of each loss (TOTAL and LOSS_PARTS) over the steps, and the
-    learning rate of the last step."""
+                    bar, on_step, checkpoint_path: Path | None, step_fn: Callable = None) -> tuple[dict[str, float], float]:
+    """One epoch of steps, each `step_fn(trainer, optimizer, images, targets)` (default train_step); returns
+    the mean of each loss (TOTAL and LOSS_PARTS) over the steps, and the learning rate of the last step."""
     trainer.train()
+    step_fn = step_fn or train_step
+    clipped = GradientLimit(optimizer, trainer.parameters(), recipe.grad_clip)
     device = next(trainer.parameters()).device
     dataset, order = epoch_scenes(recipe, epoch)
     sums = torch.zeros(1 + len(LOSS_PARTS), dtype=torch.float64, device=device)
     for step in range(1, recipe.steps_per_epoch + 1):
         batch = order[(step - 1) * recipe.batch_size: step * recipe.batch_size][rank::world]  # this rank's share
         images, targets = to_device(data.collate([dataset[i] for i in batch]), device)
-        losses = trainer(images, targets)
-        loss = sum(losses[k] for k in LOSS_PARTS)
-        figures = torch.stack([loss.detach()] + [losses[k].detach() for k in LOSS_PARTS]).double()  # (6,)
+        lr = optimizer.param_groups[0]["lr"]
+        figures = step_figures(step_fn(trainer, clipped, images, targets), device)  # (6,) float64
         if world > 1:  # every rank sees the same figures, so every rank stops on a NaN together
             dist.all_reduce(figures)
             figures /= world
         check_finite(figures, epoch, step, checkpoint_path)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if recipe.grad_clip:
-            nn.utils.clip_grad_norm_(trainer.parameters(), recipe.grad_clip)
-        optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         sums += figures
         named = dict(zip((TOTAL, *LOSS_PARTS), figures.tolist()))
@@ -250,6 +248,47 @@ def train_one_epoch(trainer: nn.Module, optimizer, scheduler, recipe: Recipe, ep
         if on_step is not None:
             on_step(StepInfo(epoch, step, recipe.steps_per_epoch, named, lr))
     return dict(zip((TOTAL, *LOSS_PARTS), (sums / recipe.steps_per_epoch).tolist())), lr
+
+
+def train_step(model: nn.Module, optimizer, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, float]:
+    """One step of gradient descent on a batch: model(images, targets) in training mode gives the five
+    losses; their sum is differentiated and the optimizer updates the weights.
+
+    images: list of N Tensor[3, H, W]; targets: list of N dicts (boxes Tensor[G, 4], labels Tensor[G],
+    masks Tensor[G, H, W]). Returns {TOTAL: the summed loss, and each of LOSS_PARTS} as Python floats."""
+    losses = model(images, targets)
+    loss = sum(losses[name] for name in LOSS_PARTS)
+    optimizer.zero_grad(set_to_none=True)  # backward adds to the gradients that are there
+    loss.backward()
+    optimizer.step()
+    return {TOTAL: loss.item(), **{name: losses[name].item() for name in LOSS_PARTS}}
+
+
+class GradientLimit:
+    """The optimizer a training step receives: step() first scales the gradients down to a total norm of at
+    most `max_norm` (0: no limit), then updates; everything else is the wrapped optimizer's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, parameters, max_norm: float):
+        self.optimizer, self.parameters, self.max_norm = optimizer, list(parameters), max_norm
+
+    def step(self, closure=None):
+        if self.max_norm:
+            nn.utils.clip_grad_norm_(self.parameters, self.max_norm)
+        return self.optimizer.step(closure)
+
+    def __getattr__(self, name):  # zero_grad, param_groups, state_dict, ...
+        return getattr(self.optimizer, name)
+
+
+def step_figures(losses, device) -> Tensor:
+    """A step's returned losses as Tensor[6] float64 (TOTAL, then LOSS_PARTS); a clear error if they are not
+    the dict of floats a training step returns."""
+    expected = (TOTAL, *LOSS_PARTS)
+    if not isinstance(losses, dict) or any(name not in losses for name in expected):
+        got = sorted(losses) if isinstance(losses, dict) else type(losses).__name__
+        raise ValueError(f"the training step returned {got}: it must return a dict with {list(expected)} "
+                         f"(numbers), e.g. {{'total': loss.item(), 'loss_mask': losses['loss_mask'].item(), ...}}")
+    return torch.tensor([float(losses[name]) for name in expected], dtype=torch.float64, device=device)
 
 
 def check_finite(figures: Tensor, epoch: int, step: int, checkpoint_path: Path | None) -> None:

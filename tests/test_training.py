@@ -200,3 +200,32 @@ def test_fresh_scenes_each_epoch_or_one_set_shuffled_each_epoch():
     assert torch.equal(dataset_1[5][0], dataset_2[5][0])  # the same scenes
     assert sorted(order_1) == sorted(order_2) == list(range(8)) and order_1 != order_2  # in another order
     assert training.epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
+
+
+def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
+    """train(step=...) runs the given step for every batch (lesson 07 passes the learner's); with the
+    course's step it is the same run as the default. The optimizer it receives clips before updating."""
+    calls = []
+
+    def my_step(model, optimizer, images, targets):
+        calls.append(type(optimizer).__name__)
+        return training.train_step(model, optimizer, images, targets)
+
+    trace = train(recipe=TINY, progress=False, step=my_step)
+    assert figures(trace) == figures(run[0])
+    assert calls == ["GradientLimit"] * (TINY.epochs * TINY.steps_per_epoch)
+
+    model = maskrcnn_small(num_classes=len(data.CLASSES))
+    limited = training.GradientLimit(torch.optim.SGD(model.parameters(), lr=0.0), model.parameters(), 1.0)
+    for parameter in model.parameters():
+        parameter.grad = torch.full_like(parameter, 10.0)
+    limited.step()
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
+    assert norm.item() == pytest.approx(1.0, rel=1e-3)
+    assert limited.param_groups[0]["lr"] == 0.0  # the rest is the wrapped optimizer's
+
+
+@pytest.mark.parametrize("returned, shown", [(None, "NoneType"), ({"total": 1.0}, "'total'")])
+def test_a_step_that_returns_the_wrong_thing_is_told_what_to_return(returned, shown):
+    with pytest.raises(ValueError, match=f"the training step returned .*{shown}.*it must return a dict with"):
+        train(recipe=replace(TINY, epochs=1), progress=False, step=lambda *args: returned)

@@ -1,6 +1,6 @@
 """Checker for the capstone's training step: train_step (lesson 07).
 
-train_step is not a component: the model never calls it. Its reference is `reference_train_step`,
+train_step is not a component: the model never calls it. Its reference is training.train_step,
 and a case compares what a step leaves behind, not only what it returns: the losses it reports and
 the model's weights after the step. Both steps start from copies of the same tiny model and
 optimizer, and draw the same random anchors and RoIs (the same seed).
@@ -9,12 +9,12 @@ optimizer, and draw the same random anchors and RoIs (the same seed).
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from mrcnn_course import data
 from mrcnn_course.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
 from mrcnn_course.grading.core import Case, Exercise, Mistake, run
 from mrcnn_course.model import MaskRCNN, SmallConfig
+from mrcnn_course import training  # training.train_step is the reference: the step train() takes by default
 from mrcnn_course.training_trace import TOTAL
 
 STEP_SEED = 0  # both steps sample the same anchors and RoIs
@@ -30,19 +30,6 @@ def tiny_model() -> MaskRCNN:
                     anchor_sizes=SmallConfig.anchor_sizes, rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=50,
                     rpn_batch_size_per_image=32, representation_size=32, box_batch_size_per_image=16,
                     mask_layers=(16,), mask_dim_reduced=16)
-
-
-def reference_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
-                         targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """One step of gradient descent on a batch: forward, sum of the five losses, backward, update.
-
-    Returns {TOTAL: the summed loss, and each of the five losses} as Python floats."""
-    losses = model(images, targets)
-    loss = sum(losses.values())
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return {TOTAL: loss.item(), **{name: value.item() for name, value in losses.items()}}
 
 
 def _after_the_step(train_step: Callable, args: tuple) -> dict[str, Any]:
@@ -116,7 +103,7 @@ def _step_without(*left_out: str) -> Callable:
 
 
 def _tensors_returned(model, optimizer, images, targets):
-    losses = reference_train_step(model, optimizer, images, targets)
+    losses = training.train_step(model, optimizer, images, targets)
     return {name: torch.tensor(value) for name, value in losses.items()}
 
 
@@ -134,7 +121,7 @@ TRAIN_STEP = Exercise(
                 "alive, and the training trace stores numbers.", _tensors_returned),
     ),
     atol=1e-5, rtol=1e-4,
-    reference=reference_train_step,
+    reference=training.train_step,
     outcome=_after_the_step,
 )
 

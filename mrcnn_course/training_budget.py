@@ -1,0 +1,108 @@
+"""Fitting a training run into the course's time budget, whatever the components and the machine.
+
+    recipe, report = fit_to_budget(Recipe(), step=my_train_step)   # with the components that will train
+    print(report); trace = train(recipe=recipe, step=my_train_step)
+
+The default recipe trains in under 5 minutes on 2 CPU cores with the package's components. A learner's
+components can be slower (lesson 03's NMS is a Python loop over the kept boxes), and so can a laptop:
+fit_to_budget times a few real training steps and validation scenes with whatever is active, and,
+if the recipe would run over, trains on fewer scenes per epoch and validates on fewer (the epochs and
+the schedule's shape stay), so the run still ends within the budget and says what it gave up.
+"""
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from mrcnn_course import data, evaluation
+from mrcnn_course.model import MaskRCNN, maskrcnn_small
+from mrcnn_course.pretrained import load_pretrained_small
+from mrcnn_course.training import GradientLimit, Recipe, epoch_scenes, scenes, train_step, validation_losses
+
+TRAINING_BUDGET = 360.0  # seconds: the course's budget for a notebook's training run, validation included (the default
+# recipe, 5 minutes of steps as issue 3 asked, takes about 285 s on 2 quiet cores: a slower laptop has a minute)
+PROBE_STEPS = 2  # timed steps per model, after one untimed step (the first pays for memory allocation)
+PROBE_IMAGES = 8  # validation scenes timed per model
+VALIDATION_SHARE = 0.25  # of the budget, at most, when the recipe has to shrink
+
+
+@dataclass(frozen=True)
+class BudgetFit:
+    """What fit_to_budget measured and decided. str() is the report a notebook prints."""
+
+    recipe: Recipe  # the recipe to train with: the one given, or one with fewer scenes
+    asked: Recipe  # the recipe given
+    seconds_per_step: float
+    seconds_per_validation_image: float  # validation losses and evaluation (mAP), per scene
+    budget: float
+
+    def estimate(self, recipe: Recipe) -> float:
+        """Seconds that `recipe` takes, by the measured times."""
+        return recipe.epochs * (recipe.steps_per_epoch * self.seconds_per_step +
+                                recipe.val_images * self.seconds_per_validation_image)
+
+    def __str__(self) -> str:
+        asked, fitted = self.asked, self.recipe
+        measured = (f"a training step takes {self.seconds_per_step:.2f} s here and validating a scene "
+                    f"{self.seconds_per_validation_image:.2f} s")
+        if fitted == asked:
+            return (f"{measured}: {asked.epochs} epochs of {asked.images_per_epoch} scenes take about "
+                    f"{self.estimate(asked) / 60:.1f} min, within the budget of {self.budget / 60:g} min.")
+        return (f"{measured}: {asked.epochs} epochs of {asked.images_per_epoch} scenes (and {asked.val_images} "
+                f"validation scenes) would take about {self.estimate(asked) / 60:.1f} min, over the budget of "
+                f"{self.budget / 60:g} min, so each epoch trains on {fitted.images_per_epoch} scenes and validates on "
+                f"{fitted.val_images} instead (about {self.estimate(fitted) / 60:.1f} min). Fewer steps learn less: "
+                f"expect a lower mAP than the reference's. Faster components (e.g. an NMS that drops the "
+                f"suppressed boxes in bulk) or a larger budget give back the steps.")
+
+
+def fit_to_budget(recipe: Recipe | None = None, seconds: float = TRAINING_BUDGET,
+                  step: Callable | None = None) -> BudgetFit:
+    """Time `step` (default training.train_step) and validation with the components active now, on the
+    recipe's own scenes, and return a BudgetFit whose recipe ends within `seconds`: the recipe itself if it
+    fits; else validation is cut to VALIDATION_SHARE of the budget (keeping the shown scenes and a batch)
+    and images_per_epoch to the most whole batches (at least one) that fit in the rest.
+
+    A run goes from a new model to a trained one, and the trained one is slower (more proposals are
+    positives for the mask head, more detections to evaluate): both are timed, a new small model and
+    the shipped trained one, and the run is costed at their mean. The global random state is left as it was.
+    """
+    asked = recipe or Recipe()
+    step = step or train_step
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(asked.seed)
+        timings = [_time_steps_and_validation(model, asked, step)
+                   for model in (maskrcnn_small(num_classes=len(data.CLASSES)), load_pretrained_small())]
+    per_step, per_image = (sum(values) / len(values) for values in zip(*timings))
+    fit = BudgetFit(asked, asked, per_step, per_image, seconds)
+    if fit.estimate(asked) <= seconds:
+        return fit
+    per_epoch = seconds / asked.epochs
+    least = min(asked.val_images, max(asked.shown_images, asked.batch_size))
+    val_images = max(least, min(asked.val_images, math.floor(VALIDATION_SHARE * per_epoch / per_image)))
+    steps = math.floor((per_epoch - val_images * per_image) / per_step)
+    steps = max(1, min(steps, asked.steps_per_epoch))
+    return replace(fit, recipe=replace(asked, images_per_epoch=steps * asked.batch_size, val_images=val_images))
+
+
+def _time_steps_and_validation(model: MaskRCNN, recipe: Recipe, step: Callable) -> tuple[float, float]:
+    """Seconds per training step and per validated scene for `model` (changed by the steps: pass a copy)."""
+    model.train()
+    optimizer = GradientLimit(torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay),
+                              model.parameters(), recipe.grad_clip)
+    dataset, order = epoch_scenes(replace(recipe, images_per_epoch=(PROBE_STEPS + 1) * recipe.batch_size), 1)
+    batches = [data.collate([dataset[i] for i in order[k * recipe.batch_size:(k + 1) * recipe.batch_size]])
+               for k in range(PROBE_STEPS + 1)]
+    step(model, optimizer, *batches[0])
+    started = time.perf_counter()
+    for images, targets in batches[1:]:
+        step(model, optimizer, images, targets)
+    per_step = (time.perf_counter() - started) / PROBE_STEPS
+    validation = scenes(recipe, 0, min(PROBE_IMAGES, recipe.val_images))
+    started = time.perf_counter()
+    validation_losses(model, validation, recipe.batch_size, recipe.seed)
+    evaluation.evaluate(model, validation, batch_size=recipe.batch_size)
+    return per_step, (time.perf_counter() - started) / len(validation)
