@@ -146,7 +146,7 @@ class TrainingDiverged(FloatingPointError):
 def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: str | os.PathLike | None = None,
           resume: bool = False, on_step: Callable[[StepInfo], None] | None = None,
           on_epoch: Callable[[TrainingTrace, EpochRecord], None] | None = None, progress: bool = True,
-          step: Callable | None = None, **overrides) -> TrainingTrace:
+          step: Callable | None = None, time_limit: float | None = None, **overrides) -> TrainingTrace:
     """Train `model` (default: a new maskrcnn_small for all data.CLASSES) by `recipe` (default Recipe(),
     with any Recipe field overridden by keyword, e.g. epochs=3) and return its TrainingTrace; the trained
     model is trace.model.
@@ -158,6 +158,9 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
     step: the training step, step(model, optimizer, images, targets) -> {TOTAL and each of the five
     losses: float}, default train_step (lesson 07 passes the learner's); its optimizer limits the gradient
     norm to recipe.grad_clip in step() before updating.
+    time_limit: seconds for this call; after an epoch, if one more epoch as long as it would end past the
+    limit, training stops there and that epoch's observation says so (a backstop for
+    training_budget.fit_to_budget, whose estimate can be wrong on a busy machine).
     A NaN or infinite loss raises TrainingDiverged, naming the loss, the epoch and the step.
     """
     try:
@@ -189,6 +192,7 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
             set_rng_state(checkpoint["rng"][rank])
         trainer = nn.parallel.DistributedDataParallel(model) if world > 1 else model
         first = len(trace.epochs) + 1
+        run_started = time.perf_counter()
         # tqdm reads TQDM_DISABLE=1 itself (only when `disable` is not passed)
         with tqdm(total=(recipe.epochs - first + 1) * recipe.steps_per_epoch, unit="step",
                   **({} if progress and rank == 0 else {"disable": True})) as bar:
@@ -203,6 +207,12 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
                                      seconds=time.perf_counter() - started, observation="", **figures)
                 record.observation = observe(record, trace.epochs[-1] if trace.epochs else None,
                                              recipe.fresh_images)
+                out_of_time = broadcast_from_rank_0(
+                    time_limit is not None and epoch < recipe.epochs
+                    and time.perf_counter() - run_started + record.seconds > time_limit, world)
+                if out_of_time:
+                    record.observation += (f" Stopped after epoch {epoch} of {recipe.epochs}: another epoch would "
+                                           f"end past the time limit of {time_limit:.0f} s.")
                 trace.epochs.append(record)
                 states = all_rng_states(world)
                 if rank == 0 and out is not None:
@@ -213,6 +223,8 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
                     trace.save(Path(out) / TRACE_NAME)
                 if on_epoch is not None:
                     on_epoch(trace, record)
+                if out_of_time:
+                    break
     finally:
         torch.use_deterministic_algorithms(was_deterministic)
         if started_here:

@@ -24,7 +24,7 @@ from mrcnn_course.training import GradientLimit, Recipe, epoch_scenes, scenes, t
 
 TRAINING_BUDGET = 360.0  # seconds: the course's budget for a notebook's training run, validation included (the default
 # recipe, 5 minutes of steps as issue 3 asked, takes about 285 s on 2 quiet cores: a slower laptop has a minute)
-PROBE_STEPS = 2  # timed steps per model, after one untimed step (the first pays for memory allocation)
+PROBE_STEPS = 3  # timed steps per model, after one untimed step (the first pays for memory allocation)
 PROBE_IMAGES = 8  # validation scenes timed per model
 VALIDATION_SHARE = 0.25  # of the budget, at most, when the recipe has to shrink
 

@@ -26,10 +26,8 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from mrcnn_course.input_image import IMAGENET_MEAN, IMAGENET_STD
-from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+from mrcnn_course.training_trace import LOSS_PARTS, MASK_THRESHOLD, TOTAL, TrainingTrace
 
-
-MASK_THRESHOLD = 0.5  # pasted masks are probabilities: drawn where the model is more sure than not
 FONT = 8  # small enough for six panels side by side, large enough to read
 
 

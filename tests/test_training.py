@@ -229,3 +229,12 @@ def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
 def test_a_step_that_returns_the_wrong_thing_is_told_what_to_return(returned, shown):
     with pytest.raises(ValueError, match=f"the training step returned .*{shown}.*it must return a dict with"):
         train(recipe=replace(TINY, epochs=1), progress=False, step=lambda *args: returned)
+
+
+def test_a_time_limit_stops_after_the_epoch_that_would_overrun_it(run):
+    stopped = train(recipe=TINY, progress=False, time_limit=1e-3)
+    assert [e.epoch for e in stopped.epochs] == [1]
+    assert stopped.epochs[0].observation.endswith("Stopped after epoch 1 of 3: another epoch would end past the "
+                                                  "time limit of 0 s.")
+    assert figures(stopped)[0]["train_losses"] == figures(run[0])[0]["train_losses"]  # the same epoch 1
+    assert len(train(recipe=TINY, progress=False, time_limit=3600).epochs) == 3
