@@ -35,4 +35,4 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'mrcnn_course' has no attribute {name!r}")
     module = importlib.import_module(_EXPORTS[name])
-    return module if module.__name__.endswith(name) else getattr(module, name)
+    return module if _EXPORTS[name] == f"mrcnn_course.{name}" else getattr(module, name)  # a module, or a name in it

@@ -177,7 +177,7 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
         checkpoint = checkpoint_to_resume(checkpoint_path, resume, recipe.to_dict(), world)
         seed_everything(recipe.seed)
         model = (model if model is not None else maskrcnn_small(num_classes=len(data.CLASSES))).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        optimizer = optimizer_for(model, recipe)
         total_steps = recipe.epochs * recipe.steps_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle(step, total_steps, recipe.warmup))
         validation = scenes(recipe, 0, recipe.val_images)
@@ -234,7 +234,8 @@ def train(model: MaskRCNN | None = None, recipe: Recipe | None = None, *, out: s
 
 
 def train_one_epoch(trainer: nn.Module, optimizer, scheduler, recipe: Recipe, epoch: int, rank: int, world: int,
-                    bar, on_step, checkpoint_path: Path | None, step_fn: Callable = None) -> tuple[dict[str, float], float]:
+                    bar, on_step, checkpoint_path: Path | None,
+                    step_fn: Callable | None = None) -> tuple[dict[str, float], float]:
     """One epoch of steps, each `step_fn(trainer, optimizer, images, targets)` (default train_step); returns
     the mean of each loss (TOTAL and LOSS_PARTS) over the steps, and the learning rate of the last step."""
     trainer.train()
@@ -244,8 +245,7 @@ def train_one_epoch(trainer: nn.Module, optimizer, scheduler, recipe: Recipe, ep
     dataset, order = epoch_scenes(recipe, epoch)
     sums = torch.zeros(1 + len(LOSS_PARTS), dtype=torch.float64, device=device)
     for step in range(1, recipe.steps_per_epoch + 1):
-        batch = order[(step - 1) * recipe.batch_size: step * recipe.batch_size][rank::world]  # this rank's share
-        images, targets = to_device(data.collate([dataset[i] for i in batch]), device)
+        images, targets = to_device(step_batch(dataset, order, recipe.batch_size, step, rank, world), device)
         lr = optimizer.param_groups[0]["lr"]
         figures = step_figures(step_fn(trainer, clipped, images, targets), device)  # (6,) float64
         if world > 1:  # every rank sees the same figures, so every rank stops on a NaN together
@@ -260,6 +260,18 @@ def train_one_epoch(trainer: nn.Module, optimizer, scheduler, recipe: Recipe, ep
         if on_step is not None:
             on_step(StepInfo(epoch, step, recipe.steps_per_epoch, named, lr))
     return dict(zip((TOTAL, *LOSS_PARTS), (sums / recipe.steps_per_epoch).tolist())), lr
+
+
+def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer: AdamW at the schedule's peak learning rate (the scheduler scales it)."""
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def step_batch(dataset, order: list[int], batch_size: int, step: int, rank: int = 0,
+               world: int = 1) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+    """The scenes of `step` (1-based) in visiting `order`, this rank's share of them, collated."""
+    batch = order[(step - 1) * batch_size: step * batch_size][rank::world]
+    return data.collate([dataset[i] for i in batch])
 
 
 def train_step(model: nn.Module, optimizer, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, float]:

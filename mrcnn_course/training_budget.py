@@ -17,10 +17,11 @@ from typing import Callable
 
 import torch
 
-from mrcnn_course import data, evaluation
+from mrcnn_course import data
 from mrcnn_course.model import MaskRCNN, maskrcnn_small
 from mrcnn_course.pretrained import load_pretrained_small
-from mrcnn_course.training import GradientLimit, Recipe, epoch_scenes, scenes, train_step, validation_losses
+from mrcnn_course.training import (GradientLimit, Recipe, epoch_scenes, evaluate_on_rank_0, optimizer_for, scenes,
+                                   step_batch, train_step, validation_losses)
 
 TRAINING_BUDGET = 360.0  # seconds: the course's budget for a notebook's training run, validation included (the default
 # recipe, 5 minutes of steps as issue 3 asked, takes about 285 s on 2 quiet cores: a slower laptop has a minute)
@@ -89,13 +90,12 @@ def fit_to_budget(recipe: Recipe | None = None, seconds: float = TRAINING_BUDGET
 
 
 def _time_steps_and_validation(model: MaskRCNN, recipe: Recipe, step: Callable) -> tuple[float, float]:
-    """Seconds per training step and per validated scene for `model` (changed by the steps: pass a copy)."""
+    """Seconds per training step and per validated scene for `model` (changed by the steps: pass a copy),
+    each timed on what train() runs: the recipe's first batches, and an epoch's validation."""
     model.train()
-    optimizer = GradientLimit(torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay),
-                              model.parameters(), recipe.grad_clip)
+    optimizer = GradientLimit(optimizer_for(model, recipe), model.parameters(), recipe.grad_clip)
     dataset, order = epoch_scenes(replace(recipe, images_per_epoch=(PROBE_STEPS + 1) * recipe.batch_size), 1)
-    batches = [data.collate([dataset[i] for i in order[k * recipe.batch_size:(k + 1) * recipe.batch_size]])
-               for k in range(PROBE_STEPS + 1)]
+    batches = [step_batch(dataset, order, recipe.batch_size, k) for k in range(1, PROBE_STEPS + 2)]
     step(model, optimizer, *batches[0])
     started = time.perf_counter()
     for images, targets in batches[1:]:
@@ -104,5 +104,5 @@ def _time_steps_and_validation(model: MaskRCNN, recipe: Recipe, step: Callable) 
     validation = scenes(recipe, 0, min(PROBE_IMAGES, recipe.val_images))
     started = time.perf_counter()
     validation_losses(model, validation, recipe.batch_size, recipe.seed)
-    evaluation.evaluate(model, validation, batch_size=recipe.batch_size)
+    evaluate_on_rank_0(model, validation, recipe, rank=0, world=1)
     return per_step, (time.perf_counter() - started) / len(validation)

@@ -10,11 +10,10 @@ from typing import Any, Callable
 
 import torch
 
-from mrcnn_course import data
+from mrcnn_course import data, training  # training.train_step is the reference: the step train() takes
 from mrcnn_course.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
 from mrcnn_course.grading.core import Case, Exercise, Mistake, run
 from mrcnn_course.model import MaskRCNN, SmallConfig
-from mrcnn_course import training  # training.train_step is the reference: the step train() takes by default
 from mrcnn_course.training_trace import TOTAL
 
 STEP_SEED = 0  # both steps sample the same anchors and RoIs
