@@ -4,7 +4,7 @@
 import os
 import sys
 
-from mrcnn_course import nbgrader_steps
+from mrcnn_course.teaching import nbgrader_steps
 
 c = get_config()  # noqa: F821 (traitlets defines get_config when it loads this file)
 root = os.path.dirname(os.path.abspath(__file__))

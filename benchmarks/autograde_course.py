@@ -4,7 +4,7 @@
 
 In a temporary copy of the course (solutions/ and nbgrader_config.py) it releases every assignment
 found in solutions/, hands in the instructor versions (solutions filled in) as one learner's work,
-and autogrades them with mrcnn_course.teaching.autograde, what `make autograde` runs: a fresh kernel
+and autogrades them with mrcnn_course.teaching.course.autograde, what `make autograde` runs: a fresh kernel
 per notebook, AUTOGRADING=1, feedback HTML included. It prints the time of each assignment and the
 total; the goal is at most 3 minutes on 2 cores. Exits with 1 if any assignment does not get full
 marks (then the timing means little).
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mrcnn_course import teaching
+from mrcnn_course.teaching import course
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 180
@@ -28,13 +28,14 @@ def main() -> int:
         shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".*"))
         shutil.copy(ROOT / "nbgrader_config.py", course)
         start = time.perf_counter()
-        assignments = teaching.release(course)
+        assignments = course.release(course)
         release_seconds = time.perf_counter() - start
         for assignment in assignments:
-            shutil.copytree(course / "solutions" / assignment.name,
-                            course / "grading" / "submitted" / "learner" / assignment.name)
+            shutil.copytree(
+                course / "solutions" / assignment.name, course / "grading" / "submitted" / "learner" / assignment.name
+            )
         start = time.perf_counter()
-        outcomes = teaching.autograde(course)
+        outcomes = course.autograde(course)
         total = time.perf_counter() - start
 
     print(f"\n{'assignment':24} {'seconds':>8}  score")

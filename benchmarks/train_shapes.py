@@ -6,7 +6,7 @@
 
 For each model (ours: mrcnn_course.maskrcnn_small; torchvision's: torchvision.models.detection.MaskRCNN
 built with the same SmallConfig by torchvision_ops.torchvision_maskrcnn_small) it trains with the same
-recipe (training.Recipe, the course's default unless options change it) and prints the wall time, the
+recipe (loop.Recipe, the course's default unless options change it) and prints the wall time, the
 training time (the steps only, without the per-epoch evaluation), the steps, the final losses, and
 box and mask mAP and mAP@0.5 on 200 held-out scenes that neither training nor validation saw.
 
@@ -26,11 +26,12 @@ from dataclasses import fields, replace
 import torch
 import torchvision
 
-from mrcnn_course import data, evaluation, training
-from mrcnn_course.backbone import BackboneWithFPN
-from mrcnn_course.model import MaskRCNN, SmallConfig
-from mrcnn_course.pretrained import HELD_OUT_EPOCH
-from mrcnn_course.torchvision_ops import torchvision_maskrcnn_small
+from mrcnn_course.model.backbone import BackboneWithFPN
+from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig
+from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
+from mrcnn_course.training import data, evaluation
+from mrcnn_course.training import loop
+from mrcnn_course.training.pretrained import HELD_OUT_EPOCH
 
 HELD_OUT = 200
 GOAL_MASK_MAP50, GOAL_SECONDS = 0.90, 300
@@ -39,7 +40,9 @@ GOAL_MASK_MAP50, GOAL_SECONDS = 0.90, 300
 def build(which: str, config: SmallConfig):
     torch.manual_seed(0)
     if which == "ours":  # maskrcnn_small's construction, with a changed SmallConfig (it takes no config)
-        return MaskRCNN(BackboneWithFPN(config.backbone, config.fpn_channels), len(data.CLASSES), **config.model_kwargs())
+        return MaskRCNN(
+            BackboneWithFPN(config.backbone, config.fpn_channels), len(data.CLASSES), **config.model_kwargs()
+        )
     return torchvision_maskrcnn_small(len(data.CLASSES), config)
 
 
@@ -49,45 +52,57 @@ def parse_config(settings: list[str]) -> SmallConfig:
     for setting in settings:
         key, _, value = setting.partition("=")
         if key not in {f.name for f in fields(SmallConfig)} or not value:
-            raise SystemExit(f"--model {setting!r}: use KEY=VALUE with KEY one of {[f.name for f in fields(SmallConfig)]}")
+            raise SystemExit(
+                f"--model {setting!r}: use KEY=VALUE with KEY one of {[f.name for f in fields(SmallConfig)]}"
+            )
         changes[key] = ast.literal_eval(value)
     return replace(SmallConfig(), **changes)
 
 
-def train_and_evaluate(which: str, recipe: training.Recipe, config: SmallConfig) -> dict:
+def train_and_evaluate(which: str, recipe: loop.Recipe, config: SmallConfig) -> dict:
     """Train a new `which` model by `recipe`; its times, final losses and held-out figures."""
     step_seconds = []
     last = [time.perf_counter()]
 
-    def on_step(info: training.StepInfo) -> None:
+    def on_step(info: loop.StepInfo) -> None:
         now = time.perf_counter()
         if info.step > 1:  # the first step of an epoch follows the previous epoch's evaluation
             step_seconds.append(now - last[0])
         last[0] = now
 
     def on_epoch(trace, record) -> None:
-        print(f"  {which} epoch {record.epoch}: loss {record.train_losses['total']:.3f}, mask mAP@0.5 "
-              f"{record.mask_map50:.3f}, {record.seconds:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"  {which} epoch {record.epoch}: loss {record.train_losses['total']:.3f}, mask mAP@0.5 "
+            f"{record.mask_map50:.3f}, {record.seconds:.0f} s, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
     start = time.perf_counter()
-    trace = training.train(build(which, config), recipe, on_step=on_step, on_epoch=on_epoch, progress=False)
+    trace = loop.train(build(which, config), recipe, on_step=on_step, on_epoch=on_epoch, progress=False)
     wall = time.perf_counter() - start
     steps = recipe.epochs * recipe.steps_per_epoch
-    held_out = evaluation.evaluate(trace.model, training.scenes(recipe, HELD_OUT_EPOCH, HELD_OUT))
-    return {"model": which, "wall": wall, "train": statistics.mean(step_seconds) * steps, "steps": steps,
-            "step": statistics.median(step_seconds), "trace": trace, **{k: held_out[k] for k in (
-                "box_map", "box_map50", "mask_map", "mask_map50", "accuracy")}}
+    held_out = evaluation.evaluate(trace.model, loop.recipe_scenes(recipe, HELD_OUT_EPOCH, HELD_OUT))
+    return {
+        "model": which,
+        "wall": wall,
+        "train": statistics.mean(step_seconds) * steps,
+        "steps": steps,
+        "step": statistics.median(step_seconds),
+        "trace": trace,
+        **{k: held_out[k] for k in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy")},
+    }
 
 
-def alternated_step_ratio(recipe: training.Recipe, config: SmallConfig, steps: int = 12) -> tuple[float, float]:
+def alternated_step_ratio(recipe: loop.Recipe, config: SmallConfig, steps: int = 12) -> tuple[float, float]:
     """Median seconds per training step of ours and torchvision's, alternating step by step on the same batches."""
     models = {which: build(which, config).train() for which in ("ours", "torchvision")}
     optimizers = {w: torch.optim.AdamW(m.parameters(), lr=recipe.lr / 10) for w, m in models.items()}
-    scenes = training.scenes(recipe, 1, recipe.batch_size * steps)
+    scenes = loop.recipe_scenes(recipe, 1, recipe.batch_size * steps)
     times = {w: [] for w in models}
     for step in range(steps):
-        images, targets = data.collate([scenes[i] for i in range(step * recipe.batch_size,
-                                                                 (step + 1) * recipe.batch_size)])
+        images, targets = data.collate(
+            [scenes[i] for i in range(step * recipe.batch_size, (step + 1) * recipe.batch_size)]
+        )
         for which, model in models.items():
             started = time.perf_counter()
             loss = sum(model(images, targets).values())
@@ -101,10 +116,12 @@ def alternated_step_ratio(recipe: training.Recipe, config: SmallConfig, steps: i
 
 def report(result: dict) -> None:
     losses = result["trace"].epochs[-1].train_losses
-    print(f"{result['model']:<12} wall {result['wall']:6.1f} s  training {result['train']:6.1f} s  "
-          f"{result['steps']} steps ({result['step']:.3f} s/step)  "
-          f"box mAP {result['box_map']:.3f} mAP@0.5 {result['box_map50']:.3f}  "
-          f"mask mAP {result['mask_map']:.3f} mAP@0.5 {result['mask_map50']:.3f}  accuracy {result['accuracy']:.3f}")
+    print(
+        f"{result['model']:<12} wall {result['wall']:6.1f} s  training {result['train']:6.1f} s  "
+        f"{result['steps']} steps ({result['step']:.3f} s/step)  "
+        f"box mAP {result['box_map']:.3f} mAP@0.5 {result['box_map50']:.3f}  "
+        f"mask mAP {result['mask_map']:.3f} mAP@0.5 {result['mask_map50']:.3f}  accuracy {result['accuracy']:.3f}"
+    )
     print(f"{'':<12} final losses: " + ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items()))
     print(f"{'':<12} mask mAP@0.5 by epoch: " + " ".join(f"{e.mask_map50:.2f}" for e in result["trace"].epochs))
 
@@ -113,23 +130,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=("ours", "torchvision"), help="train one model only (tuning runs)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s, the 2 cores)")
-    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a SmallConfig default for this run (both models), e.g. rpn_pre_nms_top_n_train=300")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a SmallConfig default for this run (both models), e.g. rpn_pre_nms_top_n_train=300",
+    )
     parser.add_argument("--ratio-steps", type=int, default=12, help="alternated steps for the step-time ratio")
-    for f in fields(training.Recipe):
+    for f in fields(loop.Recipe):
         if f.type in (int, float, "int", "float"):
-            parser.add_argument("--" + f.name.replace("_", "-"), type=float if "float" in str(f.type) else int,
-                                help=f"Recipe.{f.name} (default {f.default})")
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=float if "float" in str(f.type) else int,
+                help=f"Recipe.{f.name} (default {f.default})",
+            )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = replace(training.Recipe(), **{f.name: getattr(args, f.name) for f in fields(training.Recipe)
-                                          if getattr(args, f.name, None) is not None})
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f} at start")
+    recipe = replace(
+        loop.Recipe(),
+        **{f.name: getattr(args, f.name) for f in fields(loop.Recipe) if getattr(args, f.name, None) is not None},
+    )
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.2f} at start"
+    )
     config = parse_config(args.model)
     print(f"recipe: {recipe.to_dict()}")
     print(f"model changes: {args.model or 'none (SmallConfig defaults)'}")
-    results = [train_and_evaluate(which, recipe, config) for which in ([args.only] if args.only else ["ours", "torchvision"])]
+    results = [
+        train_and_evaluate(which, recipe, config) for which in ([args.only] if args.only else ["ours", "torchvision"])
+    ]
     for result in results:
         report(result)
     ours = results[0]
@@ -138,8 +169,10 @@ def main() -> None:
         print(f"goal mask mAP@0.5 >= {GOAL_MASK_MAP50} within {GOAL_SECONDS} s of training: {verdict}")
     if not args.only:
         t_ours, t_theirs = alternated_step_ratio(recipe, config, args.ratio_steps)
-        print(f"step time, alternated: ours {t_ours:.3f} s, torchvision {t_theirs:.3f} s, "
-              f"ratio {t_ours / t_theirs:.2f} (goal <= 1: {'met' if t_ours <= t_theirs else 'NOT met'})")
+        print(
+            f"step time, alternated: ours {t_ours:.3f} s, torchvision {t_theirs:.3f} s, "
+            f"ratio {t_ours / t_theirs:.2f} (goal <= 1: {'met' if t_ours <= t_theirs else 'NOT met'})"
+        )
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

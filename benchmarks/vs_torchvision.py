@@ -20,8 +20,8 @@ import torch
 import torchvision
 
 import mrcnn_course
-from mrcnn_course import box_ops, components, roi_align
-from mrcnn_course.torchvision_ops import torchvision_maskrcnn_small
+from mrcnn_course.model import box_ops, components, roi_align
+from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
 
 
 def alternate(first, second, runs: int) -> tuple[float, float]:
@@ -40,7 +40,7 @@ def alternate(first, second, runs: int) -> tuple[float, float]:
 
 def report(name: str, ours: float, theirs: float, goal: float | None) -> None:
     ratio = ours / theirs
-    verdict = "" if goal is None else ("  (goal <= %.2fx: %s)" % (goal, "met" if ratio <= goal else "NOT met"))
+    verdict = "" if goal is None else f"  (goal <= {goal:.2f}x: {'met' if ratio <= goal else 'NOT met'})"
     print(f"{name:<44} ours {ours * 1000:9.1f} ms   torchvision {theirs * 1000:9.1f} ms   ratio {ratio:5.2f}x{verdict}")
 
 
@@ -59,7 +59,7 @@ def model_pair(which: str):
 
 
 def bench_models(runs: int, quick: bool) -> None:
-    for which in (["small 128px"] if quick else ["R-50-FPN 800px", "small 128px"]):
+    for which in ["small 128px"] if quick else ["R-50-FPN 800px", "small 128px"]:
         ours, theirs, image = model_pair(which)
         with torch.no_grad():
             for ops in ("own", "torchvision"):
@@ -75,8 +75,11 @@ def bench_roi_align(runs: int) -> None:
     xy = torch.rand(1000, 2, generator=g) * 700
     boxes = torch.cat([torch.zeros(1000, 1), xy, xy + torch.rand(1000, 2, generator=g) * 300 + 4], dim=1)
     for size in (7, 14):
-        t_ours, t_theirs = alternate(lambda: roi_align.roi_align(features, boxes, size, 0.25, 2),
-                                     lambda: torchvision.ops.roi_align(features, boxes, size, 0.25, 2), runs)
+        t_ours, t_theirs = alternate(
+            lambda: roi_align.roi_align(features, boxes, size, 0.25, 2),
+            lambda: torchvision.ops.roi_align(features, boxes, size, 0.25, 2),
+            runs,
+        )
         report(f"RoI Align 1x256x200x200, 1000 boxes, {size}x{size}", t_ours, t_theirs, 2.0)
 
 
@@ -86,8 +89,9 @@ def bench_nms(runs: int) -> None:
         xy = torch.rand(n, 2, generator=g) * 800
         boxes = torch.cat([xy, xy + torch.rand(n, 2, generator=g) * 200 + 1], dim=1)
         scores = torch.rand(n, generator=g)
-        t_ours, t_theirs = alternate(lambda: box_ops.nms(boxes, scores, 0.7),
-                                     lambda: torchvision.ops.nms(boxes, scores, 0.7), runs)
+        t_ours, t_theirs = alternate(
+            lambda: box_ops.nms(boxes, scores, 0.7), lambda: torchvision.ops.nms(boxes, scores, 0.7), runs
+        )
         report(f"NMS, {n} boxes, IoU 0.7", t_ours, t_theirs, None)
 
 
@@ -96,8 +100,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median); at least 5")
     parser.add_argument("--quick", action="store_true", help="skip the R-50-FPN model (a smoke run)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     bench_models(args.runs, args.quick)
     bench_roi_align(args.runs)
     bench_nms(args.runs)

@@ -1,38 +1,81 @@
-"""Mask R-CNN, stage by stage: a complete Mask R-CNN in plain PyTorch, one module per stage.
+"""Mask R-CNN, stage by stage: a complete Mask R-CNN in plain PyTorch, and the course built around it.
 
-    1 input_image.py   normalize, resize, batch with padding, map outputs back
-    2 backbone.py      ResNet + Feature Pyramid Network
-    3 rpn.py           anchors, RPN head, proposals, RPN losses
-    4 roi_align.py     RoI Align and the multi-scale pooler (FPN level per box)
-    5 box_head.py      box head, predictor, Fast R-CNN loss, detection post-processing
-    6 mask_head.py     mask head, predictor, mask targets, mask loss, pasting masks
-      model.py         the six stages assembled: MaskRCNN, maskrcnn_resnet50_fpn, maskrcnn_small
-      components.py    which implementation of each stage's core functions is active
-      box_ops.py, matching.py, trace.py: shared pieces
-      data.py, evaluation.py   synthetic scenes and COCO folders; mAP with pycocotools
-      training.py      train(): the recipe, the loop, a TrainingTrace per run (training_trace.py),
-                       checkpoints (checkpoints.py), torchrun (distributed.py); pretrained.py the shipped model
+The folders are the architecture; dependencies run one way, downwards in this list:
 
-The names below are imported when first used, so `import mrcnn_course.quiz` (a quiz notebook) or
-nbgrader's configuration does not pay for importing torch.
+    teaching/   grading (one checker per exercise), quizzes, nbgrader's steps, release/autograde/grades
+    show/       pictures and widgets: detections, the stage-by-stage trace, explorers, the training viewer
+    training/   synthetic scenes and COCO folders, the training loop and recipe, the training trace,
+                checkpoints, torchrun, evaluation (pycocotools), the shipped trained model
+    model/      the working Mask R-CNN: one module per stage (input_image, backbone, rpn, roi_align,
+                box_head, mask_head), box_ops and matching, the assembly (maskrcnn), the components
+                registry, torchvision's versions of the components, the prediction trace
+
+Each subpackage's docstring maps its modules. The short names below are what lessons import
+(`from mrcnn_course import components, data, grading, viz`); each is loaded when first used, so a quiz
+notebook (`from mrcnn_course import quiz`) or nbgrader's configuration does not pay for importing torch.
 """
 
 import importlib
+from typing import Any
 
-_EXPORTS = {
-    "components": "mrcnn_course.components",
-    "MaskRCNN": "mrcnn_course.model", "SmallConfig": "mrcnn_course.model",
-    "maskrcnn_resnet50_fpn": "mrcnn_course.model", "maskrcnn_small": "mrcnn_course.model",
-    "PredictionTrace": "mrcnn_course.trace", "StageRecord": "mrcnn_course.trace",
-    "train": "mrcnn_course.training", "Recipe": "mrcnn_course.training",
-    "TrainingTrace": "mrcnn_course.training_trace", "EpochRecord": "mrcnn_course.training_trace",
-    "load_pretrained_small": "mrcnn_course.pretrained",
+# short name -> the module it is, or (module, attribute) for a class or function
+_MODULES = {
+    # model: the six stages, their shared pieces, the registry, the prediction trace
+    "input_image": "mrcnn_course.model.input_image",
+    "backbone": "mrcnn_course.model.backbone",
+    "rpn": "mrcnn_course.model.rpn",
+    "roi_align": "mrcnn_course.model.roi_align",
+    "box_head": "mrcnn_course.model.box_head",
+    "mask_head": "mrcnn_course.model.mask_head",
+    "box_ops": "mrcnn_course.model.box_ops",
+    "matching": "mrcnn_course.model.matching",
+    "maskrcnn": "mrcnn_course.model.maskrcnn",
+    "components": "mrcnn_course.model.components",
+    "torchvision_ops": "mrcnn_course.model.torchvision_ops",
+    "prediction_trace": "mrcnn_course.model.prediction_trace",
+    # training and data
+    "training": "mrcnn_course.training",
+    "scenes": "mrcnn_course.training.scenes",
+    "data": "mrcnn_course.training.data",
+    "evaluation": "mrcnn_course.training.evaluation",
+    "training_trace": "mrcnn_course.training.training_trace",
+    "checkpoints": "mrcnn_course.training.checkpoints",
+    "pretrained": "mrcnn_course.training.pretrained",
+    # pictures and widgets
+    "viz": "mrcnn_course.show.viz",
+    "stage_viz": "mrcnn_course.show.stage_viz",
+    "explorers": "mrcnn_course.show.explorers",
+    "widgets": "mrcnn_course.show.widgets",
+    "roi_geometry": "mrcnn_course.show.roi_geometry",
+    # teaching
+    "teaching": "mrcnn_course.teaching",
+    "grading": "mrcnn_course.teaching.grading",
+    "quiz": "mrcnn_course.teaching.quiz",
+    "nbgrader_steps": "mrcnn_course.teaching.nbgrader_steps",
 }
-__all__ = list(_EXPORTS)
+_NAMES = {
+    "MaskRCNN": "mrcnn_course.model.maskrcnn",
+    "SmallConfig": "mrcnn_course.model.maskrcnn",
+    "maskrcnn_resnet50_fpn": "mrcnn_course.model.maskrcnn",
+    "maskrcnn_small": "mrcnn_course.model.maskrcnn",
+    "PredictionTrace": "mrcnn_course.model.prediction_trace",
+    "StageRecord": "mrcnn_course.model.prediction_trace",
+    "train": "mrcnn_course.training.loop",
+    "Recipe": "mrcnn_course.training.loop",
+    "TrainingTrace": "mrcnn_course.training.training_trace",
+    "EpochRecord": "mrcnn_course.training.training_trace",
+    "load_pretrained_small": "mrcnn_course.training.pretrained",
+}
+__all__ = [*_MODULES, *_NAMES]
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mrcnn_course' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
-    return module if _EXPORTS[name] == f"mrcnn_course.{name}" else getattr(module, name)  # a module, or a name in it
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    raise AttributeError(f"module 'mrcnn_course' has no attribute {name!r}; its short names are: {', '.join(__all__)}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -6,7 +6,7 @@
     python -m mrcnn_course export-pretrained --checkpoint runs/default/checkpoint.pt   (maintainers)
 
 `train` writes OUT/checkpoint.pt and OUT/trace.json after every epoch and OUT/curves.png at the end,
-and prints the trace's table. Every option defaults to the course's recipe (training.Recipe).
+and prints the trace's table. Every option defaults to the course's recipe (loop.Recipe).
 """
 
 import argparse
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from mrcnn_course import training
-from mrcnn_course.distributed import is_main_process
-from mrcnn_course.training_trace import TOTAL
+from mrcnn_course.training import loop
+from mrcnn_course.training.distributed import is_main_process
+from mrcnn_course.training.training_trace import TOTAL
 
 # train's options: Recipe field -> help. Each defaults to the Recipe's value (shown by --help).
 RECIPE_OPTIONS = {
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, training.TrainingDiverged) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, loop.TrainingDiverged) as error:
         parser.exit(1, f"error: {error}\n")  # a clear message, not a traceback
 
 
@@ -46,40 +46,71 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mrcnn_course", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train the small model on synthetic scenes",
-                                description="Train maskrcnn_small on synthetic scenes (all five classes) and write "
-                                            "OUT/checkpoint.pt and OUT/trace.json every epoch, OUT/curves.png at the "
-                                            "end. Under torchrun each process trains on its share of every batch.")
+    train = commands.add_parser(
+        "train",
+        help="train the small model on synthetic scenes",
+        description="Train maskrcnn_small on synthetic scenes (all five classes) and write "
+        "OUT/checkpoint.pt and OUT/trace.json every epoch, OUT/curves.png at the "
+        "end. Under torchrun each process trains on its share of every batch.",
+    )
     train.add_argument("--out", required=True, type=Path, help="folder for the checkpoint, trace and curves")
-    defaults = training.Recipe()
-    types = {f.name: f.type for f in fields(training.Recipe)}
+    defaults = loop.Recipe()
+    types = {f.name: f.type for f in fields(loop.Recipe)}
     for name, text in RECIPE_OPTIONS.items():
-        train.add_argument("--" + name.replace("_", "-"), type=types[name], default=getattr(defaults, name),
-                           help=f"{text} (default: %(default)s)")
-    train.add_argument("--fixed-images", action="store_true",
-                       help="train on one fixed set of scenes, shuffled each epoch, instead of fresh scenes each epoch")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint (same options as when it started)")
+        train.add_argument(
+            "--" + name.replace("_", "-"),
+            type=types[name],
+            default=getattr(defaults, name),
+            help=f"{text} (default: %(default)s)",
+        )
+    train.add_argument(
+        "--fixed-images",
+        action="store_true",
+        help="train on one fixed set of scenes, shuffled each epoch, instead of fresh scenes each epoch",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint (same options as when it started)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (TQDM_DISABLE=1 does the same)")
-    train.add_argument("--threads", type=int, help="torch threads (default: one per core). On cores shared with other "
-                                                   "work, 1 is often faster; results can differ in the last digits "
-                                                   "between thread counts")
+    train.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: one per core). On cores shared with other "
+        "work, 1 is often faster; results can differ in the last digits "
+        "between thread counts",
+    )
     train.set_defaults(run=run_train)
 
-    evaluate = commands.add_parser("evaluate", help="print a checkpoint's box and mask mAP",
-                                   description="Evaluate a trained model with pycocotools: box and mask mAP and "
-                                               "mAP@0.5, and detection accuracy. By default on the validation scenes "
-                                               "of the checkpoint's recipe; with --coco on a COCO-format folder.")
-    evaluate.add_argument("--checkpoint", required=True, type=Path,
-                          help="checkpoint.pt written by train (or its folder), or a saved state_dict")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print a checkpoint's box and mask mAP",
+        description="Evaluate a trained model with pycocotools: box and mask mAP and "
+        "mAP@0.5, and detection accuracy. By default on the validation scenes "
+        "of the checkpoint's recipe; with --coco on a COCO-format folder.",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="checkpoint.pt written by train (or its folder), or a saved state_dict",
+    )
     evaluate.add_argument("--coco", type=Path, help="a folder with annotations.json and images (data.CocoFolder)")
-    evaluate.add_argument("--images", type=int, default=200,
-                          help="generated validation scenes to evaluate on, without --coco (default: %(default)s)")
+    evaluate.add_argument(
+        "--images",
+        type=int,
+        default=200,
+        help="generated validation scenes to evaluate on, without --coco (default: %(default)s)",
+    )
     evaluate.set_defaults(run=run_evaluate)
 
-    export = commands.add_parser("export-pretrained", help="(maintainers) ship a run as mrcnn_course/pretrained",
-                                 description="Write a train checkpoint's weights (float16) and its recipe.json into "
-                                             "mrcnn_course/pretrained/, for load_pretrained_small().")
+    export = commands.add_parser(
+        "export-pretrained",
+        help="(maintainers) ship a run as mrcnn_course/pretrained",
+        description="Write a train checkpoint's weights (float16) and its recipe.json into "
+        "mrcnn_course/pretrained/, for load_pretrained_small().",
+    )
     export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a finished run")
     export.add_argument("--command", required=True, help="the exact command that trained it, for recipe.json")
     export.set_defaults(run=run_export)
@@ -87,33 +118,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from mrcnn_course.viz import draw_training_curves
+    from mrcnn_course.show.viz import draw_training_curves
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = training.Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS},
-                             fresh_images=not args.fixed_images)
-    trace = training.train(recipe=recipe, out=args.out, resume=args.resume, progress=not args.no_progress)
+    recipe = loop.Recipe(
+        **{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images
+    )
+    trace = loop.train(recipe=recipe, out=args.out, resume=args.resume, progress=not args.no_progress)
     # one line per process, so a torchrun log shows that every rank finished (and with the same loss)
-    print(f"process {os.environ.get('RANK', 0)} of {os.environ.get('WORLD_SIZE', 1)}: "
-          f"{len(trace.epochs)} epochs, final training loss {trace.epochs[-1].train_losses[TOTAL]:.6f}")
+    print(
+        f"process {os.environ.get('RANK', 0)} of {os.environ.get('WORLD_SIZE', 1)}: "
+        f"{len(trace.epochs)} epochs, final training loss {trace.epochs[-1].train_losses[TOTAL]:.6f}"
+    )
     if is_main_process():
         figure = draw_training_curves(trace, len(trace.epochs))
         figure.savefig(args.out / "curves.png", dpi=100)
         print(trace.to_markdown())
-        print(f"\nwrote {args.out / training.TRACE_NAME}, {args.out / 'checkpoint.pt'}, {args.out / 'curves.png'}")
+        print(f"\nwrote {args.out / loop.TRACE_NAME}, {args.out / 'checkpoint.pt'}, {args.out / 'curves.png'}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mrcnn_course import data, evaluation
-    from mrcnn_course.pretrained import model_from_checkpoint
+    from mrcnn_course.training import data, evaluation
+    from mrcnn_course.training.pretrained import model_from_checkpoint
 
     model, recipe = model_from_checkpoint(args.checkpoint)
     if args.coco is not None:
         dataset, where = data.CocoFolder(args.coco), f"the COCO folder {args.coco}"
     else:
-        dataset, where = training.scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
+        dataset, where = loop.recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
     result = evaluation.evaluate(model, dataset)
     print(f"{args.checkpoint} on {where} ({len(dataset)} images):")
     for name in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy"):
@@ -122,7 +156,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from mrcnn_course.pretrained import export_pretrained
+    from mrcnn_course.training.pretrained import export_pretrained
 
     folder = export_pretrained(args.checkpoint, args.command)
     print(f"wrote {folder}")

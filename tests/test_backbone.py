@@ -11,8 +11,15 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork as TVFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from mrcnn_course.backbone import (BackboneWithFPN, BasicBlock, Bottleneck, FeaturePyramidNetwork, ResNetConfig,
-                                   bottleneck, fpn_top_down)
+from mrcnn_course.model.backbone import (
+    BackboneWithFPN,
+    BasicBlock,
+    Bottleneck,
+    FeaturePyramidNetwork,
+    ResNetConfig,
+    bottleneck,
+    fpn_top_down,
+)
 
 
 @pytest.mark.parametrize("in_channels, width, stride", [(64, 64, 1), (256, 64, 1), (256, 128, 2)])
@@ -20,8 +27,9 @@ def test_bottleneck_matches_torchvision(in_channels, width, stride):
     ours = Bottleneck(in_channels, width, stride).eval()
     downsample = None
     if ours.downsample is not None:
-        downsample = torch.nn.Sequential(torch.nn.Conv2d(in_channels, width * 4, 1, stride, bias=False),
-                                         torch.nn.BatchNorm2d(width * 4))
+        downsample = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, width * 4, 1, stride, bias=False), torch.nn.BatchNorm2d(width * 4)
+        )
     theirs = TVBottleneck(in_channels, width, stride, downsample).eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(2, in_channels, 15, 17)  # odd sizes: the stride-2 conv rounds up
@@ -36,7 +44,7 @@ def test_fpn_top_down_matches_torchvision(size):
     theirs = TVFPN(channels, 12, extra_blocks=LastLevelMaxPool())
     theirs.load_state_dict(ours.state_dict())
     h, w = size
-    feats = [torch.randn(2, c, -(-h // 2 ** i), -(-w // 2 ** i)) for i, c in enumerate(channels)]
+    feats = [torch.randn(2, c, -(-h // 2**i), -(-w // 2**i)) for i, c in enumerate(channels)]
     expected = list(theirs(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
     got = fpn_top_down(feats, ours.inner_blocks, ours.layer_blocks)
     assert len(got) == 5, "P2..P5 and the extra P6"
@@ -84,5 +92,10 @@ def test_frozen_batchnorm_checkpoint_loads_strictly():
 def test_small_basic_block_backbone_shapes():
     config = ResNetConfig(block=BasicBlock, layers=(2, 2, 2, 2), widths=(32, 64, 128, 256), stem_channels=32)
     maps = BackboneWithFPN(config, 64)(torch.randn(2, 3, 128, 96))
-    assert [tuple(m.shape) for m in maps.values()] == [(2, 64, 32, 24), (2, 64, 16, 12), (2, 64, 8, 6),
-                                                         (2, 64, 4, 3), (2, 64, 2, 2)]
+    assert [tuple(m.shape) for m in maps.values()] == [
+        (2, 64, 32, 24),
+        (2, 64, 16, 12),
+        (2, 64, 8, 6),
+        (2, 64, 4, 3),
+        (2, 64, 2, 2),
+    ]

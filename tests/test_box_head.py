@@ -2,16 +2,20 @@
 
 import pytest
 import torch
-from torchvision.models.detection import _utils as tv_det_utils
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor as TVPredictor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads
 
-from mrcnn_course import torchvision_ops
-from mrcnn_course.box_head import (FastRCNNPredictor, TwoMLPHead, fastrcnn_loss, postprocess_detections,
-                                   select_training_samples)
-from mrcnn_course.box_ops import BoxCoder
-from mrcnn_course.matching import BalancedPositiveNegativeSampler, Matcher
+from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model.box_head import (
+    FastRCNNPredictor,
+    TwoMLPHead,
+    fastrcnn_loss,
+    postprocess_detections,
+    select_training_samples,
+)
+from mrcnn_course.model.box_ops import BoxCoder
+from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
 
 g = torch.Generator().manual_seed(0)
 
@@ -36,7 +40,9 @@ def test_fastrcnn_loss_matches_torchvision(case):
     if case == "all positives":
         labels = [l.clamp(min=1) for l in labels]
     targets = [torch.randn(7, 4, generator=g), torch.randn(5, 4, generator=g)]
-    for a, b in zip(fastrcnn_loss(logits, deltas, labels, targets), torchvision_ops.fastrcnn_loss(logits, deltas, labels, targets)):
+    for a, b in zip(
+        fastrcnn_loss(logits, deltas, labels, targets), torchvision_ops.fastrcnn_loss(logits, deltas, labels, targets)
+    ):
         torch.testing.assert_close(a, b)
 
 
@@ -57,14 +63,23 @@ def test_postprocess_detections_matches_torchvision(score_thresh, detections):
 
 
 def test_select_training_samples_matches_torchvision():
-    proposals = [torch.tensor([[0.0, 0, 10, 10], [1, 1, 12, 12], [20, 20, 40, 40], [50, 50, 60, 70]] * 5),
-                 torch.tensor([[5.0, 5, 30, 30]] * 3)]
-    targets = [{"boxes": torch.tensor([[0.0, 0, 11, 11], [21, 19, 40, 41]]), "labels": torch.tensor([3, 1])},
-               {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)}]  # no objects
+    proposals = [
+        torch.tensor([[0.0, 0, 10, 10], [1, 1, 12, 12], [20, 20, 40, 40], [50, 50, 60, 70]] * 5),
+        torch.tensor([[5.0, 5, 30, 30]] * 3),
+    ]
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0, 11, 11], [21, 19, 40, 41]]), "labels": torch.tensor([3, 1])},
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]  # no objects
     theirs = TVRoIHeads(None, None, None, 0.5, 0.5, 8, 0.25, None, 0.05, 0.5, 100)
     torch.manual_seed(3)
-    ours_out = select_training_samples([p.clone() for p in proposals], targets, Matcher(0.5, 0.5),
-                                       BalancedPositiveNegativeSampler(8, 0.25), BoxCoder((10.0, 10.0, 5.0, 5.0)))
+    ours_out = select_training_samples(
+        [p.clone() for p in proposals],
+        targets,
+        Matcher(0.5, 0.5),
+        BalancedPositiveNegativeSampler(8, 0.25),
+        BoxCoder((10.0, 10.0, 5.0, 5.0)),
+    )
     torch.manual_seed(3)
     tv_out = theirs.select_training_samples([p.clone() for p in proposals], targets)
     for a, b in zip(ours_out, tv_out):

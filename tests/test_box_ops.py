@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torchvision.models.detection import _utils as tv_det_utils
 
-from mrcnn_course import box_ops
+from mrcnn_course.model import box_ops
 
 
 def random_boxes(n: int, size: float = 100.0, seed: int = 0) -> torch.Tensor:
@@ -36,8 +36,9 @@ def test_box_iou_matches_torchvision(case):
 @pytest.mark.parametrize("case", list(EDGE_BOXES))
 def test_clip_and_remove_small_match_torchvision(case):
     boxes = EDGE_BOXES[case]
-    torch.testing.assert_close(box_ops.clip_boxes_to_image(boxes, (37, 61)),
-                               torchvision.ops.clip_boxes_to_image(boxes, (37, 61)))
+    torch.testing.assert_close(
+        box_ops.clip_boxes_to_image(boxes, (37, 61)), torchvision.ops.clip_boxes_to_image(boxes, (37, 61))
+    )
     assert torch.equal(box_ops.remove_small_boxes(boxes, 1.0), torchvision.ops.remove_small_boxes(boxes, 1.0))
 
 
@@ -49,8 +50,9 @@ def test_encode_decode_match_torchvision(weights):
     torch.testing.assert_close(deltas, tv_coder.encode_single(gt, anchors))
     # decode with 3 classes' deltas, including huge dw/dh that the clamp must stop
     wild = torch.randn(50, 12, generator=torch.Generator().manual_seed(4)) * 10
-    torch.testing.assert_close(box_ops.decode_boxes(wild, anchors, weights),
-                               tv_coder.decode_single(wild, anchors).view(50, 3, 4))
+    torch.testing.assert_close(
+        box_ops.decode_boxes(wild, anchors, weights), tv_coder.decode_single(wild, anchors).view(50, 3, 4)
+    )
     assert torch.isfinite(box_ops.decode_boxes(wild, anchors, weights)).all()
     # round trip
     torch.testing.assert_close(box_ops.decode_boxes(deltas, anchors, weights)[:, 0], gt, rtol=1e-5, atol=1e-4)
@@ -65,8 +67,10 @@ NMS_CASES = {
     "one box": (random_boxes(1), torch.tensor([0.3])),
     "no boxes": (torch.zeros((0, 4)), torch.zeros(0)),
     "identical boxes": (torch.tensor([[0.0, 0, 10, 10]] * 3), torch.tensor([0.1, 0.9, 0.5])),
-    "chain of overlaps": (torch.tensor([[0.0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10], [9, 0, 19, 10]]),
-                          torch.tensor([0.9, 0.8, 0.7, 0.6])),
+    "chain of overlaps": (
+        torch.tensor([[0.0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10], [9, 0, 19, 10]]),
+        torch.tensor([0.9, 0.8, 0.7, 0.6]),
+    ),
     "zero-area boxes": (torch.tensor([[0.0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 5, 5]]), torch.tensor([0.5, 0.4, 0.3])),
 }
 
@@ -89,4 +93,6 @@ def test_batched_nms_matches_torchvision(n):
     boxes = random_boxes(n, size=300, seed=9)
     scores = torch.rand(n, generator=torch.Generator().manual_seed(10))
     idxs = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(11))
-    assert torch.equal(box_ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5))
+    assert torch.equal(
+        box_ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+    )

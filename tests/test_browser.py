@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mrcnn_course.training_trace import TrainingTrace
+from mrcnn_course.training.training_trace import TrainingTrace
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
@@ -32,8 +32,10 @@ WIDGET_TIMEOUT_MS = 90_000  # kernel start, imports (torch), and the first drawi
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM} "
-                       "(CI installs Debian's chromium package via .ci/run)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason=f"Chromium is not installed at {CHROMIUM} (CI installs Debian's chromium package via .ci/run)",
+    ),
 ]
 
 
@@ -60,19 +62,43 @@ def jupyterlab(tmp_path):
     served = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, served)
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR",
-                 "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
+    for name in (
+        "JUPYTER_CONFIG_DIR",
+        "JUPYTER_DATA_DIR",
+        "JUPYTER_RUNTIME_DIR",
+        "IPYTHONDIR",
+        "JUPYTERLAB_SETTINGS_DIR",
+        "JUPYTERLAB_WORKSPACES_DIR",
+    ):
         env[name] = str(tmp_path / name.lower())
-    news = tmp_path / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    news = (
+        tmp_path / "jupyterlab_settings_dir" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+    )
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false"}')  # no "get notified about Jupyter news?" toast over the screenshot
     port = free_port()
     log = (tmp_path / "jupyterlab.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         "--ServerApp.port_retries=0", "--IdentityProvider.token=", "--LabApp.expose_app_in_browser=True",
-         f"--ServerApp.root_dir={served}", *(["--allow-root"] if os.geteuid() == 0 else [])],  # containers, CI
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # own group: stop() kills all
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--LabApp.expose_app_in_browser=True",
+            f"--ServerApp.root_dir={served}",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
+        ],  # containers, CI
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # own group: stop() kills all
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -95,8 +121,11 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         try:
             yield browser.new_page(viewport={"width": 1280, "height": 1100})
         finally:
@@ -107,11 +136,13 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
     epochs = len(TrainingTrace.load(NOTEBOOKS / "training_trace.json").epochs)
     assert epochs >= 2, "the notebook's trace needs two epochs or more to move between"
     page.goto(f"{jupyterlab}/lab/tree/training_viewer.ipynb")
-    page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel",
-                           timeout=WIDGET_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel", timeout=WIDGET_TIMEOUT_MS
+    )
     page.wait_for_function(
         "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-        timeout=WIDGET_TIMEOUT_MS)
+        timeout=WIDGET_TIMEOUT_MS,
+    )
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     viewer = page.locator(".jp-OutputArea-output .widget-vbox").first
@@ -120,8 +151,9 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
     summary.filter(has_text=f"epoch {epochs} of {epochs}").wait_for(timeout=WIDGET_TIMEOUT_MS)  # opens at the end
     pictures = viewer.locator("img")
     assert pictures.count() == 2  # the curves and the predictions
-    page.wait_for_function("els => els.every(img => img.complete && img.naturalWidth > 0)",
-                           arg=pictures.element_handles())
+    page.wait_for_function(
+        "els => els.every(img => img.complete && img.naturalWidth > 0)", arg=pictures.element_handles()
+    )
     assert page.get_by_text("Error displaying widget").count() == 0
     assert f"Epoch {epochs}:" in viewer.inner_text()
     curves_before = pictures.nth(0).get_attribute("src")
@@ -133,8 +165,10 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
     handle.focus()
     page.keyboard.press("Home")  # the first epoch, as a person would with the keyboard
     summary.filter(has_text=f"epoch 1 of {epochs}").wait_for(timeout=WIDGET_TIMEOUT_MS)  # the viewer updates it last
-    page.wait_for_function("([img, before]) => img.src !== before && img.complete && img.naturalWidth > 0",
-                           arg=[pictures.nth(0).element_handle(), curves_before])
+    page.wait_for_function(
+        "([img, before]) => img.src !== before && img.complete && img.naturalWidth > 0",
+        arg=[pictures.nth(0).element_handle(), curves_before],
+    )
     assert "Epoch 1:" in viewer.inner_text() and f"Epoch {epochs}:" not in viewer.inner_text()
     assert pictures.nth(1).screenshot() != predictions_before  # the predictions changed with the epoch
     assert page.get_by_text("Error displaying widget").count() == 0

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from mrcnn_course.checkpoints import (CHECKPOINT_NAME, load_checkpoint, rng_state, save_checkpoint, seed_everything,
-                                      set_rng_state)
+from mrcnn_course.training.checkpoints import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 
 
 def draws() -> tuple:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from mrcnn_course import box_ops, components
+from mrcnn_course.model import box_ops, components
 
 
 @pytest.fixture(autouse=True)
@@ -50,8 +50,9 @@ def test_use_torchvision_switches_all_counterparts():
     components.use_torchvision()
     assert all(components.active(n) == "torchvision" for n in components.NAMES)
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11]])
-    assert torch.equal(components.nms(boxes, torch.tensor([0.9, 0.8]), 0.5),
-                       torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5))
+    assert torch.equal(
+        components.nms(boxes, torch.tensor([0.9, 0.8]), 0.5), torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+    )
 
 
 def test_wrong_signature_is_refused_with_a_message():

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from mrcnn_course import data
-from mrcnn_course.box_ops import box_iou
+from mrcnn_course.model.box_ops import box_iou
+from mrcnn_course.training import data
 
 ALL = data.CLASSES[1:]
 
@@ -131,11 +131,19 @@ def test_the_dog_and_cat_demo_scene():
     assert small[0].shape == (3, 128, 128) and small[1]["labels"].tolist() == [4, 5]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(image_size=8), "image_size"), (dict(image_size=(64, 64, 3)), "image_size"),
-    (dict(image_size=64.0), "image_size"), (dict(classes=("horse",)), "names from"), (dict(classes="dog"), "names"),
-    (dict(classes=()), "names"), (dict(num_objects=(3, 1)), "num_objects"), (dict(seed=-1), "seed"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(image_size=8), "image_size"),
+        (dict(image_size=(64, 64, 3)), "image_size"),
+        (dict(image_size=64.0), "image_size"),
+        (dict(classes=("horse",)), "names from"),
+        (dict(classes="dog"), "names"),
+        (dict(classes=()), "names"),
+        (dict(num_objects=(3, 1)), "num_objects"),
+        (dict(seed=-1), "seed"),
+    ],
+)
 def test_bad_scene_options_say_what_to_change(arguments, message):
     with pytest.raises(ValueError, match=message):
         data.make_scene(**{"seed": 0, **arguments})
@@ -145,16 +153,16 @@ def test_shapes_dataset_items_are_scenes_of_derived_seeds():
     dataset = data.ShapesDataset(5, 40, seed=3, classes=ALL, num_objects=(2, 3))
     assert len(dataset) == 5
     image, target = dataset[4]
-    expected_image, expected_target = data.make_scene(3 * 2 ** 32 + 4, 40, (2, 3), ALL)
+    expected_image, expected_target = data.make_scene(3 * 2**32 + 4, 40, (2, 3), ALL)
     assert torch.equal(image, expected_image) and torch.equal(target["masks"], expected_target["masks"])
-    assert int(target["image_id"]) == 3 * 2 ** 32 + 4
+    assert int(target["image_id"]) == 3 * 2**32 + 4
     other = data.ShapesDataset(5, 40, seed=4, classes=ALL)
     assert {int(dataset[i][1]["image_id"]) for i in range(5)}.isdisjoint(int(other[i][1]["image_id"]) for i in range(5))
     with pytest.raises(IndexError):
         dataset[5]
-    huge = data.ShapesDataset(10 ** 9, seed=2 ** 31 - 1)  # lazy: nothing is drawn until asked for
-    assert len(huge) == 10 ** 9 and int(huge[10 ** 9 - 1][1]["image_id"]) < 2 ** 63
-    for bad in (dict(seed=2 ** 31), dict(seed=-1), dict(classes=("horse",)), dict(image_size=4)):
+    huge = data.ShapesDataset(10**9, seed=2**31 - 1)  # lazy: nothing is drawn until asked for
+    assert len(huge) == 10**9 and int(huge[10**9 - 1][1]["image_id"]) < 2**63
+    for bad in (dict(seed=2**31), dict(seed=-1), dict(classes=("horse",)), dict(image_size=4)):
         with pytest.raises(ValueError):
             data.ShapesDataset(3, **bad)
 
@@ -173,9 +181,13 @@ PIXELS = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)  #
 EXPECTED = torch.from_numpy(PIXELS).permute(2, 0, 1).float() / 255  # (3, H, W)
 
 
-IN_MEMORY = {"PIL image": Image.fromarray(PIXELS), "numpy (H, W, 3)": PIXELS,
-             "uint8 tensor (H, W, 3)": torch.from_numpy(PIXELS),
-             "uint8 tensor (3, H, W)": torch.from_numpy(PIXELS).permute(2, 0, 1), "float tensor": EXPECTED.double()}
+IN_MEMORY = {
+    "PIL image": Image.fromarray(PIXELS),
+    "numpy (H, W, 3)": PIXELS,
+    "uint8 tensor (H, W, 3)": torch.from_numpy(PIXELS),
+    "uint8 tensor (3, H, W)": torch.from_numpy(PIXELS).permute(2, 0, 1),
+    "float tensor": EXPECTED.double(),
+}
 
 
 @pytest.mark.parametrize("kind", list(IN_MEMORY))
@@ -190,8 +202,9 @@ def test_to_image_tensor_reads_files(tmp_path):
     assert torch.equal(data.to_image_tensor(tmp_path / "a.png"), EXPECTED)
     Image.fromarray(PIXELS).save(tmp_path / "a.jpg", quality=95)
     decoded = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB"))  # JPEG is lossy: compare with PIL's
-    assert torch.equal(data.to_image_tensor(str(tmp_path / "a.jpg")),
-                       torch.from_numpy(decoded).permute(2, 0, 1).float() / 255)
+    assert torch.equal(
+        data.to_image_tensor(str(tmp_path / "a.jpg")), torch.from_numpy(decoded).permute(2, 0, 1).float() / 255
+    )
 
 
 def test_to_image_tensor_converts_grayscale_and_rgba(tmp_path):
@@ -201,8 +214,11 @@ def test_to_image_tensor_converts_grayscale_and_rgba(tmp_path):
         assert torch.equal(image[0], EXPECTED[0])
     rgba = np.concatenate([PIXELS, np.full((6, 9, 1), 128, dtype=np.uint8)], axis=2)
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
-    for image in (data.to_image_tensor(tmp_path / "rgba.png"), data.to_image_tensor(rgba),
-                  data.to_image_tensor(torch.from_numpy(rgba))):
+    for image in (
+        data.to_image_tensor(tmp_path / "rgba.png"),
+        data.to_image_tensor(rgba),
+        data.to_image_tensor(torch.from_numpy(rgba)),
+    ):
         assert torch.equal(image, EXPECTED)  # alpha dropped
 
 
@@ -218,11 +234,16 @@ def test_to_image_tensor_explains_bad_input(tmp_path):
         data.to_image_tensor(truncated)
     with pytest.raises(FileNotFoundError, match="no image file"):
         data.to_image_tensor(tmp_path / "missing.png")
-    cases = [(PIXELS.astype(np.float64), "must be uint8"), (np.zeros((6, 9, 5), np.uint8), r"\(H, W, 3\)"),
-             (torch.rand(3, 4, 5) * 2, r"\[0, 1\].*divide"), (torch.full((3, 4, 5), float("nan")), r"\[0, 1\]"),
-             (torch.zeros(2, 4, 5), "shape"),
-             (torch.zeros(4, 5, 3, dtype=torch.int32), "uint8 or float"), (torch.zeros(0, 3), "shape"),
-             ([[1, 2, 3]], "cannot make an image of a list")]
+    cases = [
+        (PIXELS.astype(np.float64), "must be uint8"),
+        (np.zeros((6, 9, 5), np.uint8), r"\(H, W, 3\)"),
+        (torch.rand(3, 4, 5) * 2, r"\[0, 1\].*divide"),
+        (torch.full((3, 4, 5), float("nan")), r"\[0, 1\]"),
+        (torch.zeros(2, 4, 5), "shape"),
+        (torch.zeros(4, 5, 3, dtype=torch.int32), "uint8 or float"),
+        (torch.zeros(0, 3), "shape"),
+        ([[1, 2, 3]], "cannot make an image of a list"),
+    ]
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):
             data.to_image_tensor(bad)
@@ -237,7 +258,7 @@ def test_export_and_read_back_is_exact(tmp_path):
     assert [c["name"] for c in content["categories"]] == list(ALL)
     assert [c["id"] for c in content["categories"]] == [1, 2, 3, 4, 5]
     first = content["annotations"][0]
-    x1, y1, x2, y2 = dataset[int(first["image_id"]) - 2 * 2 ** 32][1]["boxes"][0].tolist()
+    x1, y1, x2, y2 = dataset[int(first["image_id"]) - 2 * 2**32][1]["boxes"][0].tolist()
     assert first["bbox"] == [x1, y1, x2 - x1, y2 - y1]  # COCO boxes are x, y, width, height
     assert isinstance(first["segmentation"]["counts"], str)
     folder = data.CocoFolder(tmp_path / "coco")
@@ -263,14 +284,33 @@ def test_coco_folder_reads_polygons_and_drops_empty_boxes(tmp_path):
     (tmp_path / "pictures").mkdir()
     Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(tmp_path / "pictures" / "x.jpg")
     annotations = [
-        {"id": 1, "image_id": 9, "category_id": 18, "bbox": [4, 2, 10, 6], "area": 60, "iscrowd": 0,
-         "segmentation": [[4, 2, 14, 2, 14, 8, 4, 8]]},  # a 10 x 6 rectangle as a polygon
-        {"id": 2, "image_id": 9, "category_id": 1, "bbox": [5, 5, 0, 3], "area": 0, "iscrowd": 0,
-         "segmentation": [[5, 5, 5, 8, 5, 8]]},  # no width: dropped
+        {
+            "id": 1,
+            "image_id": 9,
+            "category_id": 18,
+            "bbox": [4, 2, 10, 6],
+            "area": 60,
+            "iscrowd": 0,
+            "segmentation": [[4, 2, 14, 2, 14, 8, 4, 8]],
+        },  # a 10 x 6 rectangle as a polygon
+        {
+            "id": 2,
+            "image_id": 9,
+            "category_id": 1,
+            "bbox": [5, 5, 0, 3],
+            "area": 0,
+            "iscrowd": 0,
+            "segmentation": [[5, 5, 5, 8, 5, 8]],
+        },  # no width: dropped
     ]
-    write_json(tmp_path / "ann" / "instances.json", {
-        "images": [{"id": 9, "file_name": "x.jpg", "height": 20, "width": 30}], "annotations": annotations,
-        "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]})
+    write_json(
+        tmp_path / "ann" / "instances.json",
+        {
+            "images": [{"id": 9, "file_name": "x.jpg", "height": 20, "width": 30}],
+            "annotations": annotations,
+            "categories": [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}],
+        },
+    )
     folder = data.CocoFolder(tmp_path, "ann/instances.json", images="pictures")
     image, target = folder[0]
     assert image.shape == (3, 20, 30)
@@ -294,14 +334,15 @@ def test_coco_folder_explains_what_is_wrong(tmp_path):
     write_json(tmp_path / "annotations.json", [1, 2])
     with pytest.raises(ValueError, match="not COCO"):
         data.CocoFolder(tmp_path)
-    write_json(tmp_path / "annotations.json", {"images": [{"file_name": "a.png"}], "annotations": [],
-                                               "categories": []})
+    write_json(tmp_path / "annotations.json", {"images": [{"file_name": "a.png"}], "annotations": [], "categories": []})
     with pytest.raises(ValueError, match="lacks 'id'"):
         data.CocoFolder(tmp_path)
     (tmp_path / "images").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
-    write_json(tmp_path / "annotations.json", {"images": [{"id": 1, "file_name": "a.png", "height": 9, "width": 8}],
-                                               "annotations": [], "categories": []})
+    write_json(
+        tmp_path / "annotations.json",
+        {"images": [{"id": 1, "file_name": "a.png", "height": 9, "width": 8}], "annotations": [], "categories": []},
+    )
     with pytest.raises(ValueError, match="does not belong"):
         data.CocoFolder(tmp_path)[0]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from mrcnn_course.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from mrcnn_course.distributed import broadcast_from_rank_0, is_main_process, start_distributed
-from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from mrcnn_course.training.distributed import broadcast_from_rank_0, is_main_process, start_distributed
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -24,9 +24,32 @@ def test_torchrun_trains_on_two_processes(tmp_path):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     # --standalone: a free port on this machine; a session of its own, so a timeout ends the workers too
     process = subprocess.Popen(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "mrcnn_course", "train", "--out", str(out),
-         "--epochs", "1", "--images-per-epoch", "8", "--batch-size", "4", "--val-images", "4", "--image-size", "64"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            str(TORCHRUN),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mrcnn_course",
+            "train",
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--images-per-epoch",
+            "8",
+            "--batch-size",
+            "4",
+            "--val-images",
+            "4",
+            "--image-size",
+            "64",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = process.communicate(timeout=300)
     finally:

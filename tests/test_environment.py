@@ -1,8 +1,9 @@
 """The learners' conda environment and pyproject.toml declare the same dependencies."""
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -11,7 +12,7 @@ def conda_pip_dependencies() -> list[str]:
     lines = (ROOT / "environment.yml").read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"\s*- pip:\s*$", line))
     deps = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         match = re.match(r"\s+- (.+?)\s*$", line)
         if not match:
             break

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mrcnn_course import data, evaluation, maskrcnn_small
+from mrcnn_course import maskrcnn_small
+from mrcnn_course.training import data, evaluation
 
 SIZE = (24, 32)  # (H, W): small images keep pycocotools quick
 ONE_OF_TWO = 51 / 101  # COCO's AP at recall 0.5 with precision 1: 51 of its 101 recall points (0, 0.01, ..., 0.5)
@@ -19,18 +20,23 @@ def mask(x1: int, y1: int, x2: int, y2: int) -> torch.Tensor:
 def target(*objects: tuple[tuple[int, int, int, int], int]) -> dict:
     """A target of rectangles: objects ((x1, y1, x2, y2), label)."""
     masks = torch.stack([mask(*box) for box, _ in objects]) if objects else torch.zeros(0, *SIZE, dtype=torch.uint8)
-    return {"boxes": torch.tensor([box for box, _ in objects], dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor([label for _, label in objects], dtype=torch.int64), "masks": masks}
+    return {
+        "boxes": torch.tensor([box for box, _ in objects], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor([label for _, label in objects], dtype=torch.int64),
+        "masks": masks,
+    }
 
 
 def prediction(*detections: tuple[tuple[int, int, int, int], int, float], masks: list | None = None) -> dict:
     """Detections ((x1, y1, x2, y2), label, score), in model output form; masks default to the box filled
     with probability 0.9 (a given list of [H, W] masks replaces them)."""
     probabilities = [0.9 * mask(*box).float() for box, _, _ in detections] if masks is None else masks
-    return {"boxes": torch.tensor([box for box, _, _ in detections], dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor([label for _, label, _ in detections], dtype=torch.int64),
-            "scores": torch.tensor([score for _, _, score in detections], dtype=torch.float32),
-            "masks": torch.stack(probabilities)[:, None] if detections else torch.zeros(0, 1, *SIZE)}
+    return {
+        "boxes": torch.tensor([box for box, _, _ in detections], dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.tensor([label for _, label, _ in detections], dtype=torch.int64),
+        "scores": torch.tensor([score for _, _, score in detections], dtype=torch.float32),
+        "masks": torch.stack(probabilities)[:, None] if detections else torch.zeros(0, 1, *SIZE),
+    }
 
 
 A, B, C = (2, 2, 12, 10), (16, 4, 30, 20), (5, 12, 15, 22)  # three boxes that do not overlap
@@ -171,10 +177,17 @@ class Oracle(nn.Module):
     def forward(self, images):
         self.grad_enabled.append(torch.is_grad_enabled())
         assert not self.training
-        answers = self.answers[self.seen:self.seen + len(images)]
+        answers = self.answers[self.seen : self.seen + len(images)]
         self.seen += len(images)
-        return [{"boxes": t["boxes"], "labels": t["labels"], "scores": torch.ones(len(t["labels"])),
-                 "masks": 0.8 * t["masks"][:, None].float()} for t in answers]
+        return [
+            {
+                "boxes": t["boxes"],
+                "labels": t["labels"],
+                "scores": torch.ones(len(t["labels"])),
+                "masks": 0.8 * t["masks"][:, None].float(),
+            }
+            for t in answers
+        ]
 
 
 def test_evaluate_runs_the_model_in_eval_mode_without_gradients():

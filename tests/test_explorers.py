@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import mrcnn_course
-from mrcnn_course import components, explorers
-from mrcnn_course.input_image import ImageList
-from mrcnn_course.roi_align import roi_align
+from mrcnn_course.model import components
+from mrcnn_course.model.input_image import ImageList
+from mrcnn_course.model.roi_align import roi_align
+from mrcnn_course.show import explorers
 
 BOXES = torch.tensor([[10.0, 10, 60, 60], [14, 12, 62, 58], [20, 20, 70, 66], [70, 70, 110, 110], [72, 75, 112, 108]])
 SCORES = torch.tensor([0.9, 0.8, 0.75, 0.7, 0.6])
@@ -53,7 +54,7 @@ def test_anchor_explorer_gives_the_models_anchors_level_by_level(height, width):
     model = mrcnn_course.maskrcnn_small()
     generator = model.rpn.anchor_generator
     padded = (-(-height // 32) * 32, -(-width // 32) * 32)
-    maps = [torch.zeros(1, 1, -(-padded[0] // 2 ** l), -(-padded[1] // 2 ** l)) for l in range(2, 7)]
+    maps = [torch.zeros(1, 1, -(-padded[0] // 2**l), -(-padded[1] // 2**l)) for l in range(2, 7)]
     expected = generator(ImageList(torch.zeros(1, 3, *padded), [(height, width)]), maps)[0]
     per_level = expected.split([m.shape[-2] * m.shape[-1] * 3 for m in maps])
     explorer = explorers.anchor_explorer(image(height, width))

@@ -1,4 +1,4 @@
-"""mrcnn_course.grading: the checkers (right answers pass, usual mistakes get their hint, torchvision
+"""mrcnn_course.teaching.grading: the checkers (right answers pass, usual mistakes get their hint, torchvision
 agrees with every expected answer), the guard (reference out of reach, time limit, the learner's own
 line), and the learner's components (save, load, plug into the model)."""
 
@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-
 from nbclient import NotebookClient
 
-from mrcnn_course import box_ops, components, grading, maskrcnn_small, torchvision_ops
-from mrcnn_course.grading.core import build_cases, difference
+from mrcnn_course import maskrcnn_small
+from mrcnn_course.model import box_ops, components, torchvision_ops
+from mrcnn_course.teaching import grading
+from mrcnn_course.teaching.grading.core import build_cases, difference
 
 EXERCISES = list(grading.EXERCISES.values())
 IDS = [e.component for e in EXERCISES]
@@ -77,8 +78,11 @@ def test_torchvision_agrees_with_every_expected_answer(exercise):
         expected = own(*copy.deepcopy(case.args))
         if exercise.component == "decode_boxes" and len(case.args[1]) == 0:
             # torchvision_ops.decode_boxes cannot reshape 0 boxes (reshape(0, -1, 4)): ask BoxCoder directly
-            got = torchvision.models.detection._utils.BoxCoder(case.args[2], case.args[3]).decode_single(
-                *case.args[:2]).reshape(0, 1, 4)
+            got = (
+                torchvision.models.detection._utils.BoxCoder(case.args[2], case.args[3])
+                .decode_single(*case.args[:2])
+                .reshape(0, 1, 4)
+            )
         else:
             with components.using(**{n: "torchvision" for n in components.NAMES}):
                 got = theirs(*copy.deepcopy(case.args))
@@ -150,11 +154,15 @@ def test_an_error_in_the_learners_code_shows_their_line_not_torchs():
 
 @pytest.mark.slow
 def test_in_a_notebook_the_message_points_at_the_cell_and_line_and_hides_the_checker(tmp_path):
-    cells = ["from mrcnn_course import grading",
-             "def box_iou(boxes1, boxes2):\n    widths = boxes1[:, 2] - boxes1[:, 0]\n    return widths[:, 7]",
-             "grading.check_box_iou(box_iou)"]
+    cells = [
+        "from mrcnn_course import grading",
+        "def box_iou(boxes1, boxes2):\n    widths = boxes1[:, 2] - boxes1[:, 0]\n    return widths[:, 7]",
+        "grading.check_box_iou(box_iou)",
+    ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     error = next(o for o in nb.cells[2].outputs if o.output_type == "error")
     assert error.ename == "AssertionError"
     assert "Cell In[2], line 3, in box_iou\n        return widths[:, 7]" in error.evalue
@@ -171,12 +179,15 @@ def test_not_implemented_stays_not_implemented_with_a_friendly_message():
 
 
 def test_wrong_signature_not_a_function_and_the_reference_itself_are_refused():
-    with pytest.raises(AssertionError, match=r"takes \(boxes, scores\), but the model calls nms\(boxes, scores, "
-                                             r"iou_threshold\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"takes \(boxes, scores\), but the model calls nms\(boxes, scores, "
+        r"iou_threshold\)",
+    ):
         grading.check_nms(lambda boxes, scores: boxes)
     with pytest.raises(AssertionError, match="needs your function, got Tensor"):
         grading.check_nms(torch.zeros(3))
-    with pytest.raises(AssertionError, match="checks YOUR function, but this is mrcnn_course.box_ops.nms"):
+    with pytest.raises(AssertionError, match="checks YOUR function, but this is mrcnn_course.model.box_ops.nms"):
         grading.check_nms(box_ops.nms)
 
 
@@ -212,11 +223,16 @@ def _calls_an_imported_name(boxes, scores, iou_threshold):
     return imported_nms(boxes, scores, iou_threshold)  # noqa: F821 (set by the test below)
 
 
-@pytest.mark.parametrize("learner, named", [
-    (_calls_torchvision, "torchvision.ops.nms"), (_calls_the_component, "mrcnn_course.components.nms"),
-    (_calls_the_package, "mrcnn_course.box_ops.nms"), (_calls_the_torch_op, "torch.ops.torchvision.nms"),
-    (_calls_an_imported_name, "imported_nms (imported into your notebook)"),
-])
+@pytest.mark.parametrize(
+    "learner, named",
+    [
+        (_calls_torchvision, "torchvision.ops.nms"),
+        (_calls_the_component, "mrcnn_course.model.components.nms"),
+        (_calls_the_package, "mrcnn_course.model.box_ops.nms"),
+        (_calls_the_torch_op, "torch.ops.torchvision.nms"),
+        (_calls_an_imported_name, "imported_nms (imported into your notebook)"),
+    ],
+)
 def test_the_reference_is_out_of_reach_during_the_check_and_back_afterwards(learner, named):
     globals()["imported_nms"] = torchvision.ops.nms
     originals = (torchvision.ops.nms, box_ops.nms, torch.ops.torchvision.nms, components.nms)

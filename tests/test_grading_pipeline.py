@@ -1,12 +1,12 @@
 """Autograding a class end to end, with nbgrader's real commands and the real gradebook.
 
 In a temporary copy of the course (solutions/ and nbgrader_config.py), the fixture releases every
-assignment (teaching.release), hands in the work of simulated learners, autogrades it, writes
+assignment (course.release), hands in the work of simulated learners, autogrades it, writes
 feedback, and the tests read the results back from the gradebook (nbgrader.api.Gradebook), never
 from exit codes: `nbgrader autograde` exits 1 when one learner fails and still grades the others.
 
     solutions      the instructor versions of the WHOLE course (every lesson and quiz in solutions/):
-                   full marks; graded by teaching.autograde, as `make autograde` does
+                   full marks; graded by course.autograde, as `make autograde` does
     untouched      the released quiz as it is: 0 on every graded cell
     partly_wrong   2 right answers, 2 wrong, 1 unanswered: 2 points
     edited_test    a locked check cell replaced by `pass` (with a wrong answer): restored, 0 on it
@@ -33,7 +33,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from mrcnn_course import teaching
+from mrcnn_course.teaching import course
 
 pytestmark = [
     pytest.mark.slow,
@@ -88,13 +88,15 @@ def course(tmp_path_factory):
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".*"))
     shutil.copy(ROOT / "nbgrader_config.py", course)
-    assignments = teaching.release(course)
+    assignments = course.release(course)
 
     released = nbformat.read(course / "quizzes" / QUIZ / f"{QUIZ}.ipynb", 4)
     right = _right_answers(nbformat.read(course / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4))
     wrong_q1 = [_wrong(right[0])] + right[1:]
     _hand_in(course, "untouched", QUIZ, released)
-    _hand_in(course, "partly_wrong", QUIZ, _answered(released, [right[0], _wrong(right[1]), right[2], _wrong(right[3])]))
+    _hand_in(
+        course, "partly_wrong", QUIZ, _answered(released, [right[0], _wrong(right[1]), right[2], _wrong(right[3])])
+    )
     edited = _answered(released, wrong_q1)
     _cell(edited, "q1_check").source = "pass"
     _hand_in(course, "edited_test", QUIZ, edited)
@@ -106,17 +108,31 @@ def course(tmp_path_factory):
     _hand_in(course, "corrupt", QUIZ, text='{"cells": [ this is not JSON')
     _hand_in(course, "typo", "quiz_3_rpn", released)  # a folder named after no assignment
     for assignment in assignments:  # the instructor versions, every lesson and quiz
-        shutil.copytree(course / "solutions" / assignment.name, course / "grading" / "submitted" / "solutions" / assignment.name)
+        shutil.copytree(
+            course / "solutions" / assignment.name, course / "grading" / "submitted" / "solutions" / assignment.name
+        )
 
     special = subprocess.run(
         [sys.executable, "-m", "nbgrader", "autograde", QUIZ, f"--Execute.timeout={LOOP_TIMEOUT}"],
-        cwd=course, capture_output=True, text=True)
-    feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ],
-                              cwd=course, capture_output=True, text=True)
-    outcomes = teaching.autograde(course, learners=["solutions"])
-    failures = teaching.autograde(course, learners=["corrupt", "kernel_crash", "typo"])  # as `make autograde` does
-    return {"root": course, "assignments": assignments, "right": right, "outcomes": outcomes, "failures": failures,
-            "special": special, "feedback": feedback, "csv": teaching.write_grades(course)}
+        cwd=course,
+        capture_output=True,
+        text=True,
+    )
+    feedback = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ], cwd=course, capture_output=True, text=True
+    )
+    outcomes = course.autograde(course, learners=["solutions"])
+    failures = course.autograde(course, learners=["corrupt", "kernel_crash", "typo"])  # as `make autograde` does
+    return {
+        "root": course,
+        "assignments": assignments,
+        "right": right,
+        "outcomes": outcomes,
+        "failures": failures,
+        "special": special,
+        "feedback": feedback,
+        "csv": course.write_grades(course),
+    }
 
 
 def _scores(course, learner: str, assignment: str = QUIZ) -> dict[str, float | None]:
@@ -150,8 +166,13 @@ def test_untouched_scores_zero_on_every_graded_cell(course):
 
 
 def test_partly_wrong_gets_the_partial_score(course):
-    assert _scores(course, "partly_wrong") == {"q1_check": 1.0, "q2_check": 0.0, "q3_check": 1.0,
-                                               "q4_check": 0.0, "q5_check": 0.0}
+    assert _scores(course, "partly_wrong") == {
+        "q1_check": 1.0,
+        "q2_check": 0.0,
+        "q3_check": 1.0,
+        "q4_check": 0.0,
+        "q5_check": 0.0,
+    }
 
 
 @pytest.mark.parametrize("learner", ["edited_test", "deleted_test"])
@@ -195,8 +216,11 @@ def test_feedback_explains_right_answers_only(course):
     text = _text(feedback / "partly_wrong" / QUIZ / f"{QUIZ}.html")
     source = nbformat.read(course["root"] / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4)
     for n, letter in enumerate(course["right"], 1):
-        call = next(node for node in ast.walk(ast.parse(_cell(source, f"q{n}_check").source))
-                    if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key")
+        call = next(
+            node
+            for node in ast.walk(ast.parse(_cell(source, f"q{n}_check").source))
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key"
+        )
         shown = " ".join(ast.literal_eval(call.args[1]).split()[:10]) in text
         assert shown == (n in (1, 3)), f"q{n}: explanation shown = {shown}"
         if n not in (1, 3):

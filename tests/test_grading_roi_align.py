@@ -1,4 +1,4 @@
-"""mrcnn_course.grading.checks_roi_align: interpolation_weights, a helper exercise that is not a component
+"""mrcnn_course.teaching.grading.checks_roi_align: interpolation_weights, a helper exercise that is not a component
 (tests/test_grading.py covers roi_align and map_levels with every other component's exercise)."""
 
 import copy
@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from mrcnn_course import components, grading
-from mrcnn_course.grading.checks_roi_align import INTERPOLATION_WEIGHTS, reference_interpolation_weights
-from mrcnn_course.grading.core import build_cases, difference
+from mrcnn_course.model import components
+from mrcnn_course.teaching import grading
+from mrcnn_course.teaching.grading.checks_roi_align import INTERPOLATION_WEIGHTS, reference_interpolation_weights
+from mrcnn_course.teaching.grading.core import build_cases, difference
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +77,10 @@ def test_a_right_answer_passes_and_every_roi_align_is_switched_off(capsys):
 def test_each_usual_mistake_is_caught_with_its_hint():
     cases = build_cases(INTERPOLATION_WEIGHTS, extra=True)
     for mistake in INTERPOLATION_WEIGHTS.mistakes:
-        answers = [(reference_interpolation_weights(*copy.deepcopy(c.args)), mistake.answer(*copy.deepcopy(c.args)))
-                   for c in cases]
+        answers = [
+            (reference_interpolation_weights(*copy.deepcopy(c.args)), mistake.answer(*copy.deepcopy(c.args)))
+            for c in cases
+        ]
         assert any(difference(right, wrong, 1e-5, 1e-4) for right, wrong in answers), mistake.hint
         replies = iter(wrong for _, wrong in answers)
         with pytest.raises(AssertionError) as failure:

@@ -1,4 +1,4 @@
-"""mrcnn_course.grading.checks_training: the capstone's train_step, checked by what a step leaves behind
+"""mrcnn_course.teaching.grading.checks_training: the capstone's train_step, checked by what a step leaves behind
 (the losses it returns, the weights after it) against the reference step on copies of a tiny model."""
 
 import types
@@ -6,9 +6,10 @@ import types
 import pytest
 import torch
 
-from mrcnn_course import components, grading
-from mrcnn_course.grading.checks_training import TRAIN_STEP, tiny_model
-from mrcnn_course.training import train_step as reference_train_step
+from mrcnn_course.model import components
+from mrcnn_course.teaching import grading
+from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, tiny_model
+from mrcnn_course.training.loop import train_step as reference_train_step
 
 
 @pytest.fixture(autouse=True)
@@ -48,8 +49,14 @@ def test_a_right_step_passes_and_the_reference_is_a_real_step(capsys):
     masks[0, 10:40, 20:50] = 1
     target = {"boxes": torch.tensor([[20.0, 10, 50, 40]]), "labels": torch.tensor([1]), "masks": masks}
     losses = reference_train_step(model, optimizer, [torch.rand(3, 64, 64)], [target])
-    assert set(losses) == {"total", "loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
-                           "loss_mask"} and all(isinstance(v, float) for v in losses.values())
+    assert set(losses) == {
+        "total",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+    } and all(isinstance(v, float) for v in losses.values())
     assert losses["total"] == pytest.approx(sum(v for k, v in losses.items() if k != "total"), rel=1e-5)
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 

@@ -7,9 +7,14 @@ import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform as TVTransform
 from torchvision.models.detection.transform import resize_boxes as tv_resize_boxes
 
-from mrcnn_course import torchvision_ops
-from mrcnn_course.input_image import (GeneralizedRCNNTransform, batch_images, check_images_and_targets, resize,
-                                      resize_boxes)
+from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model.input_image import (
+    GeneralizedRCNNTransform,
+    batch_images,
+    check_images_and_targets,
+    resize,
+    resize_boxes,
+)
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -57,8 +62,9 @@ def test_batch_images_matches_torchvision(sizes):
 
 def test_resize_boxes_matches_torchvision():
     boxes = torch.rand(10, 4) * 100
-    torch.testing.assert_close(resize_boxes(boxes, (333, 517), (800, 1242)),
-                               tv_resize_boxes(boxes, [333, 517], [800, 1242]))
+    torch.testing.assert_close(
+        resize_boxes(boxes, (333, 517), (800, 1242)), tv_resize_boxes(boxes, [333, 517], [800, 1242])
+    )
     assert resize_boxes(torch.zeros((0, 4)), (10, 10), (20, 20)).shape == (0, 4)
 
 
@@ -92,12 +98,33 @@ BAD_INPUTS = [
     ([torch.rand(32, 32, 3)], None, "permute"),
     ([torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)], None, "float() / 255"),
     ([], None, "empty"),
-    ([torch.rand(3, 32, 32)], [{"boxes": torch.tensor([[5.0, 5, 2, 9]]), "labels": torch.tensor([1]),
-                                "masks": torch.zeros(1, 32, 32, dtype=torch.uint8)}], "x2 > x1"),
-    ([torch.rand(3, 32, 32)], [{"boxes": torch.zeros(1, 5), "labels": torch.tensor([1]),
-                                "masks": torch.zeros(1, 32, 32, dtype=torch.uint8)}], "Tensor[G, 4]"),
-    ([torch.rand(3, 32, 32)], [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int32),
-                                "masks": torch.zeros(0, 32, 32, dtype=torch.uint8)}], "int64"),
+    (
+        [torch.rand(3, 32, 32)],
+        [
+            {
+                "boxes": torch.tensor([[5.0, 5, 2, 9]]),
+                "labels": torch.tensor([1]),
+                "masks": torch.zeros(1, 32, 32, dtype=torch.uint8),
+            }
+        ],
+        "x2 > x1",
+    ),
+    (
+        [torch.rand(3, 32, 32)],
+        [{"boxes": torch.zeros(1, 5), "labels": torch.tensor([1]), "masks": torch.zeros(1, 32, 32, dtype=torch.uint8)}],
+        "Tensor[G, 4]",
+    ),
+    (
+        [torch.rand(3, 32, 32)],
+        [
+            {
+                "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, dtype=torch.int32),
+                "masks": torch.zeros(0, 32, 32, dtype=torch.uint8),
+            }
+        ],
+        "int64",
+    ),
     ([torch.rand(3, 32, 32)], [{"boxes": torch.zeros(0, 4)}], "no 'labels'"),
     ([torch.rand(3, 32, 32)], [], "1 images but 0 targets"),
 ]

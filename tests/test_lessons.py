@@ -51,8 +51,12 @@ def course(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "nbgrader_config.py", root)
     for lesson in LESSONS:
         shutil.copytree(ROOT / "solutions" / lesson, root / "solutions" / lesson)
-        done = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", lesson, "--force"],
-                              cwd=root, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "nbgrader", "generate_assignment", lesson, "--force"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0 and (root / "lessons" / lesson / f"{lesson}.ipynb").is_file(), done.stderr
     return root
 
@@ -80,8 +84,16 @@ def is_graded(cell) -> bool:
 
 
 def test_lessons_are_found():
-    assert LESSONS == ["00_pipeline", "01_input_image", "02_backbone", "03_rpn", "04_roi_align", "05_box_head",
-                       "06_mask_head", "07_training"]
+    assert LESSONS == [
+        "00_pipeline",
+        "01_input_image",
+        "02_backbone",
+        "03_rpn",
+        "04_roi_align",
+        "05_box_head",
+        "06_mask_head",
+        "07_training",
+    ]
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
@@ -101,8 +113,9 @@ def test_the_untouched_release_fails_each_graded_cell_with_the_stub_only(lesson,
     results, cells = validate(notebook, "untouched release")
     graded = [c for c in cells if is_graded(c)]  # none in lesson 00, which only shows the model at work
     for cell in graded:
-        assert [e.split(":")[0] for e in errors(cell)] == ["NotImplementedError"], \
+        assert [e.split(":")[0] for e in errors(cell)] == ["NotImplementedError"], (
             f"graded cell {name(cell)}: {errors(cell)}"
+        )
     others = {name(c): errors(c) for c in cells if not is_graded(c) and errors(c)}
     assert others == {}, f"cells other than the graded ones raised: {others}"
     assert len(results.get("failed", [])) == len(graded), f"nbgrader's Validator: {results}"

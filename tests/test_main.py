@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from mrcnn_course import data
 from mrcnn_course.__main__ import main
-from mrcnn_course.training import Recipe, train
+from mrcnn_course.training import data
+from mrcnn_course.training.loop import Recipe, train
 
 TINY = Recipe(epochs=1, images_per_epoch=4, batch_size=4, val_images=4, shown_images=1, image_size=64)
 

@@ -5,9 +5,15 @@ import torch
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskPredictor
 
-from mrcnn_course import torchvision_ops
-from mrcnn_course.mask_head import (MaskRCNNHeads, MaskRCNNPredictor, maskrcnn_loss, paste_masks_in_image,
-                                    project_masks_on_boxes, select_class_masks)
+from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model.mask_head import (
+    MaskRCNNHeads,
+    MaskRCNNPredictor,
+    maskrcnn_loss,
+    paste_masks_in_image,
+    project_masks_on_boxes,
+    select_class_masks,
+)
 
 g = torch.Generator().manual_seed(0)
 
@@ -29,7 +35,7 @@ def gt_masks(n: int, height: int, width: int) -> torch.Tensor:
     for i in range(n):
         y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
         cy, cx, r = height * (i + 1) / (n + 1), width / 2, min(height, width) / 4
-        masks[i] = ((y - cy) ** 2 + (x - cx) ** 2 <= r ** 2).to(torch.uint8)
+        masks[i] = ((y - cy) ** 2 + (x - cx) ** 2 <= r**2).to(torch.uint8)
     return masks
 
 
@@ -39,8 +45,12 @@ BOXES = torch.tensor([[2.0, 3, 40, 30], [10.5, 0, 60.2, 45.7], [-5, -5, 20, 20],
 def test_project_masks_on_boxes_matches_torchvision():
     masks = gt_masks(3, 48, 64)
     matched = torch.tensor([0, 2, 1, 1])
-    torch.testing.assert_close(project_masks_on_boxes(masks, BOXES, matched, 28),
-                               torchvision_ops.project_masks_on_boxes(masks, BOXES, matched, 28), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        project_masks_on_boxes(masks, BOXES, matched, 28),
+        torchvision_ops.project_masks_on_boxes(masks, BOXES, matched, 28),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("positives", [4, 0])
@@ -58,8 +68,9 @@ def test_maskrcnn_loss_matches_torchvision(positives):
 def test_paste_masks_matches_torchvision(image_size):
     probs = torch.rand(5, 1, 28, 28, generator=g)
     boxes = torch.cat([BOXES, torch.tensor([[0.0, 0, 0, 0]])])  # a zero-size box as well
-    torch.testing.assert_close(paste_masks_in_image(probs, boxes, image_size),
-                               torchvision_ops.paste_masks_in_image(probs, boxes, image_size))
+    torch.testing.assert_close(
+        paste_masks_in_image(probs, boxes, image_size), torchvision_ops.paste_masks_in_image(probs, boxes, image_size)
+    )
     assert paste_masks_in_image(probs[:0], boxes[:0], image_size).shape == (0, 1, *image_size)
 
 

@@ -13,7 +13,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 import mrcnn_course
-from mrcnn_course import components
+from mrcnn_course.model import components
 
 # Smaller than the default 800 px so the suite stays fast; both models get the same keywords.
 KWARGS = dict(min_size=320, max_size=512, box_score_thresh=0.0)
@@ -23,8 +23,10 @@ def images(seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     # several sizes and aspect ratios; smooth images so that the random network sees some structure
     sizes = [(300, 400), (400, 260), (333, 517)]
-    return [torch.nn.functional.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w),
-                                            mode="bilinear")[0] for h, w in sizes]
+    return [
+        torch.nn.functional.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear")[0]
+        for h, w in sizes
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,10 @@ def reference(models):
 
 
 def run(model, mode: str, ops: str):
-    with torch.no_grad(), components.using(**{n: ops for n in components.NAMES
-                                              if ops == "own" or components.COMPONENTS[n].torchvision}):
+    with (
+        torch.no_grad(),
+        components.using(**{n: ops for n in components.NAMES if ops == "own" or components.COMPONENTS[n].torchvision}),
+    ):
         if mode == "batch":
             return model(images())
         return [model([img])[0] for img in images()]
@@ -136,7 +140,7 @@ def test_model_calls_through_components(models):
 
     with torch.no_grad(), components.using(nms=counting_nms):
         models[0](images()[:1])
-    assert calls, "the model must call NMS through mrcnn_course.components"
+    assert calls, "the model must call NMS through mrcnn_course.model.components"
 
 
 def test_small_model_trains_and_predicts():
@@ -163,11 +167,13 @@ def test_torchvision_is_not_imported_unless_asked_for():
     import subprocess
     import sys
 
-    code = ("import sys, torch, mrcnn_course\n"
-            "m = mrcnn_course.maskrcnn_small().eval()\n"
-            "m([torch.rand(3, 64, 64)]); m.train()\n"
-            "mask = torch.zeros(1, 64, 64, dtype=torch.uint8); mask[0, 5:30, 5:30] = 1\n"
-            "m([torch.rand(3, 64, 64)], [{'boxes': torch.tensor([[5., 5, 30, 30]]), 'labels': torch.tensor([1]), "
-            "'masks': mask}])\n"
-            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n")
+    code = (
+        "import sys, torch, mrcnn_course\n"
+        "m = mrcnn_course.maskrcnn_small().eval()\n"
+        "m([torch.rand(3, 64, 64)]); m.train()\n"
+        "mask = torch.zeros(1, 64, 64, dtype=torch.uint8); mask[0, 5:30, 5:30] = 1\n"
+        "m([torch.rand(3, 64, 64)], [{'boxes': torch.tensor([[5., 5, 30, 30]]), 'labels': torch.tensor([1]), "
+        "'masks': mask}])\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

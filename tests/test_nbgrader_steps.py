@@ -1,4 +1,4 @@
-"""mrcnn_course.nbgrader_steps and nbgrader_config.py: the course's steps are in nbgrader's pipelines
+"""mrcnn_course.teaching.nbgrader_steps and nbgrader_config.py: the course's steps are in nbgrader's pipelines
 and do their job (sealed quiz keys, quiz answer cells without stubs, the autograding environment).
 About 5 s (one test starts a kernel).
 """
@@ -10,15 +10,18 @@ import nbformat
 import pytest
 from nbgrader.preprocessors import ClearSolutions, Execute
 
-from mrcnn_course import nbgrader_steps, quiz, teaching
+from mrcnn_course.teaching import course
+from mrcnn_course.teaching import nbgrader_steps, quiz
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_seal_quiz_keys_replaces_each_call_by_its_key():
-    source = ('a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."))\n'
-              'b_key = quiz.key(answer="D", explanation="Per class.")  # comment kept\n'
-              'quiz.check("q1", q1, a_key)')
+    source = (
+        'a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."))\n'
+        'b_key = quiz.key(answer="D", explanation="Per class.")  # comment kept\n'
+        'quiz.check("q1", q1, a_key)'
+    )
     sealed = nbgrader_steps.seal_quiz_keys(source)
     lines = sealed.split("\n")
     assert len(lines) == 3 and lines[2] == 'quiz.check("q1", q1, a_key)' and lines[1].endswith("# comment kept")
@@ -40,16 +43,19 @@ def _solution_cell(source: str) -> nbformat.NotebookNode:
 
 def test_quiz_answer_cells_keep_their_blank_line():
     step = nbgrader_steps.ClearSolutionsKeepQuizAnswers()
-    answer = _solution_cell('q2 = None  # your answer: "A", "B", "C" or "D"\n### BEGIN SOLUTION\nq2 = "D"\n### END SOLUTION')
+    answer = _solution_cell(
+        'q2 = None  # your answer: "A", "B", "C" or "D"\n### BEGIN SOLUTION\nq2 = "D"\n### END SOLUTION'
+    )
     exercise = _solution_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")
     resources = {"language": "python"}
     assert step.preprocess_cell(answer, resources, 0)[0].source == 'q2 = None  # your answer: "A", "B", "C" or "D"'
     assert step.preprocess_cell(exercise, resources, 1)[0].source == (
-        "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()")  # lessons keep nbgrader's stub
+        "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()"
+    )  # lessons keep nbgrader's stub
 
 
 def test_config_puts_the_course_steps_into_nbgraders_pipelines():
-    config = teaching.course_api(ROOT).config
+    config = course.course_api(ROOT).config
     assert nbgrader_steps.SealQuizKeys in config.GenerateAssignment.preprocessors
     assert nbgrader_steps.ClearSolutionsKeepQuizAnswers in config.GenerateAssignment.preprocessors
     assert ClearSolutions not in config.GenerateAssignment.preprocessors
@@ -60,8 +66,11 @@ def test_config_puts_the_course_steps_into_nbgraders_pipelines():
 
 
 def test_autograding_kernels_see_autograding_env(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os; print(os.environ.get('AUTOGRADING'), os.environ.get('TQDM_DISABLE'))")])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import os; print(os.environ.get('AUTOGRADING'), os.environ.get('TQDM_DISABLE'))")
+        ]
+    )
     nb.metadata.kernelspec = {"name": "python3", "language": "python", "display_name": "Python 3"}
     executed, _ = nbgrader_steps.AutogradingExecute(timeout=60).preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert executed.cells[0].outputs[0].text.strip() == "1 1"

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import mrcnn_course
-from mrcnn_course import data, evaluation
-from mrcnn_course.model import SmallConfig
-from mrcnn_course.pretrained import FOLDER, RECIPE, WEIGHTS, model_config_dict, pretrained_recipe
-from mrcnn_course.training import Recipe
+from mrcnn_course.model.maskrcnn import SmallConfig
+from mrcnn_course.training import data, evaluation
+from mrcnn_course.training.loop import Recipe
+from mrcnn_course.training.pretrained import FOLDER, RECIPE, WEIGHTS, model_config_dict, pretrained_recipe
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def model():
 
 
 def test_the_shipped_files_are_small():
-    assert (FOLDER / WEIGHTS).stat().st_size <= 10 * 2 ** 20
+    assert (FOLDER / WEIGHTS).stat().st_size <= 10 * 2**20
     assert json.loads((FOLDER / RECIPE).read_text())["command"].startswith("python -m mrcnn_course train")
 
 

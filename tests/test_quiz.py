@@ -1,4 +1,4 @@
-"""mrcnn_course.quiz: keys that check an answer without showing it, and the facts the quizzes state.
+"""mrcnn_course.teaching.quiz: keys that check an answer without showing it, and the facts the quizzes state.
 
 The second half recomputes, with the package, the numbers that quiz questions and explanations
 quote (sizes, anchor counts, levels, deltas), so a quiz cannot drift from the model. About 2 s.
@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from mrcnn_course import quiz
-from mrcnn_course.box_ops import BoxCoder
-from mrcnn_course.input_image import IMAGENET_MEAN, IMAGENET_STD, ImageList, batch_images, resize, resize_boxes
-from mrcnn_course.roi_align import map_levels, roi_align
-from mrcnn_course.rpn import AnchorGenerator
+from mrcnn_course.model.box_ops import BoxCoder
+from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD, ImageList, batch_images, resize, resize_boxes
+from mrcnn_course.model.roi_align import map_levels, roi_align
+from mrcnn_course.model.rpn import AnchorGenerator
+from mrcnn_course.teaching import quiz
 
 WHY = "RoI Pool rounds coordinates to the feature grid — RoI Align does not (×2 sampling)."
 
@@ -60,17 +60,21 @@ def test_check_does_not_reveal_after_a_wrong_answer(capsys):
     assert "RoI Pool" not in out and '"B"' not in out
 
 
-@pytest.mark.parametrize("answer, message", [
-    (None, 'q3 is still None: set q3 = "A", "B", "C" or "D"'),
-    (3, "q3 is 3 (int)"),
-    ("E", "q3 is 'E' (str)"),
-])
+@pytest.mark.parametrize(
+    "answer, message",
+    [
+        (None, 'q3 is still None: set q3 = "A", "B", "C" or "D"'),
+        (3, "q3 is 3 (int)"),
+        ("E", "q3 is 'E' (str)"),
+    ],
+)
 def test_check_format_errors_say_what_to_do(answer, message):
     with pytest.raises(AssertionError, match=message.replace("(", r"\(").replace(")", r"\)")):
         quiz.check("q3", answer, quiz.key("B", WHY))
 
 
 # ---- the facts the quizzes quote, recomputed with the package ------------------------------------
+
 
 def test_quiz_01_resize_and_padding_sizes():
     image, _ = resize(torch.zeros(3, 480, 640), 800, 1333)

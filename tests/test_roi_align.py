@@ -8,7 +8,7 @@ import torchvision
 from torchvision.ops import MultiScaleRoIAlign as TVMultiScaleRoIAlign
 from torchvision.ops.poolers import LevelMapper
 
-from mrcnn_course.roi_align import MultiScaleRoIAlign, map_levels, roi_align
+from mrcnn_course.model.roi_align import MultiScaleRoIAlign, map_levels, roi_align
 
 g = torch.Generator().manual_seed(0)
 FEATURES = torch.randn(2, 5, 23, 31, generator=g)  # odd sizes
@@ -25,10 +25,17 @@ BOX_CASES = {
 
 
 @pytest.mark.parametrize("case", list(BOX_CASES))
-@pytest.mark.parametrize("output_size, scale, sampling_ratio, aligned", [
-    (7, 1.0, 2, False), (14, 0.5, 2, False), (3, 1.0, -1, False), (7, 1.0, 2, True), (5, 0.25, -1, True),
-    ((4, 6), 1.0, 1, False),
-])
+@pytest.mark.parametrize(
+    "output_size, scale, sampling_ratio, aligned",
+    [
+        (7, 1.0, 2, False),
+        (14, 0.5, 2, False),
+        (3, 1.0, -1, False),
+        (7, 1.0, 2, True),
+        (5, 0.25, -1, True),
+        ((4, 6), 1.0, 1, False),
+    ],
+)
 def test_roi_align_matches_torchvision(case, output_size, scale, sampling_ratio, aligned):
     boxes = BOX_CASES[case] / torch.tensor([1, scale, scale, scale, scale])  # in image pixels
     expected = torchvision.ops.roi_align(FEATURES, boxes, output_size, scale, sampling_ratio, aligned)
@@ -38,15 +45,20 @@ def test_roi_align_matches_torchvision(case, output_size, scale, sampling_ratio,
 
 def test_roi_align_accepts_a_list_of_boxes_per_image():
     boxes = [torch.tensor([[1.0, 2, 20, 15]]), torch.tensor([[5.5, 3.2, 29.7, 22.1], [0, 0, 3, 3]])]
-    torch.testing.assert_close(roi_align(FEATURES, boxes, 7, 1.0, 2),
-                               torchvision.ops.roi_align(FEATURES, boxes, 7, 1.0, 2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        roi_align(FEATURES, boxes, 7, 1.0, 2),
+        torchvision.ops.roi_align(FEATURES, boxes, 7, 1.0, 2),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_roi_align_large_adaptive_grid_and_one_pixel_map():
     big = torch.randn(1, 2, 200, 150, generator=g)
     boxes = torch.tensor([[0, 0.0, 0, 150, 200], [0, 10, 20, 140, 60]])
-    torch.testing.assert_close(roi_align(big, boxes, 28, 1.0, -1), torchvision.ops.roi_align(big, boxes, 28, 1.0, -1),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        roi_align(big, boxes, 28, 1.0, -1), torchvision.ops.roi_align(big, boxes, 28, 1.0, -1), rtol=1e-5, atol=1e-5
+    )
     one = torch.randn(1, 3, 1, 1, generator=g)
     boxes = torch.tensor([[0, -0.5, -0.5, 0.7, 0.9], [0, 0, 0, 3, 3]])
     torch.testing.assert_close(roi_align(one, boxes, 2, 1.0, 2), torchvision.ops.roi_align(one, boxes, 2, 1.0, 2))
@@ -74,8 +86,10 @@ def test_multiscale_roi_align_matches_torchvision(output_size, image_sizes):
     height = max(s[0] for s in image_sizes)
     width = max(s[1] for s in image_sizes)
     ph, pw = -(-height // 32) * 32, -(-width // 32) * 32  # padded size
-    features = OrderedDict((str(i), torch.randn(len(image_sizes), 3, ph // 2 ** (i + 2), pw // 2 ** (i + 2),
-                                                generator=g)) for i in range(4))
+    features = OrderedDict(
+        (str(i), torch.randn(len(image_sizes), 3, ph // 2 ** (i + 2), pw // 2 ** (i + 2), generator=g))
+        for i in range(4)
+    )
     features["pool"] = torch.randn(len(image_sizes), 3, 1, 1)
     boxes = []
     for h, w in image_sizes:

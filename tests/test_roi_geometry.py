@@ -5,9 +5,9 @@ import pytest
 import torch
 import torchvision
 
-from mrcnn_course import components
-from mrcnn_course.roi_align import roi_align
-from mrcnn_course.roi_geometry import compare_roi_align_pool, roi_pool, roi_pool_cells, sampling_grid
+from mrcnn_course.model import components
+from mrcnn_course.model.roi_align import roi_align
+from mrcnn_course.show.roi_geometry import compare_roi_align_pool, roi_pool, roi_pool_cells, sampling_grid
 
 FEATURE = torch.randn(9, 11, generator=torch.Generator().manual_seed(0))  # odd sizes
 CASES = {  # name: (box in image pixels, spatial_scale, sampling_ratio, output size)
@@ -56,9 +56,12 @@ def test_roi_pool_cells_give_torchvision_roi_pool(case):
 def test_compare_uses_the_active_roi_align():
     box = torch.tensor([1.0, 1.0, 6.0, 5.0])
     readings = compare_roi_align_pool(FEATURE, box, (2, 2), 2)
-    torch.testing.assert_close(readings.align_output, roi_align(FEATURE[None, None], rois(box.tolist()), 2, 1.0, 2)[0, 0])
+    torch.testing.assert_close(
+        readings.align_output, roi_align(FEATURE[None, None], rois(box.tolist()), 2, 1.0, 2)[0, 0]
+    )
     learners = lambda input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False: (  # noqa: E731
-        torch.full((len(boxes), input.shape[1], *output_size), 7.0))
+        torch.full((len(boxes), input.shape[1], *output_size), 7.0)
+    )
     with components.using(roi_align=learners):
         assert (compare_roi_align_pool(FEATURE, box, (2, 2), 2).align_output == 7).all()
 

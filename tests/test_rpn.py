@@ -8,10 +8,17 @@ from torchvision.models.detection.image_list import ImageList as TVImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 
-from mrcnn_course import torchvision_ops
-from mrcnn_course.input_image import ImageList
-from mrcnn_course.matching import BalancedPositiveNegativeSampler, Matcher
-from mrcnn_course.rpn import AnchorGenerator, RegionProposalNetwork, RPNHead, anchor_grid, cell_anchors, filter_proposals
+from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model.input_image import ImageList
+from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
+from mrcnn_course.model.rpn import (
+    AnchorGenerator,
+    RegionProposalNetwork,
+    RPNHead,
+    anchor_grid,
+    cell_anchors,
+    filter_proposals,
+)
 
 R50_SIZES = ((32,), (64,), (128,), (256,), (512,))
 RATIOS = ((0.5, 1.0, 2.0),) * 5
@@ -47,7 +54,7 @@ def test_anchor_generator_matches_torchvision(padded):
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
     if padded == (800, 800):
-        assert len(ours[0]) == 3 * (200 ** 2 + 100 ** 2 + 50 ** 2 + 25 ** 2 + 13 ** 2)  # 159,882
+        assert len(ours[0]) == 3 * (200**2 + 100**2 + 50**2 + 25**2 + 13**2)  # 159,882
 
 
 def test_rpn_head_has_torchvision_keys_and_outputs():
@@ -101,9 +108,15 @@ def test_sampler_draws_like_torchvision():
 
 def make_rpns():
     head = RPNHead(4, 3)
-    kwargs = dict(fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=64, positive_fraction=0.5,
-                  pre_nms_top_n={"training": 300, "testing": 200}, post_nms_top_n={"training": 150, "testing": 100},
-                  nms_thresh=0.7)
+    kwargs = dict(
+        fg_iou_thresh=0.7,
+        bg_iou_thresh=0.3,
+        batch_size_per_image=64,
+        positive_fraction=0.5,
+        pre_nms_top_n={"training": 300, "testing": 200},
+        post_nms_top_n={"training": 150, "testing": 100},
+        nms_thresh=0.7,
+    )
     sizes = ((8,), (16,), (32,), (64,), (128,))
     ours = RegionProposalNetwork(AnchorGenerator(sizes, RATIOS), head, **kwargs)
     theirs = TVRPN(TVAnchorGenerator(sizes, RATIOS), TVRPNHead(4, 3), **kwargs)
@@ -119,8 +132,10 @@ def test_rpn_proposals_and_losses_match_torchvision(training):
     features = {str(i): m for i, m in enumerate(maps)}
     sizes = [(128, 90), (100, 96)]
     images = torch.zeros(2, 3, 128, 96)
-    targets = [{"boxes": torch.tensor([[10.0, 10, 50, 60], [30, 40, 90, 120]])},
-               {"boxes": torch.zeros((0, 4))}]  # an image with no objects: all anchors background
+    targets = [
+        {"boxes": torch.tensor([[10.0, 10, 50, 60], [30, 40, 90, 120]])},
+        {"boxes": torch.zeros((0, 4))},
+    ]  # an image with no objects: all anchors background
     torch.manual_seed(7)
     our_boxes, our_losses = ours(ImageList(images, sizes), features, targets if training else None)
     torch.manual_seed(7)

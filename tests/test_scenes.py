@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrcnn_course import scenes
+from mrcnn_course.training import scenes
 
 
 def runs(row: np.ndarray) -> int:

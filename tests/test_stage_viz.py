@@ -7,9 +7,10 @@ import torch
 from matplotlib.patches import Rectangle
 
 import mrcnn_course
-from mrcnn_course import data, stage_viz
-from mrcnn_course.explorers import level_anchors
-from mrcnn_course.roi_geometry import compare_roi_align_pool
+from mrcnn_course.show import stage_viz
+from mrcnn_course.show.explorers import level_anchors
+from mrcnn_course.show.roi_geometry import compare_roi_align_pool
+from mrcnn_course.training import data
 
 matplotlib.use("Agg")
 
@@ -43,8 +44,7 @@ def test_trace_panels_are_titled_with_the_traces_shapes(trace):
 def test_trace_panels_draw_the_traces_tensors(trace):
     fig = stage_viz.draw_trace(trace, score_threshold=0.3, num_proposals=7, num_grids=2)
     axes = fig.axes
-    torch.testing.assert_close(torch.as_tensor(axes[1].images[0].get_array()),
-                               trace[2].tensors["P4"][0].norm(dim=0))
+    torch.testing.assert_close(torch.as_tensor(axes[1].images[0].get_array()), trace[2].tensors["P4"][0].norm(dim=0))
     assert len(rectangles(axes[2])) == 7  # the top proposals
     best = trace[3].tensors["proposals"][trace[3].tensors["objectness"].argmax()]
     assert [round(v, 3) for v in rectangles(axes[2])[-1].get_bbox().extents] == [round(v, 3) for v in best.tolist()]

@@ -1,4 +1,4 @@
-"""mrcnn_course.teaching: the release is what the sources generate, and the quizzes are well formed.
+"""mrcnn_course.teaching.course: the release is what the sources generate, and the quizzes are well formed.
 
 test_release_is_up_to_date regenerates every lesson and quiz with nbgrader in a temporary copy
 (10-20 s, more as lessons are added); the rest about 6 s (one test runs a quiz in a kernel).
@@ -13,37 +13,54 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mrcnn_course import nbgrader_steps, quiz, teaching
+from mrcnn_course.teaching import course
+from mrcnn_course.teaching import nbgrader_steps, quiz
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = ["quiz_00_pipeline", "quiz_01_input_image", "quiz_02_backbone", "quiz_03_rpn",
-          "quiz_04_roi_align", "quiz_05_box_head", "quiz_06_mask_head"]
+TOPICS = [
+    "quiz_00_pipeline",
+    "quiz_01_input_image",
+    "quiz_02_backbone",
+    "quiz_03_rpn",
+    "quiz_04_roi_align",
+    "quiz_05_box_head",
+    "quiz_06_mask_head",
+]
 SEED_QUESTION = "What does the Region Proposal Network (RPN) do in Mask R-CNN?"
-SEED_OPTIONS = ["Colors the objects in the image", "Extracts edges and textures",
-                "Suggests boxes where objects might be", "Predicts the object class"]
-QUIZZES = [a.name for a in teaching.find_assignments(ROOT) if a.kind == "quiz"]
+SEED_OPTIONS = [
+    "Colors the objects in the image",
+    "Extracts edges and textures",
+    "Suggests boxes where objects might be",
+    "Predicts the object class",
+]
+QUIZZES = [a.name for a in course.find_assignments(ROOT) if a.kind == "quiz"]
 
 
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under folder by relative path, leaving out hidden folders (.ipynb_checkpoints)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
 
 
 def test_release_is_up_to_date(tmp_path):
     shutil.copytree(ROOT / "solutions", tmp_path / "solutions", ignore=shutil.ignore_patterns(".*"))
     shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
-    released = teaching.release(tmp_path)
-    assert {a.name for a in released} == {a.name for a in teaching.find_assignments(ROOT)}
-    for directory in teaching.RELEASE_DIRECTORIES.values():
+    released = course.release(tmp_path)
+    assert {a.name for a in released} == {a.name for a in course.find_assignments(ROOT)}
+    for directory in course.RELEASE_DIRECTORIES.values():
         expected, committed = _files(tmp_path / directory), _files(ROOT / directory)
         stale = sorted(set(expected) ^ set(committed)) + sorted(
-            f for f in set(expected) & set(committed) if expected[f] != committed[f])
-        assert not stale, (f"{directory}/ differs from what solutions/ generates: {stale}. "
-                           "Run `make release` and commit the result.")
+            f for f in set(expected) & set(committed) if expected[f] != committed[f]
+        )
+        assert not stale, (
+            f"{directory}/ differs from what solutions/ generates: {stale}. Run `make release` and commit the result."
+        )
 
 
-@pytest.mark.parametrize("directory", teaching.RELEASE_DIRECTORIES.values())
+@pytest.mark.parametrize("directory", course.RELEASE_DIRECTORIES.values())
 def test_released_notebooks_have_no_outputs(directory):
     for path in sorted((ROOT / directory).glob("*/*.ipynb")):
         for cell in nbformat.read(path, 4).cells:
@@ -53,39 +70,53 @@ def test_released_notebooks_have_no_outputs(directory):
 def test_find_assignments_reads_names(tmp_path, capsys):
     for name in ("02_backbone", "quiz_02_backbone", "01_input_image", "drafts", ".ipynb_checkpoints"):
         (tmp_path / "solutions" / name).mkdir(parents=True)
-    found = teaching.find_assignments(tmp_path)
+    found = course.find_assignments(tmp_path)
     assert [(a.name, a.release_directory) for a in found] == [
-        ("01_input_image", "lessons"), ("02_backbone", "lessons"), ("quiz_02_backbone", "quizzes")]
+        ("01_input_image", "lessons"),
+        ("02_backbone", "lessons"),
+        ("quiz_02_backbone", "quizzes"),
+    ]
     assert "skipped solutions/drafts: an assignment folder is named NN_name" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="no solutions/ folder"):
-        teaching.find_assignments(tmp_path / "elsewhere")
+        course.find_assignments(tmp_path / "elsewhere")
 
 
 def test_release_names_unknown_assignments(tmp_path):
     (tmp_path / "solutions" / "quiz_03_rpn").mkdir(parents=True)
     with pytest.raises(ValueError, match="no assignment quiz_09_x in solutions/; there are: quiz_03_rpn"):
-        teaching.release(tmp_path, ["quiz_09_x"])
+        course.release(tmp_path, ["quiz_09_x"])
 
 
 def test_commands_report_bad_input_without_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert teaching.main(["grades"]) == 2
+    assert course.main(["grades"]) == 2
     assert "error: no nbgrader_config.py in" in capsys.readouterr().err
 
 
 # ---- the quizzes' structure ---------------------------------------------------------------------
 
+
 def _questions(nb: nbformat.NotebookNode) -> list[dict]:
     """{"number", "question", "answer", "check"} cells of each question, by grade id (q1_question, ...)."""
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
     numbers = sorted(int(m.group(1)) for gid in cells if gid and (m := re.fullmatch(r"q(\d+)_question", gid)))
-    return [{"number": n, "question": cells[f"q{n}_question"], "answer": cells.get(f"q{n}_answer"),
-             "check": cells.get(f"q{n}_check")} for n in numbers]
+    return [
+        {
+            "number": n,
+            "question": cells[f"q{n}_question"],
+            "answer": cells.get(f"q{n}_answer"),
+            "check": cells.get(f"q{n}_check"),
+        }
+        for n in numbers
+    ]
 
 
 def _key_call(source: str) -> tuple[str, str]:
-    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
-             and ast.unparse(node.func) == "quiz.key"]
+    calls = [
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key"
+    ]
     assert len(calls) == 1, f"one quiz.key(letter, explanation) per check cell:\n{source}"
     letter, explanation = (ast.literal_eval(a) for a in calls[0].args)
     return letter, explanation
@@ -117,14 +148,20 @@ def test_quiz_source_is_well_formed(name):
         assert len(explanation) >= 100, f"q{n}: explain why the answer is right"
         visible, hidden = check.source.split("### BEGIN HIDDEN TESTS\n")
         assert f'quiz.check("q{n}", q{n}, q{n}_key)' in visible
-        assert hidden.strip() == f'assert quiz.is_right(q{n}, q{n}_key), "q{n} is not the right answer"\n### END HIDDEN TESTS'
+        assert (
+            hidden.strip()
+            == f'assert quiz.is_right(q{n}, q{n}_key), "q{n} is not the right answer"\n### END HIDDEN TESTS'
+        )
         letters.append(letter)
     assert len(set(letters)) >= 3, f"{name}: answers {letters} should spread over A-D"
 
 
 def test_answers_spread_over_all_letters():
-    letters = [re.search(r'= "([A-D])"', q["answer"].source.split("BEGIN SOLUTION")[1]).group(1)
-               for name in QUIZZES for q in _questions(nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4))]
+    letters = [
+        re.search(r'= "([A-D])"', q["answer"].source.split("BEGIN SOLUTION")[1]).group(1)
+        for name in QUIZZES
+        for q in _questions(nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", 4))
+    ]
     shares = {letter: letters.count(letter) / len(letters) for letter in "ABCD"}
     assert all(0.15 <= share <= 0.35 for share in shares.values()), shares
 
@@ -167,7 +204,11 @@ def test_a_released_quiz_gives_immediate_feedback():
     NotebookClient(released, timeout=120, kernel_name="python3", allow_errors=True).execute()
     outputs = [[o.get("text", "") + o.get("evalue", "") for o in q["check"].outputs] for q in questions]
     assert outputs[0][0].startswith(f'✓ q1 = "{right}" is right.') and " ".join(why.split()[:6]) in outputs[0][0]
-    assert outputs[1] == [f'✗ q2 = "{wrong}" is not the right answer. Read the question again, change q2, and run '
-                          "both cells: the explanation opens when the answer is right.\n"]
-    assert outputs[2] == ['q3 is still None: set q3 = "A", "B", "C" or "D" (one letter, in quotes) in the cell '
-                          "above, run that cell, then run this one."]
+    assert outputs[1] == [
+        f'✗ q2 = "{wrong}" is not the right answer. Read the question again, change q2, and run '
+        "both cells: the explanation opens when the answer is right.\n"
+    ]
+    assert outputs[2] == [
+        'q3 is still None: set q3 = "A", "B", "C" or "D" (one letter, in quotes) in the cell '
+        "above, run that cell, then run this one."
+    ]

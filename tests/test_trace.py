@@ -16,8 +16,14 @@ def r50_trace():
 def test_r50_800px_flow_matches_the_course_card(r50_trace):
     stages = r50_trace.stages
     assert [s.number for s in stages] == [1, 2, 3, 4, 5, 6]
-    assert [s.name for s in stages] == ["Input image", "Backbone CNN", "Region Proposal Network", "RoI Align",
-                                        "Box & classifier head", "Mask head"]
+    assert [s.name for s in stages] == [
+        "Input image",
+        "Backbone CNN",
+        "Region Proposal Network",
+        "RoI Align",
+        "Box & classifier head",
+        "Mask head",
+    ]
     assert stages[0].inputs == {"image": "3x800x800"} and stages[0].outputs == {"batch": "1x3x800x800"}
     assert stages[1].outputs["P4"] == "1x256x50x50"  # the stride-16 map
     assert list(stages[1].outputs) == ["P2", "P3", "P4", "P5", "P6"]

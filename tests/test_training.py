@@ -14,16 +14,31 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from mrcnn_course import components, data, training
-from mrcnn_course.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from mrcnn_course.model import maskrcnn_small
-from mrcnn_course.training import QUICK, Recipe, TrainingDiverged, one_cycle, train, validation_losses
-from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+from mrcnn_course.model import components
+from mrcnn_course.model.maskrcnn import maskrcnn_small
+from mrcnn_course.training import data
+from mrcnn_course.training import loop
+from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from mrcnn_course.training.loop import QUICK, Recipe, TrainingDiverged, one_cycle, train, validation_losses
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 TINY = Recipe(epochs=3, images_per_epoch=8, batch_size=4, val_images=4, image_size=64, seed=3)
 # the same recipe as command-line options (shown_images keeps its default)
-TINY_OPTIONS = ["--epochs", "3", "--images-per-epoch", "8", "--batch-size", "4", "--val-images", "4",
-                "--image-size", "64", "--seed", "3", "--no-progress"]
+TINY_OPTIONS = [
+    "--epochs",
+    "3",
+    "--images-per-epoch",
+    "8",
+    "--batch-size",
+    "4",
+    "--val-images",
+    "4",
+    "--image-size",
+    "64",
+    "--seed",
+    "3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,8 +60,13 @@ def run(tmp_path_factory):
     """One tiny run with an output folder and both callbacks recorded."""
     out = tmp_path_factory.mktemp("run")
     steps, epochs = [], []
-    trace = train(recipe=TINY, out=out, progress=False, on_step=steps.append,
-                  on_epoch=lambda trace, record: epochs.append((len(trace.epochs), record.epoch)))
+    trace = train(
+        recipe=TINY,
+        out=out,
+        progress=False,
+        on_step=steps.append,
+        on_epoch=lambda trace, record: epochs.append((len(trace.epochs), record.epoch)),
+    )
     return trace, out, steps, epochs
 
 
@@ -66,7 +86,7 @@ def test_the_trace_records_every_figure_of_every_epoch(run):
     assert trace.epochs[-1].train_losses[TOTAL] < trace.epochs[0].train_losses[TOTAL]  # it learns
     assert trace.class_names == list(data.CLASSES) and trace.seed == 3 and trace.config == TINY.to_dict()
     # the fixed validation images and their ground truth are in the trace, drawable without the dataset
-    image, target = data.ShapesDataset(4, 64, training.dataset_seed(3, 0), TINY.classes)[0]
+    image, target = data.ShapesDataset(4, 64, loop.dataset_seed(3, 0), TINY.classes)[0]
     assert torch.allclose(trace.image(0), image, atol=1 / 255)
     assert torch.equal(trace.target(0)["labels"], target["labels"])
     assert trace.predictions(3, 0)["masks"].shape[-2:] == (64, 64)
@@ -81,7 +101,7 @@ def test_callbacks_and_files(run):
     # one cycle: the learning rate rises, then falls
     assert steps[0].lr < max(s.lr for s in steps) == pytest.approx(TINY.lr, rel=0.05) and steps[-1].lr < TINY.lr / 2
     assert epochs == [(1, 1), (2, 2), (3, 3)]  # on_epoch sees the trace with the new record in it
-    assert figures(TrainingTrace.load(out / training.TRACE_NAME)) == figures(trace)
+    assert figures(TrainingTrace.load(out / loop.TRACE_NAME)) == figures(trace)
     checkpoint = load_checkpoint(out / CHECKPOINT_NAME)
     assert checkpoint["epoch"] == 3 and checkpoint["recipe"] == TINY.to_dict()
     assert {"model", "optimizer", "scheduler", "rng", "trace"} <= set(checkpoint)
@@ -99,8 +119,12 @@ def test_a_killed_run_resumes_to_the_same_trace(run, tmp_path):
     """Kill the command-line run with SIGKILL during epoch 2, resume it: the trace is the uninterrupted one."""
     out = tmp_path / "killed"
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}  # one thread, as in this process
-    process = subprocess.Popen([sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
@@ -110,10 +134,15 @@ def test_a_killed_run_resumes_to_the_same_trace(run, tmp_path):
         process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
     assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] < TINY.epochs  # it really stopped part-way
-    finished = subprocess.run([sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS,
-                               "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(
+        [sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *TINY_OPTIONS, "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert finished.returncode == 0, finished.stderr
-    resumed = TrainingTrace.load(out / training.TRACE_NAME)
+    resumed = TrainingTrace.load(out / loop.TRACE_NAME)
     assert figures(resumed) == figures(run[0])
     assert (out / "curves.png").stat().st_size > 1000
     assert "| Epoch | Loss | Accuracy | Observation |" in finished.stdout
@@ -145,7 +174,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "loss_mask is nan at epoch 2, step 1" in message
     assert f"{tmp_path / CHECKPOINT_NAME} (epoch 1), is kept" in message
     assert load_checkpoint(tmp_path)["epoch"] == 1
-    assert len(TrainingTrace.load(tmp_path / training.TRACE_NAME).epochs) == 1
+    assert len(TrainingTrace.load(tmp_path / loop.TRACE_NAME).epochs) == 1
     assert not torch.are_deterministic_algorithms_enabled()  # train() restored the global setting
 
 
@@ -153,9 +182,10 @@ def test_an_infinite_loss_without_an_output_folder_says_so():
     def infinite(*args):
         return components.COMPONENTS["fastrcnn_loss"].own(*args)[0] * float("inf"), torch.tensor(0.0)
 
-    with components.using(fastrcnn_loss=infinite), pytest.raises(TrainingDiverged,
-                                                                   match="loss_classifier is inf at epoch 1, step 1.*"
-                                                                         "no checkpoint was written"):
+    with (
+        components.using(fastrcnn_loss=infinite),
+        pytest.raises(TrainingDiverged, match="loss_classifier is inf at epoch 1, step 1.*no checkpoint was written"),
+    ):
         train(recipe=TINY, progress=False)
 
 
@@ -185,21 +215,21 @@ def test_one_cycle_rises_then_falls():
 
 def test_notebooks_train_quickly_under_autograding(monkeypatch):
     monkeypatch.delenv("AUTOGRADING", raising=False)
-    assert training.recipe_for_notebooks(epochs=5) == Recipe(epochs=5)
+    assert loop.recipe_for_notebooks(epochs=5) == Recipe(epochs=5)
     monkeypatch.setenv("AUTOGRADING", "1")
-    quick = training.recipe_for_notebooks(epochs=5)
+    quick = loop.recipe_for_notebooks(epochs=5)
     assert quick == Recipe(**QUICK) and quick.epochs * quick.images_per_epoch <= 32
 
 
 def test_fresh_scenes_each_epoch_or_one_set_shuffled_each_epoch():
-    first, second = (training.epoch_scenes(TINY, epoch) for epoch in (1, 2))
+    first, second = (loop.epoch_scenes(TINY, epoch) for epoch in (1, 2))
     assert first[1] == second[1] == list(range(8))
     assert not torch.equal(first[0][0][0], second[0][0][0])  # new scenes
     fixed = replace(TINY, fresh_images=False)
-    (dataset_1, order_1), (dataset_2, order_2) = (training.epoch_scenes(fixed, epoch) for epoch in (1, 2))
+    (dataset_1, order_1), (dataset_2, order_2) = (loop.epoch_scenes(fixed, epoch) for epoch in (1, 2))
     assert torch.equal(dataset_1[5][0], dataset_2[5][0])  # the same scenes
     assert sorted(order_1) == sorted(order_2) == list(range(8)) and order_1 != order_2  # in another order
-    assert training.epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
+    assert loop.epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
 
 
 def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
@@ -209,14 +239,14 @@ def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
 
     def my_step(model, optimizer, images, targets):
         calls.append(type(optimizer).__name__)
-        return training.train_step(model, optimizer, images, targets)
+        return loop.train_step(model, optimizer, images, targets)
 
-    trace = train(recipe=TINY, progress=False, step=my_step)
+    trace = train(recipe=TINY, progress=False, train_step=my_step)
     assert figures(trace) == figures(run[0])
     assert calls == ["GradientLimit"] * (TINY.epochs * TINY.steps_per_epoch)
 
     model = maskrcnn_small(num_classes=len(data.CLASSES))
-    limited = training.GradientLimit(torch.optim.SGD(model.parameters(), lr=0.0), model.parameters(), 1.0)
+    limited = loop.GradientLimit(torch.optim.SGD(model.parameters(), lr=0.0), model.parameters(), 1.0)
     for parameter in model.parameters():
         parameter.grad = torch.full_like(parameter, 10.0)
     limited.step()
@@ -228,13 +258,14 @@ def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
 @pytest.mark.parametrize("returned, shown", [(None, "NoneType"), ({"total": 1.0}, "'total'")])
 def test_a_step_that_returns_the_wrong_thing_is_told_what_to_return(returned, shown):
     with pytest.raises(ValueError, match=f"the training step returned .*{shown}.*it must return a dict with"):
-        train(recipe=replace(TINY, epochs=1), progress=False, step=lambda *args: returned)
+        train(recipe=replace(TINY, epochs=1), progress=False, train_step=lambda *args: returned)
 
 
 def test_a_time_limit_stops_after_the_epoch_that_would_overrun_it(run):
     stopped = train(recipe=TINY, progress=False, time_limit=1e-3)
     assert [e.epoch for e in stopped.epochs] == [1]
-    assert stopped.epochs[0].observation.endswith("Stopped after epoch 1 of 3: another epoch would end past the "
-                                                  "time limit of 0 s.")
+    assert stopped.epochs[0].observation.endswith(
+        "Stopped after epoch 1 of 3: another epoch would end past the time limit of 0 s."
+    )
     assert figures(stopped)[0]["train_losses"] == figures(run[0])[0]["train_losses"]  # the same epoch 1
     assert len(train(recipe=TINY, progress=False, time_limit=3600).epochs) == 3

@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mrcnn_course import training
-from mrcnn_course.training import Recipe
-from mrcnn_course.training_budget import BudgetFit, fit_to_budget
+from mrcnn_course.training import loop
+from mrcnn_course.training.budget import BudgetFit, fit_to_budget
+from mrcnn_course.training.loop import Recipe
 
 TINY = Recipe(epochs=2, images_per_epoch=32, batch_size=4, val_images=8, image_size=64, seed=5)
 
@@ -19,7 +19,7 @@ TINY = Recipe(epochs=2, images_per_epoch=32, batch_size=4, val_images=8, image_s
 def slow_step(model, optimizer, images, targets):
     """The course's step and a quarter of a second more, like a slow component."""
     time.sleep(0.25)
-    return training.train_step(model, optimizer, images, targets)
+    return loop.train_step(model, optimizer, images, targets)
 
 
 def test_a_recipe_that_fits_is_kept():
@@ -30,13 +30,14 @@ def test_a_recipe_that_fits_is_kept():
 
 
 def test_a_slow_step_trains_on_fewer_scenes_within_the_budget():
-    fit = fit_to_budget(TINY, seconds=4, step=slow_step)  # 16 steps of 0.25 s and more: over 4 s
+    fit = fit_to_budget(TINY, seconds=4, train_step=slow_step)  # 16 steps of 0.25 s and more: over 4 s
     assert fit.seconds_per_step >= 0.25
     assert fit.recipe.images_per_epoch < TINY.images_per_epoch
     assert fit.recipe.images_per_epoch % TINY.batch_size == 0 and fit.recipe.images_per_epoch >= TINY.batch_size
     assert 4 <= fit.recipe.val_images <= TINY.val_images  # at least the shown scenes and a batch
-    assert fit.recipe == replace(TINY, images_per_epoch=fit.recipe.images_per_epoch,
-                                 val_images=fit.recipe.val_images)  # nothing else changed
+    assert fit.recipe == replace(
+        TINY, images_per_epoch=fit.recipe.images_per_epoch, val_images=fit.recipe.val_images
+    )  # nothing else changed
     assert fit.estimate(fit.recipe) <= 4 or fit.recipe.steps_per_epoch == 1
     bigger = replace(TINY, images_per_epoch=fit.recipe.images_per_epoch + TINY.batch_size)
     assert fit.estimate(bigger) > 4  # the most scenes that fit

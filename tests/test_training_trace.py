@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mrcnn_course.training_trace import (LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace, decode_detections,
-                                         decode_image, encode_detections, encode_image, loss_bar, observe)
+from mrcnn_course.training.encoding import decode_detections, decode_image, encode_detections, encode_image
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace, loss_bar, observe
 
 
 def losses(total: float) -> dict[str, float]:
@@ -12,33 +12,58 @@ def losses(total: float) -> dict[str, float]:
     return {TOTAL: total, **parts}
 
 
-def record(epoch: int, loss: float, val_loss: float, accuracy: float, mask_map50: float,
-           previous: EpochRecord | None = None) -> EpochRecord:
-    r = EpochRecord(epoch, losses(loss), losses(val_loss), accuracy, box_map=accuracy / 2, box_map50=accuracy,
-                    mask_map=mask_map50 / 2, mask_map50=mask_map50, lr=1e-3, seconds=1.5, observation="",
-                    predictions=[])
+def record(
+    epoch: int, loss: float, val_loss: float, accuracy: float, mask_map50: float, previous: EpochRecord | None = None
+) -> EpochRecord:
+    r = EpochRecord(
+        epoch,
+        losses(loss),
+        losses(val_loss),
+        accuracy,
+        box_map=accuracy / 2,
+        box_map50=accuracy,
+        mask_map=mask_map50 / 2,
+        mask_map50=mask_map50,
+        lr=1e-3,
+        seconds=1.5,
+        observation="",
+        predictions=[],
+    )
     r.observation = observe(r, previous)
     return r
 
 
 def story() -> TrainingTrace:
     """The course seed's story: loss 1.2 -> 0.45, accuracy 0.45 -> 0.85 over five epochs."""
-    figures = [(1.2, 1.1, 0.45, 0.30), (0.9, 0.85, 0.60, 0.55), (0.7, 0.68, 0.72, 0.70),
-               (0.55, 0.6, 0.80, 0.78), (0.45, 0.7, 0.85, 0.80)]
+    figures = [
+        (1.2, 1.1, 0.45, 0.30),
+        (0.9, 0.85, 0.60, 0.55),
+        (0.7, 0.68, 0.72, 0.70),
+        (0.55, 0.6, 0.80, 0.78),
+        (0.45, 0.7, 0.85, 0.80),
+    ]
     epochs = []
     for i, f in enumerate(figures):
         epochs.append(record(i + 1, *f, previous=epochs[-1] if epochs else None))
     image = torch.rand(3, 16, 24)
     masks = torch.zeros(1, 1, 16, 24)
     masks[0, 0, 2:9, 3:11] = 0.9
-    prediction = {"boxes": torch.tensor([[3.0, 2.0, 11.0, 9.0]]), "labels": torch.tensor([2]),
-                  "scores": torch.tensor([0.8765]), "masks": masks}
+    prediction = {
+        "boxes": torch.tensor([[3.0, 2.0, 11.0, 9.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([0.8765]),
+        "masks": masks,
+    }
     for r in epochs:
         r.predictions = [encode_detections(prediction)]
-    target = {"boxes": torch.tensor([[3.0, 2.0, 11.0, 9.0]]), "labels": torch.tensor([2]),
-              "masks": (masks[:, 0] > 0.5).to(torch.uint8)}
-    return TrainingTrace(epochs, [encode_image(image)], ["background", "a", "b"], {"epochs": 5}, 0,
-                         [encode_detections(target)])
+    target = {
+        "boxes": torch.tensor([[3.0, 2.0, 11.0, 9.0]]),
+        "labels": torch.tensor([2]),
+        "masks": (masks[:, 0] > 0.5).to(torch.uint8),
+    }
+    return TrainingTrace(
+        epochs, [encode_image(image)], ["background", "a", "b"], {"epochs": 5}, 0, [encode_detections(target)]
+    )
 
 
 def test_markdown_table_has_a_row_per_epoch_with_bars_scaled_to_the_largest_loss():
@@ -63,8 +88,10 @@ def test_observations_tell_the_story():
     assert "loss fell 25% (1.20 -> 0.90)" in epochs[1].observation
     assert "masks sharpening: mask mAP@0.5 0.30 -> 0.55" in epochs[1].observation
     # epoch 5: training loss fell while validation loss rose
-    assert "validation loss rose (loss_objectness 0.12 -> 0.14) while training loss fell: overfitting?" \
+    assert (
+        "validation loss rose (loss_objectness 0.12 -> 0.14) while training loss fell: overfitting?"
         in epochs[4].observation
+    )
     fresh = observe(epochs[4], epochs[3], fresh_scenes=True)
     assert "while training loss fell: not memorizing (every training scene is new)" in fresh
 
@@ -101,8 +128,12 @@ def test_images_and_predictions_decode(tmp_path):
 
 
 def test_no_detections_round_trip():
-    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0),
-             "masks": torch.zeros(0, 1, 10, 12)}
+    empty = {
+        "boxes": torch.zeros(0, 4),
+        "labels": torch.zeros(0, dtype=torch.int64),
+        "scores": torch.zeros(0),
+        "masks": torch.zeros(0, 1, 10, 12),
+    }
     decoded = decode_detections(encode_detections(empty))
     assert decoded["boxes"].shape == (0, 4) and decoded["masks"].shape == (0, 10, 12)
 

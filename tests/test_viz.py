@@ -8,8 +8,8 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
-from mrcnn_course import viz
-from mrcnn_course.training_trace import LOSS_PARTS, TrainingTrace
+from mrcnn_course.show import viz
+from mrcnn_course.training.training_trace import LOSS_PARTS, TrainingTrace
 
 matplotlib.use("Agg")
 NAMES = ("background", "square", "circle", "triangle")
@@ -23,10 +23,17 @@ def two_squares():
     masks[1, 30:60, 28:58] = 1
     image[:, masks[0].bool()] = torch.tensor([0.9, 0.1, 0.1])[:, None]
     image[:, masks[1].bool()] = torch.tensor([0.1, 0.1, 0.9])[:, None]
-    target = {"boxes": torch.tensor([[5.0, 5, 25, 25], [28, 30, 58, 60]]), "labels": torch.tensor([1, 2]), "masks": masks}
-    prediction = {"boxes": torch.tensor([[4.0, 6, 25, 24], [28, 30, 57, 60], [0, 0, 10, 10]]),
-                  "labels": torch.tensor([1, 2, 3]), "scores": torch.tensor([0.9, 0.6, 0.2]),
-                  "masks": torch.cat([masks.float(), torch.zeros(1, 64, 64)])[:, None] * 0.8}
+    target = {
+        "boxes": torch.tensor([[5.0, 5, 25, 25], [28, 30, 58, 60]]),
+        "labels": torch.tensor([1, 2]),
+        "masks": masks,
+    }
+    prediction = {
+        "boxes": torch.tensor([[4.0, 6, 25, 24], [28, 30, 57, 60], [0, 0, 10, 10]]),
+        "labels": torch.tensor([1, 2, 3]),
+        "scores": torch.tensor([0.9, 0.6, 0.2]),
+        "masks": torch.cat([masks.float(), torch.zeros(1, 64, 64)])[:, None] * 0.8,
+    }
     return image, target, prediction
 
 
@@ -116,10 +123,12 @@ def test_a_notebook_shows_a_returned_figure_once():
     import nbclient
     import nbformat
 
-    code = ("import matplotlib.pyplot as plt  # the inline backend, as in a lesson\nimport torch\n"
-            "from mrcnn_course import viz\n"
-            "image = torch.rand(3, 32, 32)\n"
-            "viz.draw_detections(image, target={'boxes': torch.tensor([[2.0, 2, 20, 20]]), 'labels': torch.tensor([1])})")
+    code = (
+        "import matplotlib.pyplot as plt  # the inline backend, as in a lesson\nimport torch\n"
+        "from mrcnn_course import viz\n"
+        "image = torch.rand(3, 32, 32)\n"
+        "viz.draw_detections(image, target={'boxes': torch.tensor([[2.0, 2, 20, 20]]), 'labels': torch.tensor([1])})"
+    )
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
     outputs = notebook.cells[0].outputs

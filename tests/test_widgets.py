@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from mrcnn_course.training_trace import LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace, encode_detections, encode_image
-from mrcnn_course.widgets import TrainingViewer
+from mrcnn_course.show.widgets import TrainingViewer
+from mrcnn_course.training.encoding import encode_detections, encode_image
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace
 
 
 def hand_made_trace(epochs: int = 4) -> TrainingTrace:
@@ -20,13 +21,28 @@ def hand_made_trace(epochs: int = 4) -> TrainingTrace:
         progress = epoch / epochs
         losses = {part: 1.0 - 0.5 * progress for part in LOSS_PARTS}
         losses[TOTAL] = sum(losses.values())
-        prediction = encode_detections({**target, "boxes": target["boxes"] + 10 * (1 - progress),
-                                        "scores": torch.tensor([progress])})
-        records.append(EpochRecord(epoch, losses, {k: v * 1.1 for k, v in losses.items()}, progress, progress / 2,
-                                   progress, progress / 2, progress, 1e-3, 2.0, f"epoch {epoch} <went well>",
-                                   [prediction, prediction]))
-    return TrainingTrace(records, [encode_image(image)] * 2, ["background", "square"], {}, 0,
-                         [encode_detections(target)] * 2)
+        prediction = encode_detections(
+            {**target, "boxes": target["boxes"] + 10 * (1 - progress), "scores": torch.tensor([progress])}
+        )
+        records.append(
+            EpochRecord(
+                epoch,
+                losses,
+                {k: v * 1.1 for k, v in losses.items()},
+                progress,
+                progress / 2,
+                progress,
+                progress / 2,
+                progress,
+                1e-3,
+                2.0,
+                f"epoch {epoch} <went well>",
+                [prediction, prediction],
+            )
+        )
+    return TrainingTrace(
+        records, [encode_image(image)] * 2, ["background", "square"], {}, 0, [encode_detections(target)] * 2
+    )
 
 
 def test_a_saved_trace_opens_at_its_last_epoch(tmp_path):
@@ -77,15 +93,24 @@ def test_a_missing_trace_file_says_what_to_do(tmp_path):
 @pytest.mark.slow
 def test_viewer_follows_a_real_training_run():
     from mrcnn_course import maskrcnn_small
-    from mrcnn_course.data import CLASSES
-    from mrcnn_course.training import train
+    from mrcnn_course.training.data import CLASSES
+    from mrcnn_course.training.loop import train
 
     viewer = TrainingViewer()
     shown = []
     viewer.summary.observe(lambda change: shown.append(change["new"]), names="value")
     small = maskrcnn_small(num_classes=len(CLASSES), min_size=64, max_size=64)  # 64-px inputs: 4x less work
-    trace = train(small, epochs=2, images_per_epoch=2, val_images=1, shown_images=1, batch_size=2, image_size=64,
-                  progress=False, on_epoch=viewer.on_epoch)
+    trace = train(
+        small,
+        epochs=2,
+        images_per_epoch=2,
+        val_images=1,
+        shown_images=1,
+        batch_size=2,
+        image_size=64,
+        progress=False,
+        on_epoch=viewer.on_epoch,
+    )
     assert viewer.trace is trace and viewer.slider.max == viewer.slider.value == 2
     assert [text.split(":")[0] for text in shown] == ["epoch 1 of 1", "epoch 2 of 2"]  # once per epoch
     assert bytes(viewer.predictions.value).startswith(b"\x89PNG")

@@ -1,0 +1,209 @@
+"""Box operations shared by every stage: area, IoU, clipping, encoding and NMS.
+
+Shapes:
+    N, M   numbers of boxes
+    C      number of classes (or categories for batched NMS)
+
+Boxes are (x1, y1, x2, y2) in pixels, x2 > x1 and y2 > y1. A width is x2 - x1, with no "+1":
+torchvision dropped the old Detectron convention, and an exact match depends on it.
+
+Left out: rotated boxes, other box formats (xywh, cxcywh), generalized IoU losses.
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+from mrcnn_course.model import components
+
+# The largest log-scale step a decoded box may take: exp(4.135) = 62.5x, so a 16-px anchor grows to
+# at most 1000 px. Without it an untrained head can overflow torch.exp.
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Areas of boxes (Tensor[..., 4]) -> Tensor[...]."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Intersection over union of every pair.
+
+    Args:
+        boxes1 (Tensor[N, 4]), boxes2 (Tensor[M, 4])
+    Returns:
+        Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; NaN for two zero-area boxes (0 / 0), as torchvision.
+    """
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)
+    wh = (bottom_right - top_left).clamp(min=0)  # (N, M, 2): no overlap -> 0
+    intersection = wh[..., 0] * wh[..., 1]
+    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - intersection
+    return intersection / union
+
+
+def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Clamp boxes (Tensor[..., 4]) inside an image of size (height, width)."""
+    height, width = size
+    x = boxes[..., 0::2].clamp(min=0, max=width)  # (..., 2): x1, x2
+    y = boxes[..., 1::2].clamp(min=0, max=height)  # (..., 2): y1, y2
+    return torch.stack((x, y), dim=-1).reshape(boxes.shape)  # interleave back to x1, y1, x2, y2
+
+
+def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
+    """Indices (Tensor[K] int64) of boxes (Tensor[N, 4]) whose both sides are >= min_size."""
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    return torch.where((widths >= min_size) & (heights >= min_size))[0]
+
+
+def encode_boxes(reference_boxes: Tensor, proposals: Tensor, weights: tuple[float, ...]) -> Tensor:
+    """Regression targets that move each proposal onto its reference box (Faster R-CNN, Eqn. 2).
+
+    Args:
+        reference_boxes (Tensor[N, 4]): where the boxes should end up (matched ground truth)
+        proposals (Tensor[N, 4]): the boxes we start from (anchors or proposals)
+        weights: (wx, wy, ww, wh) scale the deltas so that they have roughly unit variance:
+            (1, 1, 1, 1) in the RPN, (10, 10, 5, 5) in the box head
+    Returns:
+        Tensor[N, 4]: (dx, dy, dw, dh) = (wx * (gx - px) / pw, wy * (gy - py) / ph,
+        ww * log(gw / pw), wh * log(gh / ph)) with centres (x, y) and sizes (w, h).
+    """
+    wx, wy, ww, wh = weights
+    widths = proposals[:, 2] - proposals[:, 0]
+    heights = proposals[:, 3] - proposals[:, 1]
+    ctr_x = proposals[:, 0] + 0.5 * widths
+    ctr_y = proposals[:, 1] + 0.5 * heights
+    gt_widths = reference_boxes[:, 2] - reference_boxes[:, 0]
+    gt_heights = reference_boxes[:, 3] - reference_boxes[:, 1]
+    gt_ctr_x = reference_boxes[:, 0] + 0.5 * gt_widths
+    gt_ctr_y = reference_boxes[:, 1] + 0.5 * gt_heights
+    dx = wx * (gt_ctr_x - ctr_x) / widths
+    dy = wy * (gt_ctr_y - ctr_y) / heights
+    dw = ww * torch.log(gt_widths / widths)
+    dh = wh * torch.log(gt_heights / heights)
+    return torch.stack((dx, dy, dw, dh), dim=1)
+
+
+def decode_boxes(deltas: Tensor, boxes: Tensor, weights: tuple[float, ...], clip: float = BBOX_XFORM_CLIP) -> Tensor:
+    """Apply regression deltas to boxes: the inverse of encode_boxes.
+
+    Args:
+        deltas (Tensor[N, 4 * C]): (dx, dy, dw, dh) per box, one group of 4 per class
+        boxes (Tensor[N, 4]): the boxes the deltas are relative to
+        weights: the same (wx, wy, ww, wh) the deltas were encoded with
+        clip: dw and dh are clamped at this value before exp (gotcha: not clamping lets an untrained
+            head produce inf boxes)
+    Returns:
+        Tensor[N, C, 4]: decoded boxes
+    """
+    wx, wy, ww, wh = weights
+    boxes = boxes.to(deltas.dtype)
+    widths = boxes[:, 2:3] - boxes[:, 0:1]  # (N, 1)
+    heights = boxes[:, 3:4] - boxes[:, 1:2]
+    ctr_x = boxes[:, 0:1] + 0.5 * widths
+    ctr_y = boxes[:, 1:2] + 0.5 * heights
+
+    dx = deltas[:, 0::4] / wx  # (N, C)
+    dy = deltas[:, 1::4] / wy
+    dw = (deltas[:, 2::4] / ww).clamp(max=clip)
+    dh = (deltas[:, 3::4] / wh).clamp(max=clip)
+
+    pred_ctr_x = dx * widths + ctr_x
+    pred_ctr_y = dy * heights + ctr_y
+    half_w = 0.5 * torch.exp(dw) * widths
+    half_h = 0.5 * torch.exp(dh) * heights
+    corners = (pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h)
+    return torch.stack(corners, dim=2)  # (N, C, 4)
+
+
+class BoxCoder:
+    """Encodes boxes as regression targets and decodes predictions back, with fixed weights.
+
+    The same class, with the same name and methods, as torchvision's detection BoxCoder, working on
+    lists of per-image tensors.
+    """
+
+    def __init__(self, weights: tuple[float, float, float, float], bbox_xform_clip: float = BBOX_XFORM_CLIP):
+        self.weights = weights
+        self.bbox_xform_clip = bbox_xform_clip
+
+    def encode(self, reference_boxes: list[Tensor], proposals: list[Tensor]) -> list[Tensor]:
+        """Per image: Tensor[N_i, 4] targets from matched boxes and proposals (lists of Tensor[N_i, 4])."""
+        boxes_per_image = [len(b) for b in reference_boxes]
+        targets = components.encode_boxes(torch.cat(reference_boxes), torch.cat(proposals), self.weights)
+        return list(targets.split(boxes_per_image, 0))
+
+    def decode(self, deltas: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Deltas Tensor[sum N_i, 4 * C] on the concatenated boxes (list of Tensor[N_i, 4]) -> Tensor[sum N_i, C, 4]."""
+        concat_boxes = torch.cat(boxes, dim=0)
+        return components.decode_boxes(deltas, concat_boxes, self.weights, self.bbox_xform_clip)
+
+
+# Boxes per block in nms: a block's IoU rows are computed together (128 was fastest on 2 cores).
+NMS_BLOCK = 128
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy non-maximum suppression.
+
+    Visit the boxes from the highest score down; keep a box unless it overlaps a box kept before it
+    by IoU > iou_threshold (strictly).
+
+    Args:
+        boxes (Tensor[N, 4]), scores (Tensor[N]), iou_threshold
+    Returns:
+        Tensor[K] int64: indices of the kept boxes, by decreasing score.
+
+    Vectorized in blocks of NMS_BLOCK boxes (in score order): inside a block the greedy rule
+    keep[i] = alive[i] and not any(keep[j] and iou[j, i] > t for j < i) is applied to all its boxes
+    at once and repeated until nothing changes (each round settles at least one more box, usually
+    all of them in a few rounds); then the block's kept boxes suppress every later box in one step.
+    Gotcha: boxes with equal scores may come out in another order than torchvision's C++ sort.
+    """
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    order = scores.argsort(descending=True, stable=True)
+    sorted_boxes = boxes[order]
+    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)  # not suppressed (yet)
+    for start in range(0, len(order), NMS_BLOCK):
+        end = min(start + NMS_BLOCK, len(order))
+        candidates = alive[start:end]
+        block = sorted_boxes[start:end]
+        overlaps = (box_iou(block, block) > iou_threshold).triu_(diagonal=1)  # (B, B): row suppresses column
+        keep = candidates.clone()
+        while True:
+            new_keep = candidates & ~(overlaps & keep[:, None]).any(dim=0)
+            if torch.equal(new_keep, keep):
+                break
+            keep = new_keep
+        alive[start:end] = keep
+        if end < len(order) and keep.any():  # the block's kept boxes suppress all later boxes
+            alive[end:] &= ~(box_iou(block[keep], sorted_boxes[end:]) > iou_threshold).any(dim=0)
+    return order[alive]
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """NMS done independently per category (class or FPN level).
+
+    Args:
+        boxes (Tensor[N, 4]), scores (Tensor[N]), idxs (Tensor[N] int64): the category of each box
+    Returns:
+        Tensor[K] int64: indices of the kept boxes, by decreasing score.
+
+    Shifting each category's boxes by a different offset makes boxes of different categories never
+    overlap, so one NMS call does them all; for many boxes, NMS per category is cheaper than the
+    offset trick's N x N IoU matrix. The same rule as torchvision (offsets up to 1000 boxes).
+    """
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if len(boxes) <= 1000:
+        offsets = idxs.to(boxes) * (boxes.max() + 1)  # (N,)
+        return components.nms(boxes + offsets[:, None], scores, iou_threshold)
+    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+    for category in torch.unique(idxs):
+        members = torch.where(idxs == category)[0]
+        keep_mask[members[components.nms(boxes[members], scores[members], iou_threshold)]] = True
+    keep = torch.where(keep_mask)[0]
+    return keep[scores[keep].sort(descending=True)[1]]

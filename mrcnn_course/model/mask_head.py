@@ -1,0 +1,148 @@
+"""Stage 6, the mask head: a small FCN turns 14x14 RoI features into 28x28 masks, one per class.
+
+Shapes:
+    K        RoIs: positive sampled proposals in training, detections at test time
+    C        classes (background included);  M = 28, the mask side
+    G        ground-truth objects in an image;  H, W the image size
+
+For N detections: Nx256x14x14 -> four 3x3 convs (256) -> 2x transposed conv -> Nx256x28x28 ->
+1x1 conv -> NxCx28x28 logits. At test time the channel of the predicted class is kept, turned into
+a probability and pasted into the image at its box: N x 1 x H x W.
+
+Why one mask per class (Mask R-CNN, section 3): the mask loss only looks at the ground-truth class's
+channel, so classes do not compete for pixels; the box head alone decides the class. Masks and
+classes are decoupled.
+
+Gotcha when pasting (torchvision's rule, kept for an exact match): the 28x28 mask is padded to 30x30
+and its box grown by 30/28, so that the mask's border pixels have room to fade out; box corners are
+truncated to integers and the box is one pixel wider than x2 - x1. Pasted masks are probabilities:
+threshold them yourself (0.5 is usual).
+
+Left out: mask scoring, class-agnostic masks, point-based refinement (PointRend).
+"""
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mrcnn_course.model import components
+
+MASK_THRESHOLD = 0.5  # a pasted mask's pixel is "on" above this probability (as in COCO evaluation; the model
+# itself returns probabilities, as torchvision's does, and never thresholds)
+
+MASK_PADDING = 1  # pixels of zeros around a 28x28 mask before pasting (30x30)
+
+
+class MaskRCNNHeads(nn.Sequential):
+    """Four 3x3 convolutions with ReLU, keeping 14x14 (Mask R-CNN, Fig. 4 right)."""
+
+    def __init__(self, in_channels: int, layers: tuple[int, ...]):
+        blocks = []
+        for width in layers:
+            # Nested Sequential so keys read "0.0.weight", as torchvision's.
+            blocks.append(nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)))
+            in_channels = width
+        super().__init__(*blocks)
+        for layer in self.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+
+
+class MaskRCNNPredictor(nn.Sequential):
+    """2x upsampling (transposed conv) then a 1x1 conv to one mask logit map per class."""
+
+    def __init__(self, in_channels: int, dim_reduced: int, num_classes: int):
+        super().__init__(
+            OrderedDict(
+                [
+                    ("conv5_mask", nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)),  # 14x14 -> 28x28
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("mask_fcn_logits", nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)),
+                ]
+            )
+        )
+        for name, param in self.named_parameters():
+            if "weight" in name:
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+
+
+def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, M: int) -> Tensor:
+    """Mask targets: each RoI's ground-truth mask, cropped to the RoI and resized to M x M.
+
+    Args:
+        gt_masks (Tensor[G, H, W] uint8): the image's object masks
+        boxes (Tensor[K, 4]): the RoIs, in image pixels
+        matched_idxs (Tensor[K] int64): which object each RoI is matched to
+        M: output side (28)
+    Returns:
+        Tensor[K, M, M] float in [0, 1]: RoI Align of the matched mask (adaptive sampling, aligned=False)
+    """
+    rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # (K, 5): (mask index, box)
+    return components.roi_align(gt_masks[:, None].to(rois), rois, (M, M), 1.0, -1, False)[:, 0]
+
+
+def maskrcnn_loss(
+    mask_logits: Tensor,
+    proposals: list[Tensor],
+    gt_masks: list[Tensor],
+    gt_labels: list[Tensor],
+    mask_matched_idxs: list[Tensor],
+) -> Tensor:
+    """Mean binary cross-entropy between the ground-truth class's mask logits and the mask targets.
+
+    Args:
+        mask_logits (Tensor[K, C, M, M]); proposals: N Tensor[K_i, 4] (positives only)
+        gt_masks: N Tensor[G_i, H, W]; gt_labels: N Tensor[G_i]; mask_matched_idxs: N Tensor[K_i]
+    Returns:
+        a scalar; 0 (still connected to the graph) when there is no positive RoI
+    """
+    side = mask_logits.shape[-1]
+    labels = torch.cat([lbl[idx] for lbl, idx in zip(gt_labels, mask_matched_idxs)])  # (K,)
+    targets = torch.cat(
+        [components.project_masks_on_boxes(m, p, i, side) for m, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
+    )  # (K, M, M)
+    if targets.numel() == 0:
+        return mask_logits.sum() * 0  # BCE's mean of nothing is NaN
+    own_class = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]  # (K, M, M)
+    return F.binary_cross_entropy_with_logits(own_class, targets)
+
+
+def select_class_masks(mask_logits: Tensor, labels: list[Tensor]) -> list[Tensor]:
+    """Probabilities of each detection's own class: Tensor[K, C, M, M] -> N Tensor[T_i, 1, M, M]."""
+    all_labels = torch.cat(labels)
+    probs = mask_logits[torch.arange(len(all_labels), device=all_labels.device), all_labels].sigmoid()  # (K, M, M)
+    return list(probs[:, None].split([len(l) for l in labels]))
+
+
+def paste_masks_in_image(
+    masks: Tensor, boxes: Tensor, img_shape: tuple[int, int], padding: int = MASK_PADDING
+) -> Tensor:
+    """Resize each M x M mask to its box and place it in an empty image.
+
+    Args:
+        masks (Tensor[T, 1, M, M]): probabilities; boxes (Tensor[T, 4]) in the output image's pixels
+        img_shape: (H, W) of the output image
+    Returns:
+        Tensor[T, 1, H, W]: zero outside each box
+    """
+    height, width = img_shape
+    side = masks.shape[-1]
+    scale = (side + 2 * padding) / side
+    masks = F.pad(masks, (padding,) * 4)  # (T, 1, M + 2p, M + 2p)
+    # grow each box by the same factor around its centre, then truncate to whole pixels
+    half_w = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    half_h = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    ctr_x = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    ctr_y = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    grown = torch.stack([ctr_x - half_w, ctr_y - half_h, ctr_x + half_w, ctr_y + half_h], dim=1).to(torch.int64)
+    pasted = masks.new_zeros((len(masks), 1, height, width))
+    for i, (mask, (x1, y1, x2, y2)) in enumerate(zip(masks, grown.tolist())):
+        w, h = max(x2 - x1 + 1, 1), max(y2 - y1 + 1, 1)  # +1: the box includes its last pixel
+        resized = F.interpolate(mask[None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        x0, x_end, y0, y_end = max(x1, 0), min(x2 + 1, width), max(y1, 0), min(y2 + 1, height)
+        if x_end > x0 and y_end > y0:
+            pasted[i, 0, y0:y_end, x0:x_end] = resized[y0 - y1 : y_end - y1, x0 - x1 : x_end - x1]
+    return pasted

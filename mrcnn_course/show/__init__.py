@@ -1,0 +1,10 @@
+"""Pictures and widgets: what the lessons and demos show.
+
+      viz.py            images with boxes, labels and masks; the training curves; figures as PNG
+      stage_viz.py      the prediction trace drawn stage by stage, the data-flow table, NMS, anchors
+      roi_geometry.py   RoI Align's sampling grid and RoI Pool's quantization, for the pictures
+      explorers.py      interactive explorers (ipywidgets): anchors, NMS, RoI Align, mask threshold
+      widgets.py        TrainingViewer: the training trace epoch by epoch (slider, curves, predictions)
+
+Uses the model and training; nothing below imports it.
+"""

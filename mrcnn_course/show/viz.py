@@ -1,0 +1,220 @@
+"""Pictures of the model's outputs, drawn from live tensors: images with their boxes, labels and
+masks (ground truth and predictions), and a training run's curves and predictions epoch by epoch.
+The pictures of each stage at work (the prediction trace, the explorers') are in stage_viz.py.
+
+Shapes:
+    H, W     an image's size;  Hp, Wp the padded batch size (stage 1's output)
+    T        detections (or ground-truth objects) in an image
+
+Every function returns a matplotlib Figure and never calls plt.show(): they run under the Agg
+backend in scripts and tests, and a notebook displays the returned figure once (a NotebookFigure
+renders itself as a PNG; pyplot is never involved, so figures are neither shown twice nor leaked).
+
+Left out: interactive matplotlib backends (the widgets redraw PNGs instead), keypoints.
+"""
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
+from torch import Tensor
+
+from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD
+from mrcnn_course.model.mask_head import MASK_THRESHOLD
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+
+FONT = 8  # small enough for six panels side by side, large enough to read
+
+
+class NotebookFigure(Figure):
+    """A Figure that Jupyter displays as a PNG without pyplot (so it is shown once, never leaked)."""
+
+    def _repr_png_(self) -> bytes:
+        return figure_png(self)
+
+
+def new_figure(width: float, height: float) -> NotebookFigure:
+    """An empty figure of width x height inches with constrained layout: add axes with fig.subplots()."""
+    return NotebookFigure(figsize=(width, height), layout="constrained")
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes (for an ipywidgets.Image, or a file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def instance_colours(n: int) -> list[tuple[float, float, float]]:
+    """n distinct colours, one per instance (tab10, repeating after 10)."""
+    palette = matplotlib.colormaps["tab10"].colors
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def to_display(image: Tensor) -> np.ndarray:
+    """Tensor[3, H, W] (float in [0, 1], or uint8) -> an H x W x 3 float array for imshow."""
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(
+            f"expected an image Tensor[3, H, W], got {shape}; "
+            "convert a PIL image or an H x W x 3 array with data.to_image_tensor first"
+        )
+    image = image.detach().cpu()
+    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    return image.permute(1, 2, 0).clamp(0, 1).numpy()  # (H, W, 3)
+
+
+def batch_to_display(batch: Tensor) -> np.ndarray:
+    """Stage 1's normalized, padded Tensor[1, 3, Hp, Wp] -> Hp x Wp x 3 in [0, 1] (ImageNet statistics undone)."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return to_display(batch[0].detach().cpu() * std + mean)
+
+
+def class_name(label: int, class_names: Sequence[str] | None) -> str:
+    """class_names[label], or "class 3" when there are no names (or too few)."""
+    return class_names[label] if class_names and 0 <= label < len(class_names) else f"class {label}"
+
+
+def draw_instances(
+    ax: Axes,
+    image: Tensor,
+    instances: dict[str, Tensor],
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+) -> int:
+    """Draw `image` with boxes, labels and masks on `ax`; returns how many instances were drawn.
+
+    Args:
+        image: Tensor[3, H, W]
+        instances: boxes Tensor[T, 4] (x1, y1, x2, y2), labels Tensor[T]; optional scores Tensor[T]
+            (predictions: only score >= score_threshold are drawn, the score beside the label) and
+            masks (ground truth Tensor[T, H, W] 0/1, or predicted probabilities Tensor[T, 1, H, W]).
+    """
+    shown = to_display(image)
+    boxes, labels = instances["boxes"].detach().cpu(), instances["labels"].detach().cpu()
+    scores, masks = instances.get("scores"), instances.get("masks")
+    if boxes.dim() != 2 or boxes.shape[-1] != 4 or len(labels) != len(boxes):
+        raise ValueError(
+            f"expected boxes Tensor[T, 4] and labels Tensor[T], got {tuple(boxes.shape)} and {tuple(labels.shape)}"
+        )
+    if masks is not None:
+        masks = masks.detach().cpu().float().reshape(len(boxes), *masks.shape[-2:])  # (T, H, W)
+        if masks.shape[-2:] != shown.shape[:2]:
+            raise ValueError(
+                f"masks are {tuple(masks.shape[-2:])} but the image is {shown.shape[:2]}: "
+                "draw the instances on the image they belong to"
+            )
+    keep = torch.ones(len(boxes), dtype=torch.bool) if scores is None else scores.detach().cpu() >= score_threshold
+    index = torch.where(keep)[0].tolist()
+    ax.imshow(shown)
+    overlay = np.zeros((*shown.shape[:2], 4))
+    for colour, i in zip(instance_colours(len(index)), index):
+        x1, y1, x2, y2 = boxes[i].tolist()
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
+        text = class_name(int(labels[i]), class_names) + ("" if scores is None else f" {float(scores[i]):.2f}")
+        ax.text(
+            x1,
+            y1,
+            text,
+            fontsize=FONT,
+            color="white",
+            va="bottom",
+            clip_on=True,
+            bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.9),
+        )
+        if masks is not None:
+            overlay[masks[i].numpy() > MASK_THRESHOLD] = (*colour, 0.45)
+    ax.imshow(overlay)
+    ax.set_axis_off()
+    return len(index)
+
+
+def draw_detections(
+    image: Tensor,
+    prediction: dict[str, Tensor] | None = None,
+    target: dict[str, Tensor] | None = None,
+    class_names: Sequence[str] | None = None,
+    score_threshold: float = 0.5,
+    size: float = 4,
+) -> Figure:
+    """The image with its ground truth (target) and/or the model's prediction, side by side."""
+    panels = [
+        (name, value) for name, value in (("ground truth", target), ("prediction", prediction)) if value is not None
+    ]
+    if not panels:
+        raise ValueError("give a prediction, a target or both: there is nothing to draw")
+    fig = new_figure(size * len(panels), size)
+    for ax, (name, instances) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        drawn = draw_instances(ax, image, instances, class_names, score_threshold)
+        rule = f", score >= {score_threshold}" if "scores" in instances else ""
+        ax.set_title(f"{name}: {drawn} of {len(instances['boxes'])}{rule}", fontsize=FONT + 1)
+    return fig
+
+
+def draw_training_curves(trace: TrainingTrace, epoch: int, size: float = 3.2) -> Figure:
+    """A TrainingTrace's curves up to `epoch` (1-based): the loss and its five parts (train solid,
+    validation dashed, log scale), and accuracy and mAP. The axes span the whole run, so the
+    picture grows rather than rescales as the epoch moves."""
+    records = trace.epochs
+    if not 1 <= epoch <= len(records):
+        raise ValueError(f"epoch {epoch} is not in the trace: it has epochs 1 to {len(records)}")
+    shown = records[:epoch]
+    x = [r.epoch for r in shown]
+    fig = new_figure(2 * size * 1.5, size)
+    losses, metrics = fig.subplots(1, 2)
+    colours = dict(zip((TOTAL, *LOSS_PARTS), ["black", *instance_colours(len(LOSS_PARTS))]))
+    for part, colour in colours.items():
+        label = part.removeprefix("loss_")
+        losses.plot(x, [r.train_losses[part] for r in shown], color=colour, marker=".", label=label)
+        losses.plot(x, [r.val_losses[part] for r in shown], color=colour, ls="--")
+    everything = [v for r in records for d in (r.train_losses, r.val_losses) for v in d.values() if v > 0]
+    losses.set_yscale("log")
+    losses.set_ylim(min(everything) * 0.8, max(everything) * 1.25)
+    losses.set_title(
+        f"loss by part (solid train, dashed validation)\nepoch {epoch}: "
+        f"train {shown[-1].train_losses[TOTAL]:.3f}, validation {shown[-1].val_losses[TOTAL]:.3f}",
+        fontsize=FONT + 1,
+    )
+    for name in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50"):
+        metrics.plot(x, [getattr(r, name) for r in shown], marker=".", label=name.replace("_map", " mAP"))
+    metrics.set_ylim(0, 1)
+    metrics.set_title(
+        f"validation: accuracy and mAP\nepoch {epoch}: accuracy {shown[-1].accuracy:.2f}, "
+        f"mask mAP@0.5 {shown[-1].mask_map50:.2f}",
+        fontsize=FONT + 1,
+    )
+    for ax in (losses, metrics):
+        ax.set_xlim(0.8, max(len(records), 2) + 0.2)
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+        ax.axvline(epoch, color="0.7", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=FONT - 1, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside: curves stay visible
+    return fig
+
+
+def draw_epoch_predictions(
+    trace: TrainingTrace, epoch: int, count: int = 3, score_threshold: float = 0.5, size: float = 2.6
+) -> Figure:
+    """The model's predictions on the first `count` fixed validation images of a TrainingTrace after
+    `epoch` (1-based), drawn from the trace alone."""
+    if not 1 <= epoch <= len(trace.epochs):
+        raise ValueError(f"epoch {epoch} is not in the trace: it has epochs 1 to {len(trace.epochs)}")
+    count = min(count, len(trace.val_images))
+    if count == 0:
+        raise ValueError("the trace holds no validation images, so there are no predictions to draw")
+    fig = new_figure(size * count, size + 0.3)
+    for index, ax in enumerate(fig.subplots(1, count, squeeze=False)[0]):
+        found = draw_instances(
+            ax, trace.image(index), trace.predictions(epoch, index), trace.class_names, score_threshold
+        )
+        objects = f", {len(trace.val_targets[index]['labels'])} objects" if trace.val_targets else ""
+        ax.set_title(f"image {index}: {found} predicted{objects}\n(score >= {score_threshold})", fontsize=FONT)
+    return fig

@@ -1,0 +1,10 @@
+"""Teaching: grading that explains, quizzes, and nbgrader's release/autograde/grades.
+
+      grading/            one checker per exercise (checks_<stage>.py), the guard, the learner's components
+      quiz.py             sealed multiple-choice keys and immediate feedback (no torch: quizzes load fast)
+      nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
+      course.py           release, autograde, grades: `python -m mrcnn_course.teaching release` (make release)
+
+Uses the model, training and pictures; nothing imports it but notebooks, nbgrader_config.py and tests.
+Importing this package loads nothing else: quiz notebooks and nbgrader's configuration stay light.
+"""

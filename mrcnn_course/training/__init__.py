@@ -1,0 +1,30 @@
+"""Training and data: scenes, datasets, the training loop and its trace, checkpoints, evaluation.
+
+      scenes.py          the synthetic scene painter: squares, circles, triangles, a cartoon dog and cat
+      data.py            datasets (ShapesDataset, CocoFolder), COCO export, images from files
+      encoding.py        images and detections as compact JSON text (PNG, COCO run-length masks)
+      evaluation.py      box and mask mAP with pycocotools, detection accuracy
+      loop.py            train(), the Recipe, train_step: the loop, its schedule and the seed
+      training_trace.py  TrainingTrace: per-epoch losses, accuracy, mAP, predictions, an observation
+      budget.py          fit_to_budget: shorten the capstone's run to the course's time budget
+      checkpoints.py     save and resume a run exactly (weights, optimizer, random states)
+      distributed.py     torchrun / DistributedDataParallel helpers
+      pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
+
+`from mrcnn_course import training` gives this package, with the loop's names at hand:
+training.train, training.Recipe, training.train_step, training.recipe_for_notebooks, ...
+Uses the model; never pictures or teaching.
+"""
+
+from mrcnn_course.training.loop import (
+    QUICK,
+    Recipe,
+    StepInfo,
+    autograding,
+    dataset_seed,
+    recipe_for_notebooks,
+    train,
+    train_step,
+)
+
+__all__ = ["QUICK", "Recipe", "StepInfo", "autograding", "dataset_seed", "recipe_for_notebooks", "train", "train_step"]
