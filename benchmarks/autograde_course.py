@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mrcnn_course.teaching import course
+from mrcnn_course.teaching.course import autograde, release
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 180
@@ -28,14 +28,14 @@ def main() -> int:
         shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".*"))
         shutil.copy(ROOT / "nbgrader_config.py", course)
         start = time.perf_counter()
-        assignments = course.release(course)
+        assignments = release(course)
         release_seconds = time.perf_counter() - start
         for assignment in assignments:
             shutil.copytree(
                 course / "solutions" / assignment.name, course / "grading" / "submitted" / "learner" / assignment.name
             )
         start = time.perf_counter()
-        outcomes = course.autograde(course)
+        outcomes = autograde(course)
         total = time.perf_counter() - start
 
     print(f"\n{'assignment':24} {'seconds':>8}  score")

@@ -1,12 +1,12 @@
 """Autograding a class end to end, with nbgrader's real commands and the real gradebook.
 
 In a temporary copy of the course (solutions/ and nbgrader_config.py), the fixture releases every
-assignment (course.release), hands in the work of simulated learners, autogrades it, writes
+assignment (teaching.course.release), hands in the work of simulated learners, autogrades it, writes
 feedback, and the tests read the results back from the gradebook (nbgrader.api.Gradebook), never
 from exit codes: `nbgrader autograde` exits 1 when one learner fails and still grades the others.
 
     solutions      the instructor versions of the WHOLE course (every lesson and quiz in solutions/):
-                   full marks; graded by course.autograde, as `make autograde` does
+                   full marks; graded by teaching.course.autograde, as `make autograde` does
     untouched      the released quiz as it is: 0 on every graded cell
     partly_wrong   2 right answers, 2 wrong, 1 unanswered: 2 points
     edited_test    a locked check cell replaced by `pass` (with a wrong answer): restored, 0 on it
@@ -33,7 +33,7 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from mrcnn_course.teaching import course
+from mrcnn_course.teaching.course import autograde, release, write_grades
 
 pytestmark = [
     pytest.mark.slow,
@@ -88,7 +88,7 @@ def course(tmp_path_factory):
     course = tmp_path_factory.mktemp("course")
     shutil.copytree(ROOT / "solutions", course / "solutions", ignore=shutil.ignore_patterns(".*"))
     shutil.copy(ROOT / "nbgrader_config.py", course)
-    assignments = course.release(course)
+    assignments = release(course)
 
     released = nbformat.read(course / "quizzes" / QUIZ / f"{QUIZ}.ipynb", 4)
     right = _right_answers(nbformat.read(course / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4))
@@ -121,8 +121,8 @@ def course(tmp_path_factory):
     feedback = subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_feedback", QUIZ], cwd=course, capture_output=True, text=True
     )
-    outcomes = course.autograde(course, learners=["solutions"])
-    failures = course.autograde(course, learners=["corrupt", "kernel_crash", "typo"])  # as `make autograde` does
+    outcomes = autograde(course, learners=["solutions"])
+    failures = autograde(course, learners=["corrupt", "kernel_crash", "typo"])  # as `make autograde` does
     return {
         "root": course,
         "assignments": assignments,
@@ -131,7 +131,7 @@ def course(tmp_path_factory):
         "failures": failures,
         "special": special,
         "feedback": feedback,
-        "csv": course.write_grades(course),
+        "csv": write_grades(course),
     }
 
 

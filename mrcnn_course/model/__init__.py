@@ -15,3 +15,7 @@
 
 Nothing here imports training, pictures or teaching.
 """
+
+# The registry first, whichever module of the package is imported: it imports the stage modules and copies
+# their functions' signatures onto its forwarders, which needs each stage module complete, not half-imported.
+from mrcnn_course.model import components  # noqa: F401

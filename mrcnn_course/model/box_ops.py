@@ -171,7 +171,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         end = min(start + NMS_BLOCK, len(order))
         candidates = alive[start:end]
         block = sorted_boxes[start:end]
-        overlaps = (box_iou(block, block) > iou_threshold).triu_(diagonal=1)  # (B, B): row suppresses column
+        overlaps = (components.box_iou(block, block) > iou_threshold).triu_(diagonal=1)  # (B, B): row suppresses column
         keep = candidates.clone()
         while True:
             new_keep = candidates & ~(overlaps & keep[:, None]).any(dim=0)
@@ -180,7 +180,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
             keep = new_keep
         alive[start:end] = keep
         if end < len(order) and keep.any():  # the block's kept boxes suppress all later boxes
-            alive[end:] &= ~(box_iou(block[keep], sorted_boxes[end:]) > iou_threshold).any(dim=0)
+            alive[end:] &= ~(components.box_iou(block[keep], sorted_boxes[end:]) > iou_threshold).any(dim=0)
     return order[alive]
 
 

@@ -14,11 +14,20 @@ module forwards the call to the active implementation:
         model([image])                           # only inside the block
     components.use_torchvision()                 # every component that has a torchvision op
     components.reset()                           # everything back to "own"
+    with components.recording() as ran:          # which implementation of each component ran
+        model([image])
+    print(components.summary(ran))               # ... and which the model never called
+
+Each forwarder (components.nms, ...) has the package's function's real signature and docstring, so
+help(components.nms), Shift-Tab and inspect.signature show what to pass. What ran is recorded in
+every PredictionTrace (model.trace), TrainingTrace and checkpoint; a component that a model never
+calls (bottleneck in a model of BasicBlocks) is reported as NOT_CALLED rather than as "active".
 
 Every implementation of a component takes the same arguments as the package's own function (its
 docstring gives the shapes). The functions are listed below, stage by stage, in the order data flows.
 """
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterator
@@ -27,6 +36,7 @@ from dataclasses import dataclass
 
 OWN = "own"
 TORCHVISION = "torchvision"
+NOT_CALLED = "not called"  # what a recording says of a component the model never called
 
 
 @dataclass
@@ -42,10 +52,9 @@ class Component:
 
     @property
     def own(self) -> Callable:
-        """The package's own implementation, mrcnn_course.<module>.<name>.
+        """The package's own implementation, mrcnn_course.model.<module>.<name>.
 
-        Looked up when needed, not when this table is built: the stage modules call back into this
-        module, so importing them here would make the import order matter.
+        Looked up by name: the stage modules import this module, so it cannot import them at its top.
         """
         return getattr(importlib.import_module(f"mrcnn_course.model.{self.module}"), self.name)
 
@@ -163,29 +172,64 @@ def active(name: str) -> str:
     return COMPONENTS[name].source
 
 
-def summary() -> str:
-    """A table of every component: stage, name, active implementation, what it does."""
-    rows = [("stage", "component", "active", "what it does")]
-    rows += [(c.stage, c.name, c.source, c.description) for c in _COMPONENTS]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}" for r in rows]
+# The open recordings: each maps a component's name to the implementation that ran ("own", "torchvision",
+# or where a supplied function was defined), for the components called while it is open.
+_recordings: list[dict[str, str]] = []
+
+
+@contextmanager
+def recording() -> Iterator[dict[str, str]]:
+    """Record, inside the block, which implementation of each component ran: yields {name: source}, filled
+    as components are called (a component never called stays out of it; see ran_report)."""
+    ran: dict[str, str] = {}
+    _recordings.append(ran)
+    try:
+        yield ran
+    finally:
+        _recordings.remove(ran)
+
+
+def ran_report(ran: dict[str, str]) -> dict[str, str]:
+    """Every component, stage by stage: the implementation that ran (from a recording), or NOT_CALLED."""
+    return {name: ran.get(name, NOT_CALLED) for name in NAMES}
+
+
+def summary(ran: dict[str, str] | None = None) -> str:
+    """A table of every component: stage, name, the active implementation, what it does; given a
+    recording (or a trace's .components), also what ran, and NOT_CALLED for what the model never called."""
+    header = ("stage", "component", "active", "ran" if ran is not None else "", "what it does")
+    rows = [header] + [
+        (c.stage, c.name, c.source, ran.get(c.name, NOT_CALLED) if ran is not None else "", c.description)
+        for c in _COMPONENTS
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(f"{cell:<{w}}" for cell, w in zip(r[:4], widths) if w) + "  " + r[4] for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
 
-def _forwarder(name: str) -> Callable:
-    component = COMPONENTS[name]
+def _forwarder(component: Component) -> Callable:
+    """components.<name>: calls the active implementation, with the package's function's signature and
+    docstring (functools.update_wrapper sets __wrapped__, which inspect.signature and help() follow)."""
+    own = component.own
 
-    def call(*args, **kwargs):
-        return (component.active or component.own)(*args, **kwargs)
+    def forward(*args, **kwargs):
+        for ran in _recordings:
+            ran.setdefault(component.name, component.source)
+        return (component.active or own)(*args, **kwargs)
 
-    call.__name__ = name
-    call.__qualname__ = name
-    call.__doc__ = f"Calls the active {name!r}: see components.summary() and mrcnn_course.model.{component.module}."
-    return call
+    functools.update_wrapper(forward, own)
+    forward.__module__, forward.__qualname__ = __name__, component.name
+    forward.__doc__ = (
+        f"Calls the active {component.name} (components.active({component.name!r})); the package's own is "
+        f"mrcnn_course.model.{component.module}.{component.name}:\n\n{inspect.getdoc(own)}"
+    )
+    return forward
 
 
 reset()
-# Module-level functions, one per component: components.nms(...) calls the active NMS.
-for _name in NAMES:
-    globals()[_name] = _forwarder(_name)
+# Module-level functions, one per component: components.nms(...) calls the active NMS. The model package
+# imports this module first (mrcnn_course/model/__init__.py), so by the time the forwarders copy the stage
+# functions' signatures, the stage modules (which import this one) are complete.
+for _component in _COMPONENTS:
+    globals()[_component.name] = _forwarder(_component)

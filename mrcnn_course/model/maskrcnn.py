@@ -38,23 +38,30 @@ FPN_LEVELS = ["0", "1", "2", "3"]  # P2..P5: the levels RoI Align reads (P6 is f
 
 
 class RoIHeads(nn.Module):
-    """Stages 4 to 6's modules and settings (one container so that the keys read roi_heads.*)."""
+    """Stages 4 to 6 on the proposals: RoI Align, the box & classifier head, the mask head.
+
+    forward(features, proposals, image_sizes, targets) gives the detections (eval) or the heads' three
+    losses (training); each path reads as the three stages in order (detect, losses). The parts keep
+    torchvision's names, so the state_dict keys read roi_heads.box_head.*, roi_heads.mask_head.*, ...
+    Shapes: K proposals (RoIs) per image, C classes, T detections per image, P positive RoIs.
+    """
 
     def __init__(
         self,
+        *,
         fpn_channels: int,
         num_classes: int,
         representation_size: int,
         mask_layers: tuple[int, ...],
         mask_dim_reduced: int,
-        box_fg_iou_thresh: float,
-        box_bg_iou_thresh: float,
-        box_batch_size_per_image: int,
-        box_positive_fraction: float,
+        fg_iou_thresh: float,
+        bg_iou_thresh: float,
+        batch_size_per_image: int,
+        positive_fraction: float,
         bbox_reg_weights: tuple[float, float, float, float] | None,
-        box_score_thresh: float,
-        box_nms_thresh: float,
-        box_detections_per_img: int,
+        score_thresh: float,
+        nms_thresh: float,
+        detections_per_img: int,
     ):
         super().__init__()
         self.box_roi_pool = MultiScaleRoIAlign(FPN_LEVELS, 7, sampling_ratio=2)  # stage 4, for stage 5
@@ -63,31 +70,72 @@ class RoIHeads(nn.Module):
         self.mask_roi_pool = MultiScaleRoIAlign(FPN_LEVELS, 14, sampling_ratio=2)  # stage 4, for stage 6
         self.mask_head = MaskRCNNHeads(fpn_channels, mask_layers)  # stage 6
         self.mask_predictor = MaskRCNNPredictor(mask_layers[-1], mask_dim_reduced, num_classes)
-        self.proposal_matcher = Matcher(box_fg_iou_thresh, box_bg_iou_thresh, allow_low_quality_matches=False)
-        self.fg_bg_sampler = BalancedPositiveNegativeSampler(box_batch_size_per_image, box_positive_fraction)
+        self.proposal_matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
+        self.fg_bg_sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
         self.bbox_reg_weights = bbox_reg_weights or (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target scaling
         self.box_coder = BoxCoder(self.bbox_reg_weights)
-        self.score_thresh = box_score_thresh
-        self.nms_thresh = box_nms_thresh
-        self.detections_per_img = box_detections_per_img
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_img = detections_per_img
 
-    def select_training_samples(self, proposals, targets):
-        return select_training_samples(proposals, targets, self.proposal_matcher, self.fg_bg_sampler, self.box_coder)
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]] | None = None,
+    ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
+        """Eval: per image {boxes (T, 4), labels (T,), scores (T,), masks (T, 1, 28, 28) probabilities}.
+        Training: {"loss_classifier", "loss_box_reg", "loss_mask"}."""
+        if self.training:
+            return self.losses(features, proposals, image_sizes, targets)
+        return self.detect(features, proposals, image_sizes)
 
-    def detections(
-        self, class_logits: Tensor, box_regression: Tensor, proposals: list[Tensor], image_sizes: list[tuple[int, int]]
+    def detect(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]]
     ) -> list[dict[str, Tensor]]:
+        """Detections with their 28x28 masks (in the resized image's pixels)."""
+        # 4. RoI Align: a 7x7 feature grid per proposal
+        box_features = self.box_roi_pool(features, proposals, image_sizes)  # (sum K, C_fpn, 7, 7)
+        # 5. Box & classifier head: class scores and class-specific deltas -> per-class NMS -> detections
+        class_logits, box_regression = self.box_predictor(self.box_head(box_features))  # (sum K, C), (sum K, 4C)
         boxes, scores, labels = components.postprocess_detections(
-            class_logits,
-            box_regression,
-            proposals,
-            image_sizes,
-            self.score_thresh,
-            self.nms_thresh,
-            self.detections_per_img,
-            self.bbox_reg_weights,
+            class_logits, box_regression, proposals, image_sizes,
+            self.score_thresh, self.nms_thresh, self.detections_per_img, self.bbox_reg_weights,
+        )  # fmt: skip
+        # 4 again: a 14x14 grid per detection.  6. Mask head: 28x28 logits per detection and class
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, boxes, image_sizes)))
+        masks = select_class_masks(mask_logits, labels)  # per image (T, 1, 28, 28): the detected class's mask
+        return [{"boxes": b, "labels": l, "scores": s, "masks": m} for b, l, s, m in zip(boxes, labels, scores, masks)]
+
+    def losses(
+        self,
+        features: dict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        targets: list[dict[str, Tensor]],
+    ) -> dict[str, Tensor]:
+        """The box head's and the mask head's losses on a sample of the proposals."""
+        # label each proposal with its ground truth and sample the RoIs the heads learn from
+        proposals, matched_idxs, labels, regression_targets = select_training_samples(
+            proposals, targets, self.proposal_matcher, self.fg_bg_sampler, self.box_coder
         )
-        return [{"boxes": b, "labels": l, "scores": s} for b, s, l in zip(boxes, scores, labels)]
+        # 4. RoI Align: a 7x7 feature grid per sampled RoI
+        box_features = self.box_roi_pool(features, proposals, image_sizes)
+        # 5. Box & classifier head: cross-entropy on the classes, smooth L1 on the true class's deltas
+        class_logits, box_regression = self.box_predictor(self.box_head(box_features))
+        loss_classifier, loss_box_reg = components.fastrcnn_loss(
+            class_logits, box_regression, labels, regression_targets
+        )
+        # 4 again: a 14x14 grid per positive RoI.  6. Mask head: masks are learned on positive RoIs only
+        positive = [torch.where(l > 0)[0] for l in labels]  # (P,) per image
+        mask_rois = [p[i] for p, i in zip(proposals, positive)]
+        mask_logits = self.mask_predictor(self.mask_head(self.mask_roi_pool(features, mask_rois, image_sizes)))
+        loss_mask = components.maskrcnn_loss(
+            mask_logits, mask_rois, [t["masks"] for t in targets], [t["labels"] for t in targets],
+            [m[i] for m, i in zip(matched_idxs, positive)],
+        )  # fmt: skip
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg, "loss_mask": loss_mask}
 
 
 class MaskRCNN(nn.Module):
@@ -141,75 +189,57 @@ class MaskRCNN(nn.Module):
         self.backbone = backbone
         anchor_generator = AnchorGenerator(anchor_sizes, (tuple(aspect_ratios),) * len(anchor_sizes))
         self.rpn = RegionProposalNetwork(
-            anchor_generator,
-            RPNHead(backbone.out_channels, anchor_generator.num_anchors_per_location()[0]),
-            rpn_fg_iou_thresh,
-            rpn_bg_iou_thresh,
-            rpn_batch_size_per_image,
-            rpn_positive_fraction,
-            {"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
-            {"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
-            rpn_nms_thresh,
-            rpn_score_thresh,
+            anchor_generator=anchor_generator,
+            head=RPNHead(backbone.out_channels, anchor_generator.num_anchors_per_location()[0]),
+            fg_iou_thresh=rpn_fg_iou_thresh,
+            bg_iou_thresh=rpn_bg_iou_thresh,
+            batch_size_per_image=rpn_batch_size_per_image,
+            positive_fraction=rpn_positive_fraction,
+            pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
+            post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
+            nms_thresh=rpn_nms_thresh,
+            score_thresh=rpn_score_thresh,
         )
         self.roi_heads = RoIHeads(
-            backbone.out_channels,
-            num_classes,
-            representation_size,
-            tuple(mask_layers),
-            mask_dim_reduced,
-            box_fg_iou_thresh,
-            box_bg_iou_thresh,
-            box_batch_size_per_image,
-            box_positive_fraction,
-            bbox_reg_weights,
-            box_score_thresh,
-            box_nms_thresh,
-            box_detections_per_img,
+            fpn_channels=backbone.out_channels,
+            num_classes=num_classes,
+            representation_size=representation_size,
+            mask_layers=tuple(mask_layers),
+            mask_dim_reduced=mask_dim_reduced,
+            fg_iou_thresh=box_fg_iou_thresh,
+            bg_iou_thresh=box_bg_iou_thresh,
+            batch_size_per_image=box_batch_size_per_image,
+            positive_fraction=box_positive_fraction,
+            bbox_reg_weights=bbox_reg_weights,
+            score_thresh=box_score_thresh,
+            nms_thresh=box_nms_thresh,
+            detections_per_img=box_detections_per_img,
         )
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+    def forward(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None
+    ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
         """Eval: N dicts of boxes (T, 4), labels (T,), scores (T,), masks (T, 1, H, W) probabilities.
         Train: {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}."""
-        check_images_and_targets(images, targets, self.training)
+        images = check_images_and_targets(images, targets, self.training, self.num_classes, self.transform.max_size)
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
-        heads = self.roi_heads
         # 1. Input image: normalize, resize, pad into one batch (targets rescaled alike)
         batch, targets = self.transform(images, targets)
         # 2. Backbone CNN: ResNet + FPN -> P2..P6
         features = self.backbone(batch.tensors)
-        # 3. Region Proposal Network: proposals per image (+ RPN losses in training)
-        proposals, losses = self.rpn(batch, features, targets)
-        if self.training:  # label and sample the proposals the heads learn from
-            proposals, matched_idxs, labels, regression_targets = heads.select_training_samples(proposals, targets)
-        # 4. RoI Align: a 7x7 feature grid per proposal
-        box_features = heads.box_roi_pool(features, proposals, batch.image_sizes)
-        # 5. Box & classifier head: class scores and class-specific box deltas -> detections
-        class_logits, box_regression = heads.box_predictor(heads.box_head(box_features))
+        # 3. Region Proposal Network: proposals per image (+ the RPN's two losses in training)
+        proposals, rpn_losses = self.rpn(batch, features, targets)
+        # 4-6. RoI Align, box & classifier head, mask head (RoIHeads.detect; in training RoIHeads.losses)
         if self.training:
-            losses["loss_classifier"], losses["loss_box_reg"] = components.fastrcnn_loss(
-                class_logits, box_regression, labels, regression_targets
-            )
-            positive = [torch.where(l > 0)[0] for l in labels]  # masks are learned on positive RoIs only
-            mask_rois = [p[i] for p, i in zip(proposals, positive)]
-        else:
-            detections = heads.detections(class_logits, box_regression, proposals, batch.image_sizes)
-            mask_rois = [d["boxes"] for d in detections]
-        # 4 again: a 14x14 grid per mask RoI.  6. Mask head: 28x28 logits per RoI and class
-        mask_logits = heads.mask_predictor(heads.mask_head(heads.mask_roi_pool(features, mask_rois, batch.image_sizes)))
-        if self.training:
-            losses["loss_mask"] = components.maskrcnn_loss(
-                mask_logits,
-                mask_rois,
-                [t["masks"] for t in targets],
-                [t["labels"] for t in targets],
-                [m[i] for m, i in zip(matched_idxs, positive)],
-            )
-            return losses
-        for detection, masks in zip(detections, select_class_masks(mask_logits, [d["labels"] for d in detections])):
-            detection["masks"] = masks
+            return {**rpn_losses, **self.roi_heads(features, proposals, batch.image_sizes, targets)}
+        detections = self.roi_heads(features, proposals, batch.image_sizes)
         # back to each image's own size, masks pasted into it
         return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+
+    def extra_repr(self) -> str:
+        """print(model) starts with the components that are not the package's own (see components.summary)."""
+        swapped = [f"{name}={components.active(name)}" for name in components.NAMES if components.active(name) != "own"]
+        return "components: " + (", ".join(swapped) if swapped else "all the package's own")
 
     @torch.no_grad()
     def trace(self, image: Tensor) -> PredictionTrace:

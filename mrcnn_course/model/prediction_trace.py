@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from mrcnn_course.model import components
+
 
 def shape_of(t: Tensor) -> str:
     """ "1x256x50x50" for a Tensor[1, 256, 50, 50]."""
@@ -39,6 +41,9 @@ class PredictionTrace:
 
     stages: list[StageRecord]
     detections: dict[str, Tensor]
+    # every component: the implementation that ran ("own", "torchvision", where a supplied function was
+    # defined) or components.NOT_CALLED; components.summary(trace.components) prints it as a table
+    components: dict[str, str] = field(default_factory=dict)
 
     def __getitem__(self, number: int) -> StageRecord:
         """trace[3] is stage 3, the RPN."""
@@ -91,7 +96,8 @@ def record_trace(model, image: Tensor) -> PredictionTrace:
     was_training = model.training
     model.eval()
     try:
-        detections = model([image])[0]
+        with components.recording() as ran:
+            detections = model([image])[0]
         calls = recorder.calls
         batch, features = calls["transform"][1][0], calls["backbone"][1]
         # The proposals' objectness scores: the RPN returns boxes only (as torchvision's), so ask it again.
@@ -165,4 +171,4 @@ def record_trace(model, image: Tensor) -> PredictionTrace:
             {"mask_logits": mask_logits, "masks": detections["masks"]},
         ),
     ]
-    return PredictionTrace(stages, detections)
+    return PredictionTrace(stages, detections, components.ran_report(ran))

@@ -12,8 +12,9 @@ Shapes:
 Each returns an Explorer (an ipywidgets VBox): the controls, the picture (an ipywidgets.Image
 redrawn as a PNG on every change: no flicker, no pyplot), a one-line summary, and in
 explorer.result the numbers behind the picture. The pictures are stage_viz's, so a lesson can
-draw a static one; the numbers come from plain functions and the ACTIVE components, so a learner's
-own nms or anchor_grid shows in the explorer once plugged in with components.use.
+draw a static one. The function an explorer runs is an argument (nms=..., roi_align=...,
+cell_anchors=..., anchor_grid=...): pass your own to see it at work; by default the active component
+runs, so no lesson needs a global components.use() and a reset() cells later.
 """
 
 import html
@@ -84,16 +85,24 @@ class Explorer(widgets.VBox):
 
 
 def level_anchors(
-    image_size: tuple[int, int], sizes: tuple[float, ...], aspect_ratios: tuple[float, ...], level: int
+    image_size: tuple[int, int],
+    sizes: tuple[float, ...],
+    aspect_ratios: tuple[float, ...],
+    level: int,
+    cell_anchors: Callable | None = None,
+    anchor_grid: Callable | None = None,
 ) -> tuple[Tensor, tuple[int, int], tuple[int, int]]:
     """The anchors of FPN level `level` (2 for P2 ... 6 for P6) for an image of image_size (H, W).
 
     The grid and stride follow the model: the batch is padded to a multiple of 32, level l's map has
     ceil(padded / 2**l) cells a side (P6 pools P5 with stride 2, rounding up), and the stride is
     padded // cells, as AnchorGenerator computes it.
-    Returns: anchors Tensor[H_l * W_l * A, 4] (components.anchor_grid of components.cell_anchors),
-    the grid (H_l, W_l) and the stride (y, x).
+    cell_anchors, anchor_grid: the functions to use (default: the active components).
+    Returns: anchors Tensor[H_l * W_l * A, 4] (anchor_grid of cell_anchors), the grid (H_l, W_l) and
+    the stride (y, x).
     """
+    cell_anchors = cell_anchors or components.cell_anchors
+    anchor_grid = anchor_grid or components.anchor_grid
     if not 2 <= level <= 6:
         raise ValueError(f"level {level} is not an FPN level: the model has P2 to P6 (level 2 to 6)")
     if not sizes or not aspect_ratios:
@@ -101,15 +110,21 @@ def level_anchors(
     padded = [math.ceil(side / SIZE_DIVISIBLE) * SIZE_DIVISIBLE for side in image_size]
     grid = tuple(math.ceil(side / 2**level) for side in padded)
     stride = tuple(side // cells for side, cells in zip(padded, grid))
-    anchors = components.anchor_grid(components.cell_anchors(tuple(sizes), tuple(aspect_ratios)), grid, stride)
+    anchors = anchor_grid(cell_anchors(tuple(sizes), tuple(aspect_ratios)), grid, stride)
     return anchors, grid, stride
 
 
 def anchor_explorer(
-    image: Tensor, level: int = 4, size: int = 32, aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    image: Tensor,
+    level: int = 4,
+    size: int = 32,
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+    cell_anchors: Callable | None = None,
+    anchor_grid: Callable | None = None,
 ) -> Explorer:
-    """Anchors of one FPN level over `image` (Tensor[3, H, W]). The small model's size at level l is
-    8 * 2**(l - 2) (SmallConfig.anchor_sizes); R-50-FPN's is 32 * 2**(l - 2)."""
+    """Anchors of one FPN level over `image` (Tensor[3, H, W]), made by cell_anchors and anchor_grid
+    (yours, or the active components by default). The small model's size at level l is 8 * 2**(l - 2)
+    (SmallConfig.anchor_sizes); R-50-FPN's is 32 * 2**(l - 2)."""
     controls = {
         "level": widgets.IntSlider(value=level, min=2, max=6, description="FPN level P"),
         "size": widgets.IntSlider(value=size, min=4, max=256, step=4, description="size (px)"),
@@ -119,7 +134,9 @@ def anchor_explorer(
     }
 
     def update(level: int, size: int, aspect_ratios: tuple[float, ...]) -> View:
-        anchors, grid, stride = level_anchors(tuple(image.shape[-2:]), (size,), aspect_ratios, level)
+        anchors, grid, stride = level_anchors(
+            tuple(image.shape[-2:]), (size,), aspect_ratios, level, cell_anchors, anchor_grid
+        )
         summary = (
             f"P{level}: {grid[0]}x{grid[1]} locations, stride {stride[0]} px, {len(aspect_ratios)} anchors each: "
             f"{len(anchors)} anchors"
@@ -131,9 +148,12 @@ def anchor_explorer(
     return Explorer(controls, update)
 
 
-def nms_explorer(image: Tensor, boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5) -> Explorer:
-    """components.nms over boxes (Tensor[N, 4]) with scores (Tensor[N]) on `image`, at a chosen IoU
-    threshold; explorer.result["keep"] holds the kept indices."""
+def nms_explorer(
+    image: Tensor, boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5, nms: Callable | None = None
+) -> Explorer:
+    """`nms` (yours, or the active components.nms by default) over boxes (Tensor[N, 4]) with scores
+    (Tensor[N]) on `image`, at a chosen IoU threshold; explorer.result["keep"] holds the kept indices."""
+    nms = nms or components.nms
     if boxes.dim() != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(
             f"expected boxes Tensor[N, 4] and scores Tensor[N], got {tuple(boxes.shape)} and {tuple(scores.shape)}"
@@ -145,7 +165,7 @@ def nms_explorer(image: Tensor, boxes: Tensor, scores: Tensor, iou_threshold: fl
     }
 
     def update(iou_threshold: float) -> View:
-        keep = components.nms(boxes, scores, iou_threshold)
+        keep = nms(boxes, scores, iou_threshold)
         summary = (
             f"NMS keeps {len(keep)} of {len(boxes)} boxes: a box goes if it overlaps a better kept box by "
             f"IoU > {iou_threshold:.2f}"
@@ -165,10 +185,11 @@ def roi_align_explorer(
     box: tuple[float, float, float, float] = (1.3, 1.6, 6.8, 5.4),
     output_size: int = 2,
     sampling_ratio: int = 2,
+    roi_align: Callable | None = None,
 ) -> Explorer:
     """One box over a single-channel map (Tensor[H, W]; demo_feature() by default), coordinates in
-    its cells: RoI Align's sampling points and bilinear weights (components.roi_align) beside RoI
-    Pool's quantized cells. explorer.result is the RoIReadings."""
+    its cells: RoI Align's sampling points and bilinear weights (`roi_align`: yours, or the active
+    components.roi_align by default) beside RoI Pool's quantized cells. explorer.result is the RoIReadings."""
     feature = demo_feature() if feature is None else feature
     height, width = feature.shape[-2:]
     corners = zip(("x1", "y1", "x2", "y2"), box, (width - 1, height - 1) * 2)
@@ -185,7 +206,7 @@ def roi_align_explorer(
         if x2 <= x1 or y2 <= y1:
             raise ValueError(f"the box ({x1}, {y1}, {x2}, {y2}) is empty: x2 must exceed x1 and y2 exceed y1")
         readings = compare_roi_align_pool(
-            feature, torch.tensor([x1, y1, x2, y2]), (output_size, output_size), sampling_ratio
+            feature, torch.tensor([x1, y1, x2, y2]), (output_size, output_size), sampling_ratio, roi_align
         )
         summary = (
             f"bin (0, 0): RoI Align {float(readings.align_output[0, 0]):.3f} (average of "

@@ -17,6 +17,7 @@ Left out: aligned=True (the half-pixel shift), several boxes or channels at once
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -148,16 +149,17 @@ class RoIReadings:
     """One box read from a single-channel map by RoI Align and by RoI Pool (see compare_roi_align_pool)."""
 
     grid: SamplingGrid  # where RoI Align reads
-    align_output: Tensor  # Tensor[PH, PW], from components.roi_align
+    align_output: Tensor  # Tensor[PH, PW], from the roi_align given
     pool_cells: Tensor  # Tensor[PH, PW, 4], roi_pool_cells
     pool_output: Tensor  # Tensor[PH, PW]
 
 
 def compare_roi_align_pool(
-    feature: Tensor, box: Tensor, output_size: tuple[int, int], sampling_ratio: int
+    feature: Tensor, box: Tensor, output_size: tuple[int, int], sampling_ratio: int, roi_align: Callable | None = None
 ) -> RoIReadings:
-    """RoI Align (the active components.roi_align, aligned=False) and RoI Pool of `box` (Tensor[4],
-    in the cells of `feature`, a Tensor[H, W]; spatial_scale 1)."""
+    """RoI Align (`roi_align`, default the active components.roi_align; aligned=False) and RoI Pool of
+    `box` (Tensor[4], in the cells of `feature`, a Tensor[H, W]; spatial_scale 1)."""
+    roi_align = roi_align or components.roi_align
     if feature.dim() != 2:
         raise ValueError(
             f"expected one channel, a Tensor[H, W], got {tuple(feature.shape)}: pick a channel "
@@ -165,7 +167,7 @@ def compare_roi_align_pool(
         )
     feature, box = feature.detach().cpu().float(), box.detach().cpu().float()
     rois = torch.cat([torch.zeros(1), box])[None]  # (1, 5): image 0
-    aligned = components.roi_align(feature[None, None], rois, output_size, 1.0, sampling_ratio)[0, 0]  # (PH, PW)
+    aligned = roi_align(feature[None, None], rois, output_size, 1.0, sampling_ratio)[0, 0]  # (PH, PW)
     cells = roi_pool_cells(box, output_size, 1.0, tuple(feature.shape))
     return RoIReadings(
         sampling_grid(box, output_size, sampling_ratio, 1.0, tuple(feature.shape)),

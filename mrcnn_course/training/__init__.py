@@ -7,7 +7,8 @@
       loop.py            train(), the Recipe, train_step: the loop, its schedule and the seed
       training_trace.py  TrainingTrace: per-epoch losses, accuracy, mAP, predictions, an observation
       budget.py          fit_to_budget: shorten the capstone's run to the course's time budget
-      checkpoints.py     save and resume a run exactly (weights, optimizer, random states)
+      checkpoints.py     save and resume a run exactly (weights, optimizer, random states), with a digest
+      stopping.py        why a run stops early and what it says: divergence, Ctrl-C
       distributed.py     torchrun / DistributedDataParallel helpers
       pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
 
