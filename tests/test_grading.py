@@ -44,6 +44,11 @@ def as_learner(fn):
     return clone
 
 
+def words(text: str) -> str:
+    """The text with every run of spaces and line breaks as one space: a message's lines are wrapped."""
+    return " ".join(text.split())
+
+
 def answering(answers):
     """A learner's function that gives these answers, one per call, whatever the arguments."""
     answers = iter(answers)
@@ -108,7 +113,7 @@ def test_each_usual_mistake_is_caught_with_its_hint(exercise):
         assert differs, f"no case shows the mistake {mistake.hint!r}"
         with pytest.raises(AssertionError) as failure:
             grading.run(exercise, answering(answers), extra=True)
-        assert "your answer is what" in str(failure.value) and mistake.hint in str(failure.value)
+        assert "your answer is what" in str(failure.value) and words(mistake.hint) in words(str(failure.value))
 
 
 def test_a_failure_names_the_case_and_shows_inputs_expected_got_and_the_first_difference():
@@ -123,11 +128,13 @@ def test_a_failure_names_the_case_and_shows_inputs_expected_got_and_the_first_di
     with pytest.raises(AssertionError) as failure:
         grading.check_decode_boxes(decode_boxes)
     message = str(failure.value)
-    assert message.startswith("check_decode_boxes: case 'huge dw and dh: clamp before exp' failed.")
+    assert words(message).startswith("check_decode_boxes: case 'huge dw and dh: clamp before exp' failed.")
+    assert grading.core.failed_case(message) == ("decode_boxes", "huge dw and dh: clamp before exp")
+    assert all(len(line) <= grading.core.MESSAGE_WIDTH for line in message.split("  inputs:")[0].splitlines())
     assert "deltas = Tensor[1, 4] float32 [[0, 0, 10, 8]]" in message
     assert "expected: Tensor[1, 1, 4] float32" in message and "got:      Tensor[1, 1, 4] float32" in message
     assert "the values differ: max abs error" in message and "first difference at index (0, 0, 0)" in message
-    assert "hint: your answer is what this mistake gives: dw and dh were not clamped" in message
+    assert "hint: your answer is what this mistake gives: dw and dh were not clamped" in words(message)
 
 
 def test_shape_and_dtype_differences_are_named():
@@ -145,7 +152,7 @@ def test_an_error_in_the_learners_code_shows_their_line_not_torchs():
     with pytest.raises(AssertionError) as failure:
         grading.check_resize(resize)
     message = str(failure.value)
-    assert "case 'square image that needs no resizing' failed" in message
+    assert "case 'square image that needs no resizing' failed" in words(message)
     assert "your resize raised" in message
     assert "your resize raised NotImplementedError" in message  # torch's, not a stub's
     assert 'in resize\n        return F.interpolate(image, scale_factor=scale, mode="bilinear"), target' in message

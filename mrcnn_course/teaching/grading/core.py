@@ -6,15 +6,25 @@
       2. the expected outputs are computed first, with the package's own implementations;
       3. the learner's function runs on a copy of each case's inputs, with the reference switched off
          and a time limit (guard.py);
-      4. the first case that differs (or raises) fails the check with an AssertionError that names
-         the case, shows the inputs, expected against got (shape, dtype, values), and a hint: the
-         hint of the usual mistake whose answer matches the learner's, else the exercise's own hint;
+      4. the first case that differs (or raises) fails the check with an AssertionError whose first
+         lines say which case failed and give a hint (the hint of the usual mistake whose answer
+         matches the learner's, else the exercise's own hint), each line short enough for
+         `nbgrader validate` (MESSAGE_WIDTH); then the inputs, expected against got (shape, dtype,
+         values);
       5. otherwise it prints "nms: 7 cases passed (compared exactly)" and remembers the function
          as passed (save_component and plug_into_model use that).
+
+A learner's function may call another exercise of theirs by its global name (roi_align calls the
+learner's interpolation_weights). Before the cases run, each such helper gets its own visible check,
+quietly; a helper that fails it is replaced, for this check only, by the package's version, and the
+result says so: a check never blames correct code for an earlier helper's mistake.
 """
 
 import copy
 import inspect
+import re
+import textwrap
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +43,11 @@ from mrcnn_course.teaching.grading.guard import (
 
 # Functions that passed their checker in this session, by component name.
 _PASSED: dict[str, Callable] = {}
+# Every exercise, by name (filled as they are defined): the helpers a learner's function may call.
+_BY_NAME: dict[str, "Exercise"] = {}
+# `nbgrader validate` cuts every line of a traceback at 87 characters, 4 of them its indent: the
+# message's lines stay within this width (its first line also carries "AssertionError: ").
+MESSAGE_WIDTH = 80
 
 
 @dataclass
@@ -71,6 +86,9 @@ class Exercise:
     # losses and the weights after its step). Mistakes' answers go through the same outcome.
     reference: Callable | None = None
     outcome: Callable[[Callable, tuple], Any] | None = None
+
+    def __post_init__(self) -> None:
+        _BY_NAME.setdefault(self.component, self)
 
     def reference_function(self) -> Callable:
         return self.reference or components.COMPONENTS[self.component].own
@@ -229,6 +247,77 @@ def build_cases(exercise: Exercise, extra: bool = False) -> list[Case]:
         return [c for c in exercise.cases() if extra or not c.extra]
 
 
+def _learner_helpers(exercise: Exercise, fn: Callable) -> dict[str, tuple[Exercise, Callable]]:
+    """The learner's own functions that `fn` calls by a global name and that are exercises too."""
+    code, scope = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+    if code is None or scope is None:
+        return {}
+    names, codes = set(), [code]
+    while codes:  # fn's code and the functions defined inside it
+        current = codes.pop()
+        names.update(current.co_names)
+        codes += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    found = {}
+    for name in sorted(names & set(_BY_NAME) - {exercise.component}):
+        helper = scope.get(name)
+        module = (getattr(helper, "__module__", "") or "").split(".")[0]
+        if callable(helper) and module not in ("mrcnn_course", "torchvision"):
+            found[name] = (_BY_NAME[name], helper)
+    return found
+
+
+def _failing_helpers(exercise: Exercise, fn: Callable) -> dict[str, str]:
+    """The learner's helpers (see _learner_helpers) that fail their own visible check: name -> why."""
+    failing = {}
+    for name, (helper_exercise, helper) in _learner_helpers(exercise, fn).items():
+        cases = build_cases(helper_exercise)
+        failure, case, _ = _first_failure(helper_exercise, helper, cases)
+        if failure is not None:
+            failing[name] = (
+                "it is not written yet"
+                if failure[0] == "raised" and isinstance(failure[1], NotImplementedError)
+                else f"it fails its own check, case '{case.name}'"
+            )
+    return failing
+
+
+def _first_failure(exercise: Exercise, fn: Callable, cases: list[Case], replaced: dict | None = None) -> tuple:
+    """Run `fn` on the cases: (failure, case, got) of the first that fails, failure None if none does.
+    `replaced` (name -> function) rebinds names in fn's globals for the run (a helper's reference)."""
+    reference = exercise.reference_function()
+    names = list(inspect.signature(reference).parameters)
+    with components.using(**{n: components.OWN for n in components.NAMES}):
+        expected = [exercise.result(reference, copy.deepcopy(c.args)) for c in cases]
+    stop = (
+        f"check_{exercise.component} stopped your {exercise.component} after {exercise.time_limit:g} s: does a "
+        f"loop never end, or loop in Python over every element? (the cases are small)"
+    )
+    scope = getattr(fn, "__globals__", {})
+    saved = {name: scope[name] for name in replaced or {}}
+    scope.update(replaced or {})
+    try:
+        with (
+            reference_switched_off(exercise.component, exercise.torchvision_names, fn),
+            time_limit(exercise.time_limit, stop),
+        ):
+            for case, want in zip(cases, expected):
+                given = copy.deepcopy(case.args)
+                try:
+                    got = exercise.result(fn, given)
+                except Exception as error:  # the learner's bug (or the time limit): report their line
+                    return ("raised", error), case, None
+                changed = _changed_argument(case.args, given, names)
+                if changed:
+                    return ("changed", changed), case, got
+                compare = case.compare or (lambda e, g, c: difference(e, g, exercise.atol, exercise.rtol))
+                found = compare(want, got, case)
+                if found:
+                    return ("differs", found), case, got
+    finally:
+        scope.update(saved)
+    return None, None, None
+
+
 def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     """Check the learner's `fn` on the exercise's cases (and the hidden ones if extra); see the module doc."""
     __tracebackhide__ = True  # IPython and pytest show only the line that raises: the message says it all
@@ -238,64 +327,73 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     _refuse_the_reference(name, fn)
     names = list(inspect.signature(reference).parameters)
     cases = build_cases(exercise, extra)
-    with components.using(**{n: components.OWN for n in components.NAMES}):
-        expected = [exercise.result(reference, copy.deepcopy(c.args)) for c in cases]
-
-    failure, case, got = None, None, None
-    stop = (
-        f"check_{name} stopped your {name} after {exercise.time_limit:g} s: does a loop never end, or "
-        f"loop in Python over every element? (the cases are small)"
-    )
-    with reference_switched_off(name, exercise.torchvision_names, fn), time_limit(exercise.time_limit, stop):
-        for case, want in zip(cases, expected):
-            given = copy.deepcopy(case.args)
-            try:
-                got = exercise.result(fn, given)
-            except Exception as error:  # the learner's bug (or the time limit): report their line
-                if isinstance(error, NotImplementedError) and raised_in_learner_code(error):
-                    _PASSED.pop(name, None)
-                    raise NotImplementedError(
-                        f"{name} is not written yet: replace `raise NotImplementedError()` "
-                        f"with your code, run its cell, then this one again."
-                    ) from None
-                failure = ("raised", error)
-                break
-            changed = _changed_argument(case.args, given, names)
-            if changed:
-                failure = ("changed", changed)
-                break
-            found = (case.compare or (lambda e, g, c: difference(e, g, exercise.atol, exercise.rtol)))(want, got, case)
-            if found:
-                failure = ("differs", found)
-                break
+    failing = _failing_helpers(exercise, fn)
+    replaced = {helper: _BY_NAME[helper].reference_function() for helper in failing}
+    failure, case, got = _first_failure(exercise, fn, cases, replaced)
+    helpers_note = [
+        f"your {helper} was replaced by the package's for this check: {why}. Fix it and run "
+        f"check_{helper}, then this check again."
+        for helper, why in failing.items()
+    ]
     if failure is None:
-        _PASSED[name] = fn
         hidden = sum(c.extra for c in cases)
         including = f", {hidden} of them hidden" if hidden else ""
         print(f"{name}: {len(cases)} cases passed{including} ({exercise.tolerance_text()})")
+        if failing:  # right, but it runs with a broken helper in the model: not plugged in or saved yet
+            _PASSED.pop(name, None)
+            print(_wrapped(" ".join(helpers_note) + f" (Until then your {name} is not used in the model.)"))
+        else:
+            _PASSED[name] = fn
         return
     _PASSED.pop(name, None)
-    message = _explain(exercise, case, names, failure, got)
+    error = failure[1]
+    if failure[0] == "raised" and isinstance(error, NotImplementedError) and raised_in_learner_code(error):
+        raise NotImplementedError(
+            _wrapped(
+                f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
+                f"run its cell, then this one again.",
+                first=len("NotImplementedError: "),
+            )
+        ) from None
+    message = _explain(exercise, case, names, failure, got, helpers_note)
     raise AssertionError(message) from None
 
 
-def _explain(exercise: Exercise, case: Case, names: list[str], failure: tuple, got: Any) -> str:
+FAILED_CASE = re.compile(r"check_(\w+):\s+case\s+'(.*?)'\s+failed\.", re.DOTALL)
+
+
+def failed_case(message: str) -> tuple[str, str] | None:
+    """(exercise, case) named by a check's failure message (its first lines may wrap), or None."""
+    found = FAILED_CASE.search(message)
+    return (found.group(1), " ".join(found.group(2).split())) if found else None
+
+
+def _wrapped(text: str, indent: str = "", first: int = 0) -> str:
+    """`text` in lines of at most MESSAGE_WIDTH, each indented (the first line `first` characters shorter)."""
+    lines = textwrap.wrap(text, MESSAGE_WIDTH, initial_indent=" " * first + indent, subsequent_indent=indent + "  ")
+    return "\n".join([lines[0][first:], *lines[1:]])
+
+
+def _explain(
+    exercise: Exercise, case: Case, names: list[str], failure: tuple, got: Any, notes: list[str] | tuple = ()
+) -> str:
+    """The failure's message: the verdict and the hint first, in short lines; then the details."""
     name = exercise.component
     kind, detail = failure
-    lines = [f"check_{name}: case '{case.name}' failed.", "  inputs:", _inputs_text(case, names)]
-    hint = exercise.hint
+    verdict = f"check_{name}: case '{case.name}' failed."
+    hint, details = exercise.hint, ["  inputs:", _inputs_text(case, names)]
     if kind == "raised":
         what = "was stopped" if isinstance(detail, TimeLimitExceeded) else f"raised {type(detail).__name__}"
-        lines += [f"  your {name} {what}; your code, where it was:"]
-        lines += ["    " + line for line in learner_traceback(detail).splitlines()]
+        verdict = f"check_{name}: case '{case.name}' failed: your {name} {what}."
+        details += [f"  your {name} {what}; your code, where it was:"]
+        details += ["    " + line for line in learner_traceback(detail).splitlines()]
     elif kind == "changed":
-        lines.append(
-            f"  your {name} changed its input {detail} in place: the model still needs it. "
+        hint = (
+            f"your {name} changed its input {detail} in place: the model still needs it. "
             f"Work on a copy (dict(target), boxes.clone()) or build new tensors."
         )
-        hint = ""
     else:
-        lines += [
+        details += [
             f"  in your {detail.where}:",
             f"    expected: {detail.expected}",
             f"    got:      {detail.got}",
@@ -305,9 +403,10 @@ def _explain(exercise: Exercise, case: Case, names: list[str], failure: tuple, g
             hint = "your function returned None: did you forget the `return` statement?"
         else:
             hint = _matching_mistake(exercise, case, got) or hint
-    if hint:
-        lines.append(f"  hint: {hint}")
-    return "\n".join(lines)
+    lines = [_wrapped(verdict, first=len("AssertionError: "))]
+    lines += [_wrapped(f"hint: {hint}", "  ")] if hint else []
+    lines += [_wrapped(note, "  ") for note in notes]
+    return "\n".join(lines + details)
 
 
 def _matching_mistake(exercise: Exercise, case: Case, got: Any) -> str | None:
@@ -322,5 +421,7 @@ def _matching_mistake(exercise: Exercise, case: Case, got: Any) -> str | None:
             if difference(wrong, got, exercise.atol, exercise.rtol) is None:
                 hints.append(mistake.hint)
     if len(hints) > 1:
-        return "your answer is what each of these mistakes gives:" + "".join(f"\n    - {h}" for h in hints)
+        return "your answer is what each of these mistakes gives: " + " ".join(
+            f"({i}) {h}" for i, h in enumerate(hints, 1)
+        )
     return f"your answer is what this mistake gives: {hints[0]}" if hints else None
