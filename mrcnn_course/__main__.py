@@ -7,18 +7,24 @@
 
 `train` writes OUT/checkpoint.pt and OUT/trace.json after every epoch and OUT/curves.png at the end,
 and prints the trace's table. Every option defaults to the course's recipe (loop.Recipe).
+
+Errors are one line, "error: ...", exit code 1 (2 for a bad option); Ctrl-C stops training between two
+steps, says which checkpoint is kept, and exits with 130.
 """
 
 import argparse
 import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from mrcnn_course.training import loop
+from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint
 from mrcnn_course.training.distributed import is_main_process
+from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted
 from mrcnn_course.training.training_trace import TOTAL
 
 # train's options: Recipe field -> help. Each defaults to the Recipe's value (shown by --help).
@@ -36,10 +42,19 @@ RECIPE_OPTIONS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (FileNotFoundError, FileExistsError, ValueError, loop.TrainingDiverged) as error:
-        parser.exit(1, f"error: {error}\n")  # a clear message, not a traceback
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            return args.run(args)
+        except (FileNotFoundError, FileExistsError, ValueError, OutputFolderError, TrainingDiverged) as error:
+            parser.exit(1, f"error: {error}\n")  # a clear message, not a traceback
+        except TrainingInterrupted as stopped:
+            parser.exit(130, f"{stopped}\n")  # 130 = 128 + SIGINT, the shell's code for Ctrl-C
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line, "warning: ...", without the source line the default shows."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,15 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its checkpoint (same options as when it started)",
+        help="continue the run in --out from its checkpoint (same options as when it started; --lr may be "
+        "lowered after a divergence). Without --threads it uses the thread count the run started with",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar (TQDM_DISABLE=1 does the same)")
     train.add_argument(
         "--threads",
         type=int,
-        help="torch threads (default: one per core). On cores shared with other "
-        "work, 1 is often faster; results can differ in the last digits "
-        "between thread counts",
+        help="torch threads (default: one per core). On cores shared with other work, 1 is often faster. "
+        "Another thread count adds floats in another order: the losses differ by percents after an epoch, so "
+        "the same seed repeats a run exactly only with the same count (saved in the checkpoint)",
     )
     train.set_defaults(run=run_train)
 
@@ -96,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="checkpoint.pt written by train (or its folder), or a saved state_dict",
     )
-    evaluate.add_argument("--coco", type=Path, help="a folder with annotations.json and images (data.CocoFolder)")
+    evaluate.add_argument("--coco", type=Path, help="a COCO folder: annotations.json and images/ (data.CocoFolder)")
+    evaluate.add_argument(
+        "--coco-annotations",
+        default="annotations.json",
+        help="the annotations json, relative to --coco (default: %(default)s; e.g. annotations/instances_val2017.json)",
+    )
+    evaluate.add_argument(
+        "--coco-images",
+        default="images",
+        help="the images' folder, relative to --coco (default: %(default)s; e.g. val2017)",
+    )
     evaluate.add_argument(
         "--images",
         type=int,
@@ -120,11 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from mrcnn_course.show.viz import draw_training_curves
 
+    recipe = loop.Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images)
+    if args.resume:
+        checkpoint = load_checkpoint(args.out / CHECKPOINT_NAME)
+        if isinstance(checkpoint, dict) and checkpoint.get("epoch", 0) >= recipe.epochs:
+            print(
+                f"the run in {args.out} already finished its {checkpoint['epoch']} epochs: nothing trained, "
+                f"nothing written (its trace: {args.out / loop.TRACE_NAME}); to train more epochs, start a new "
+                f"run in another folder"
+            )
+            return 0
+        if not args.threads:  # the run's own count: another one would not resume it exactly
+            args.threads = checkpoint.get("exactness", {}).get("threads") if isinstance(checkpoint, dict) else None
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = loop.Recipe(
-        **{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images
-    )
     trace = loop.train(recipe=recipe, out=args.out, resume=args.resume, progress=not args.no_progress)
     # one line per process, so a torchrun log shows that every rank finished (and with the same loss)
     print(
@@ -145,7 +180,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model, recipe = model_from_checkpoint(args.checkpoint)
     if args.coco is not None:
-        dataset, where = data.CocoFolder(args.coco), f"the COCO folder {args.coco}"
+        dataset = data.CocoFolder(args.coco, args.coco_annotations, args.coco_images, num_classes=model.num_classes)
+        where = f"the COCO folder {args.coco}"
     else:
         dataset, where = loop.recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
     result = evaluation.evaluate(model, dataset)

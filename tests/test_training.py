@@ -19,7 +19,8 @@ from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.training import data
 from mrcnn_course.training import loop
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from mrcnn_course.training.loop import QUICK, Recipe, TrainingDiverged, one_cycle, train, validation_losses
+from mrcnn_course.training.loop import QUICK, Recipe, one_cycle, train, validation_losses
+from mrcnn_course.training.stopping import TrainingDiverged
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 TINY = Recipe(epochs=3, images_per_epoch=8, batch_size=4, val_images=4, image_size=64, seed=3)
@@ -172,7 +173,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
         train(recipe=TINY, out=tmp_path, progress=False, on_epoch=lambda trace, record: poisoned.append(1))
     message = str(error.value)
     assert "loss_mask is nan at epoch 2, step 1" in message
-    assert f"{tmp_path / CHECKPOINT_NAME} (epoch 1), is kept" in message
+    assert f"the checkpoint of epoch 1 is kept ({tmp_path / CHECKPOINT_NAME})" in message
     assert load_checkpoint(tmp_path)["epoch"] == 1
     assert len(TrainingTrace.load(tmp_path / loop.TRACE_NAME).epochs) == 1
     assert not torch.are_deterministic_algorithms_enabled()  # train() restored the global setting
@@ -202,8 +203,10 @@ def test_bad_settings_are_refused_clearly(run, tmp_path):
         train(recipe=TINY, out=run[1])
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         train(recipe=TINY, out=tmp_path, resume=True)
-    with pytest.raises(ValueError, match=f"used another recipe.*'lr': \\({TINY.lr}, 0.001\\)"):
-        train(recipe=TINY, out=run[1], resume=True, lr=1e-3)
+    with pytest.raises(
+        ValueError, match=f"used another recipe.*'seed': \\({TINY.seed}, 4\\).*only \\['lr'\\] may change"
+    ):
+        train(recipe=TINY, out=run[1], resume=True, seed=4)
 
 
 def test_one_cycle_rises_then_falls():

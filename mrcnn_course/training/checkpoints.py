@@ -1,7 +1,7 @@
 """Checkpoints that lose nothing: model, optimizer, schedule, random states, the trace so far, the data position.
 
-    save_checkpoint(path, checkpoint)     # atomic: a temporary file, then os.replace
-    checkpoint = load_checkpoint(path)
+    save_checkpoint(path, checkpoint)     # atomic: a temporary file, then os.replace; with a SHA-256 digest
+    checkpoint = load_checkpoint(path)    # refuses a file whose digest does not match (flipped or lost bytes)
     set_rng_state(checkpoint["rng"][rank])
 
 A run killed at any moment leaves either the previous checkpoint or the new one, never half a file,
@@ -16,17 +16,43 @@ What a checkpoint holds (a dict; torch.save format):
     scheduler     scheduler.state_dict()
     rng           one rng_state() per process (distributed runs have one per rank)
     trace         TrainingTrace.to_dict() up to this epoch
-    recipe        the Recipe as a dict, so a resume with a different recipe is refused
+    recipe        the Recipe as a dict, so a resume with a different recipe is refused (lr may change)
+    world_size    processes that trained it
+    exactness     run_conditions(): what else a bit-exact resume needs (threads, versions, device)
+
+On disk: one header line, DIGEST_HEADER + the payload's SHA-256 in hex, then torch.save's bytes. A file
+without the header (a bare state_dict from torch.save) loads unchecked.
 """
 
+import hashlib
+import io
 import os
 import random
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mrcnn_course.training.distributed import broadcast_from_rank_0
+from mrcnn_course.training.stopping import what_is_kept
+
 CHECKPOINT_NAME = "checkpoint.pt"
+DIGEST_HEADER = b"mrcnn_course checkpoint sha256="  # + 64 hex digits + newline, then torch.save's bytes
+# the parts of a checkpoint that train(resume=True) needs (a bare state_dict has none of them)
+RESUMABLE_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "trace", "recipe", "world_size")
+# recipe settings a resume may change: a run that diverged continues from its last good checkpoint at a lower
+# peak learning rate (the schedule's shape and the data stay the same)
+CHANGEABLE_ON_RESUME = ("lr",)
+
+
+class OutputFolderError(OSError):
+    """The output folder cannot hold the run's files: missing and not creatable, not writable, or full."""
+
+
+class ResumeNotExact(UserWarning):
+    """A resumed run will not repeat an uninterrupted one bit for bit (another thread count, torch, device)."""
 
 
 def rng_state() -> dict:
@@ -63,15 +89,27 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
-    """torch.save to a temporary file beside `path`, then os.replace it: readers see the old file or the new."""
+    """torch.save, with a digest of the bytes, to a temporary file beside `path`, then os.replace it: readers
+    see the old file or the new. A failed write (a full disk) removes the temporary file and raises
+    OutputFolderError; the previous checkpoint stays as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    payload = buffer.getbuffer()
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        torch.save(checkpoint, file)
-        file.flush()
-        os.fsync(file.fileno())  # on disk before the swap, so a crash cannot leave an empty file in place
-    os.replace(temporary, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            file.write(DIGEST_HEADER + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the swap, so a crash cannot leave an empty file in place
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OutputFolderError(
+            f"cannot write {path} ({error.strerror or error}): free some space, or make the folder writable"
+        ) from None
     return path
 
 
@@ -84,12 +122,125 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"no checkpoint at {path}: train with --out FOLDER first, then pass FOLDER/{CHECKPOINT_NAME}"
         )
+    content = path.read_bytes()
+    if content.startswith(DIGEST_HEADER):
+        end = content.index(b"\n") if b"\n" in content else len(content)
+        digest, payload = content[len(DIGEST_HEADER) : end].decode("ascii", "replace"), memoryview(content)[end + 1 :]
+        if hashlib.sha256(payload).hexdigest() != digest:
+            raise ValueError(
+                f"{path} is damaged: its bytes do not match the digest saved with them (a copy cut short, or "
+                f"a failing disk); use another copy of it, or start the run again"
+            )
+        content = payload
     try:
         # weights_only=False: the checkpoint holds numpy and Python random states, not only tensors.
         # Load only checkpoints you wrote yourself (pickle can run code).
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(content), map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
         raise ValueError(f"{path} is not a readable checkpoint ({error}): was it written by training?") from None
+
+
+def run_conditions(device: torch.device) -> dict:
+    """What a bit-exact resume needs besides the checkpoint: float sums are added in another order with
+    another thread count (the losses part by percents within an epoch), another torch or another device."""
+    return {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": device.type,
+    }
+
+
+def warn_if_not_exact(saved: dict | None, now: dict) -> None:
+    """Warn (ResumeNotExact) when the resumed run differs from the saved run_conditions()."""
+    if saved is None:
+        return
+    changed = [f"{name} {saved[name]} -> {now[name]}" for name in now if name in saved and saved[name] != now[name]]
+    if changed:
+        threads = saved.get("threads", now["threads"])
+        advice = f"; for an exact resume use --threads {threads}" if threads != now["threads"] else ""
+        warnings.warn(
+            f"this resume will not repeat the uninterrupted run exactly ({', '.join(changed)}): the losses "
+            f"will drift from it{advice}",
+            ResumeNotExact,
+            stacklevel=3,
+        )
+
+
+def check_output_folder(folder: Path, needed_bytes: int) -> None:
+    """Create `folder` if needed and check, before any training, that a checkpoint of about `needed_bytes`
+    can be written in it: an OutputFolderError says what is wrong now rather than after the first epoch."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test.tmp"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise OutputFolderError(
+            f"cannot write in the output folder {folder} ({error.strerror or error}): choose a folder you can "
+            f"write to (--out, out=)"
+        ) from None
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OutputFolderError(
+            f"the output folder {folder} has {free / 1e6:.0f} MB free, but a checkpoint needs about "
+            f"{needed_bytes / 1e6:.0f} MB: free some space, or choose a folder on another disk"
+        )
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About the disk space a checkpoint needs while it is rewritten: the weights and AdamW's two moments
+    (3 copies of the parameters), twice (the new file is written beside the old one), and 10 MB for the rest."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 2 * 3 * weights + 10**7
+
+
+def check_output_on_rank_0(folder: Path, needed_bytes: int, rank: int, world: int) -> None:
+    """checkpoints.check_output_folder by rank 0 (the one that writes), its verdict raised on every rank so
+    that none is left waiting for the others."""
+    problem = None
+    if rank == 0:
+        try:
+            check_output_folder(folder, needed_bytes)
+        except OutputFolderError as error:
+            problem = str(error)
+    problem = broadcast_from_rank_0(problem, world)
+    if problem is not None:
+        raise OutputFolderError(problem)
+
+
+def save_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) -> None:
+    """Write the checkpoint, then the trace (a TrainingTrace) at trace_path. If the folder fails (full, removed,
+    read-only), the OutputFolderError says which epoch's work is lost and which checkpoint is kept."""
+    epoch = checkpoint["epoch"]
+    try:
+        save_checkpoint(checkpoint_path, checkpoint)
+    except OutputFolderError as error:
+        raise OutputFolderError(
+            f"epoch {epoch} finished but its checkpoint was not written: {error}; "
+            f"{what_is_kept(checkpoint_path, epoch - 1)}: resume with --resume (resume=True) once it can be written"
+        ) from None
+    try:
+        trace.save(trace_path)
+    except OSError as error:
+        raise OutputFolderError(
+            f"epoch {epoch}'s checkpoint is written, but not {trace_path.name} ({error.strerror or error}): free some "
+            f"space; the checkpoint holds the trace too, and the next epoch rewrites {trace_path.name}"
+        ) from None
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:
+    """model.load_state_dict(state), with a message that says which model the weights are for."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, AttributeError, TypeError) as error:
+        classes = state.get("roi_heads.box_predictor.cls_score.weight") if isinstance(state, dict) else None
+        trained_for = f"; they were trained for num_classes={len(classes)}" if classes is not None else ""
+        first_problem = str(error).split("\n\t")[1] if "\n\t" in str(error) else str(error)[:200]
+        raise ValueError(
+            f"{source} holds weights of another model ({first_problem.strip()}){trained_for}: use the model they "
+            f"were trained with, or start a new run in another folder"
+        ) from None
 
 
 def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: int) -> dict | None:
@@ -104,11 +255,18 @@ def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: i
     if path is None:
         raise ValueError("resume=True needs out=FOLDER: the folder of the run to continue")
     checkpoint = load_checkpoint(path)
-    if checkpoint["recipe"] != recipe:
-        changed = {k: (v, recipe.get(k)) for k, v in checkpoint["recipe"].items() if recipe.get(k) != v}
+    missing = [key for key in RESUMABLE_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ValueError(
+            f"{path} cannot be resumed: it lacks {missing} (a bare state_dict, or weights saved without "
+            f"their optimizer); resume continues a run that train wrote with out=FOLDER (--out), to evaluate "
+            f"these weights use `python -m mrcnn_course evaluate --checkpoint {path}`"
+        )
+    changed = {k: (v, recipe.get(k)) for k, v in checkpoint["recipe"].items() if recipe.get(k) != v}
+    if set(changed) - set(CHANGEABLE_ON_RESUME):
         raise ValueError(
             f"the run in {path.parent} used another recipe (was -> now: {changed}): resume with "
-            f"the same settings, or start a new run in another folder"
+            f"the same settings (only {list(CHANGEABLE_ON_RESUME)} may change), or start a new run in another folder"
         )
     if checkpoint["world_size"] != world:
         raise ValueError(

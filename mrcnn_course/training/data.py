@@ -46,6 +46,7 @@ MIN_SIDE = 16  # the smallest image side that still fits a recognisable object
 SEEDS_PER_DATASET = 2**32  # ShapesDataset(seed=s)[i] is make_scene(s * 2**32 + i): seeds never overlap
 MAX_DATASET_SEED = 2**31  # keeps s * 2**32 + i inside int64 (image_id)
 DOG_AND_CAT_SEED = 101  # chosen by eye: a yellow dog and a ginger cat on a pink gradient
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # how PIL opens a 16-bit grayscale PNG (I: older Pillows)
 
 
 def make_scene(
@@ -192,13 +193,20 @@ def to_image_tensor(image: "Image.Image | np.ndarray | Tensor | str | os.PathLik
     """float32 Tensor[3, H, W] in [0, 1] from a PIL image, a uint8 numpy array (H, W, 3), an image file,
     or a tensor: uint8 (H, W, 3) or (3, H, W), float (3, H, W) in [0, 1].
 
-    Grayscale is repeated into 3 channels; an alpha channel (RGBA) is dropped. A uint8 tensor whose first
+    Grayscale is repeated into 3 channels; an alpha channel (RGBA) is dropped; 16-bit grayscale (a 16-bit PNG)
+    is read at its level (value / 65535). A uint8 tensor whose first
     dimension is 1, 3 or 4 is read as channels-first. Anything else raises a ValueError that says what was
     wrong (a missing file: FileNotFoundError).
     """
     if isinstance(image, (str, os.PathLike)):
         image = read_image(Path(image))
-    if isinstance(image, Image.Image):
+    if isinstance(image, Image.Image) and image.mode in SIXTEEN_BIT_MODES:
+        # convert("RGB") would clip every value above 255 to white: scale the 16 bits to [0, 1] instead
+        pixels = np.asarray(image).astype(np.float32)  # (H, W)
+        if pixels.max(initial=0) > 65535:
+            raise ValueError(f"a {image.mode} image holds values up to {pixels.max():.0f}: expected 16-bit pixels")
+        image = torch.from_numpy(pixels / 65535)  # (H, W) gray in [0, 1]
+    elif isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))  # L, LA, P, RGBA, CMYK, ... -> RGB
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
@@ -312,15 +320,25 @@ class CocoFolder(Dataset):
     category ids (as torchvision's COCO models use them) and class_names[label] is the category's name.
     Segmentations may be polygons or RLE. Annotations whose box has no width or height are dropped.
     For COCO itself: CocoFolder("coco", "annotations/instances_val2017.json", images="val2017").
+    num_classes: the model's (background included); category ids it cannot predict are refused up front.
+    Every image and annotation is checked when the folder is opened (check_coco), so a broken entry is
+    named then, not deep inside pycocotools in the middle of a run.
     """
 
-    def __init__(self, folder: str | os.PathLike, annotations: str = "annotations.json", images: str = "images"):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        annotations: str = "annotations.json",
+        images: str = "images",
+        num_classes: int | None = None,
+    ):
         self.folder, self.images = Path(folder), images
         path = self.folder / annotations
         if not path.is_file():
             raise FileNotFoundError(
-                f"no COCO annotations at {path}: give the folder that holds {annotations} "
-                f"(export_coco writes one), or name the json with annotations="
+                f"no COCO annotations at {path}: give the folder that holds {annotations} (export_coco writes "
+                f"one), or name the json and the images' folder inside it: CocoFolder(folder, annotations=..., "
+                f"images=...), on the command line --coco-annotations and --coco-images"
             )
         try:
             content = json.loads(path.read_text())
@@ -336,13 +354,11 @@ class CocoFolder(Dataset):
                 f"{path} is not COCO instance annotations: it lacks the lists {missing} (a COCO json "
                 f"holds images, annotations and categories)"
             )
+        check_coco(content, path, num_classes)
         self.coco = COCO()
         self.coco.dataset = content
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
-                self.coco.createIndex()
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"{path} is not COCO instance annotations: an entry lacks {error}") from None
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+            self.coco.createIndex()
         names = {c["id"]: c.get("name", f"class {c['id']}") for c in content["categories"]}
         self.class_names = ["background"] + [names.get(i, f"class {i}") for i in range(1, max(names, default=0) + 1)]
 
@@ -359,8 +375,6 @@ class CocoFolder(Dataset):
                 f"{info['height']} x {info['width']}: the json does not belong to these images"
             )
         kept = [a for a in self.coco.imgToAnns[info["id"]] if a["bbox"][2] > 0 and a["bbox"][3] > 0]
-        if any("segmentation" not in a for a in kept):
-            raise ValueError(f"annotations of {info['file_name']} have no segmentation: Mask R-CNN needs masks")
         masks = [self.coco.annToMask(a) for a in kept]  # (H, W) uint8 each, from polygons or RLE
         boxes = torch.tensor([a["bbox"] for a in kept], dtype=torch.float32).reshape(-1, 4)  # (G, 4) x, y, w, h
         return image, {
@@ -371,3 +385,84 @@ class CocoFolder(Dataset):
             "area": torch.tensor([a.get("area", float(m.sum())) for a, m in zip(kept, masks)], dtype=torch.float32),
             "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in kept], dtype=torch.int64),
         }
+
+
+def check_coco(content: dict, path: Path, num_classes: int | None = None) -> None:
+    """Raise a ValueError naming the first image, category or annotation of a COCO json that CocoFolder
+    cannot read correctly, and how to fix it: missing or duplicate ids, a missing bbox, a segmentation that
+    is not a polygon of at least 3 points or an RLE, a category id that is not an integer from 1 (or not
+    below num_classes when given)."""
+    files = {}  # image id -> file name
+    for n, image in enumerate(content["images"]):
+        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
+            raise ValueError(f"{path}: image entry {n} lacks 'id' or 'file_name': each image needs both")
+        if image["id"] in files:
+            raise ValueError(
+                f"{path}: image id {image['id']} is given to both {files[image['id']]} and {image['file_name']}: "
+                f"each image needs an id of its own (their annotations would be merged)"
+            )
+        files[image["id"]] = image["file_name"]
+    for n, category in enumerate(content["categories"]):
+        if not isinstance(category, dict) or not is_integer(category.get("id")):
+            raise ValueError(f"{path}: category entry {n} has id {category.get('id')!r}: category ids are integers")
+    unknown = []  # (annotation id, category id) the model cannot predict
+    for n, annotation in enumerate(content["annotations"]):
+        name = annotation.get("id", f"#{n}") if isinstance(annotation, dict) else f"#{n}"
+        where = f"{path}: annotation {name}"
+        if not isinstance(annotation, dict) or annotation.get("image_id") not in files:
+            raise ValueError(f"{where} refers to no image of the json (image_id {annotation.get('image_id')!r})")
+        where += f" (image {files[annotation['image_id']]})"
+        category = annotation.get("category_id")
+        if not is_integer(category):
+            raise ValueError(
+                f"{where} has category_id {category!r}, a {type(category).__name__}: category ids are integers "
+                f'(write 3, not "3")'
+            )
+        if category < 1:
+            raise ValueError(f"{where} has category_id {category}: category ids start at 1 (0 is the background)")
+        if num_classes is not None and category >= num_classes:
+            unknown.append((name, category))
+        box = annotation.get("bbox")
+        if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box) and min(box[2:]) >= 0):
+            raise ValueError(
+                f"{where} has bbox {box!r}: each annotation needs bbox [x, y, width, height] "
+                f"(numbers, width and height at least 0)"
+            )
+        problem = segmentation_problem(annotation.get("segmentation"))
+        if problem:
+            raise ValueError(f"{where}: {problem}; fix the segmentation, or drop the annotation")
+    if unknown:
+        shown = ", ".join(f"{a} (category {c})" for a, c in unknown[:5])
+        raise ValueError(
+            f"{path}: {len(unknown)} annotations have category ids the model cannot predict (it has "
+            f"{num_classes} classes, ids 1 to {num_classes - 1}), e.g. annotations {shown}: they would all "
+            f"count as missed; evaluate a model trained on these categories, or remove those annotations"
+        )
+
+
+def segmentation_problem(segmentation) -> str:
+    """What is wrong with a COCO segmentation, or "" if pycocotools can read it: a list of polygons, each
+    [x1, y1, x2, y2, ...] with at least 3 points, or an RLE {"size": [H, W], "counts": ...}."""
+    if isinstance(segmentation, dict):
+        if "size" in segmentation and "counts" in segmentation:
+            return ""
+        return f"its RLE segmentation lacks 'size' or 'counts' (has {sorted(segmentation)})"
+    if not isinstance(segmentation, list) or not segmentation:
+        return f"its segmentation is {segmentation!r}: Mask R-CNN needs a mask, as polygons or as an RLE"
+    for polygon in segmentation:
+        if not isinstance(polygon, list) or not all(is_number(v) for v in polygon):
+            return "a polygon of its segmentation is not a list of numbers [x1, y1, x2, y2, ...]"
+        if len(polygon) < 6 or len(polygon) % 2:
+            return (
+                f"a polygon of its segmentation has {len(polygon)} numbers: a polygon needs x, y pairs of "
+                f"3 points or more"
+            )
+    return ""
+
+
+def is_integer(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)

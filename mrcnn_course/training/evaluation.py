@@ -123,6 +123,11 @@ def coco_map(predictions: list[dict], targets: list[dict]) -> dict[str, float]:
     ground_truth = targets_to_coco(targets)
     if not ground_truth["annotations"]:
         raise ValueError("the targets hold no objects at all: mAP measures found objects, so it is undefined")
+    if all(a["iscrowd"] for a in ground_truth["annotations"]):
+        raise ValueError(
+            "every object of the targets is a crowd region (iscrowd=1): COCO's mAP ignores crowd regions, so it "
+            "is undefined (pycocotools prints -1); set iscrowd=0 on the objects that should count"
+        )
     results = predictions_to_coco(predictions)
     if not results:
         return dict.fromkeys(MAP_NAMES, 0.0)  # nothing detected: precision 0 everywhere (and loadRes fails on [])

@@ -37,13 +37,19 @@ from mrcnn_course.training import data, evaluation
 from mrcnn_course.training.checkpoints import (
     CHECKPOINT_NAME,
     all_rng_states,
+    check_output_on_rank_0,
+    checkpoint_bytes,
     checkpoint_to_resume,
-    save_checkpoint,
+    load_model_state,
+    run_conditions,
+    save_run,
     seed_everything,
     set_rng_state,
+    warn_if_not_exact,
 )
 from mrcnn_course.training.distributed import broadcast_from_rank_0, start_distributed, to_device
 from mrcnn_course.training.encoding import encode_detections, encode_image
+from mrcnn_course.training.stopping import CtrlC, check_losses, interrupted
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, EpochRecord, TrainingTrace, observe
 
 TRACE_NAME = "trace.json"
@@ -78,6 +84,20 @@ class Recipe:
         ]
         if self.images_per_epoch < self.batch_size:
             problems.append(f"images_per_epoch ({self.images_per_epoch}) is less than one batch ({self.batch_size})")
+        if self.shown_images < 0:
+            problems.append(f"shown_images must be at least 0 (got {self.shown_images})")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number (got {self.lr}); the course's is {Recipe.lr}")
+        if not 0 <= self.warmup <= 1:
+            problems.append(f"warmup is a share of the steps, between 0 and 1 (got {self.warmup}); 0.25 is a quarter")
+        if not 0 <= self.weight_decay < 1:
+            problems.append(f"weight_decay must lie in [0, 1) (got {self.weight_decay}); the course's is 1e-4")
+        if not self.grad_clip >= 0:  # a negative limit would flip every gradient: gradient ascent
+            problems.append(f"grad_clip must be 0 (no limit) or a positive gradient norm (got {self.grad_clip})")
+        if not isinstance(self.image_size, int) or self.image_size < data.MIN_SIDE:
+            problems.append(f"image_size must be an integer of at least {data.MIN_SIDE} pixels (got {self.image_size})")
+        if len(self.num_objects) != 2 or not 0 <= self.num_objects[0] <= self.num_objects[1]:
+            problems.append(f"num_objects must be (fewest, most) with 0 <= fewest <= most (got {self.num_objects})")
         unknown = [c for c in self.classes if c not in data.CLASSES[1:]]
         if unknown or not self.classes:
             problems.append(f"classes {list(self.classes)}: choose from {list(data.CLASSES[1:])}")
@@ -151,10 +171,6 @@ class StepInfo:
     lr: float
 
 
-class TrainingDiverged(FloatingPointError):
-    """A loss became NaN or infinite: training stopped, the last good checkpoint is kept."""
-
-
 def train(
     model: MaskRCNN | None = None,
     recipe: Recipe | None = None,
@@ -182,7 +198,10 @@ def train(
     time_limit: seconds for this call; after an epoch, if one more epoch as long as it would end past the
     limit, training stops there and that epoch's observation says so (a backstop for
     training_budget.fit_to_budget, whose estimate can be wrong on a busy machine).
-    A NaN or infinite loss raises TrainingDiverged, naming the loss, the epoch and the step.
+    A NaN, infinite or exploding loss (stopping.EXPLODING_LOSS), in training or validation, raises
+    TrainingDiverged, naming the loss, the epoch and the step; resume=True may then lower recipe.lr. Ctrl-C
+    stops between two steps with TrainingInterrupted. The output folder is created and checked before the
+    first step; a resume that would not be bit-exact (another thread count) warns (ResumeNotExact).
     """
     try:
         recipe = replace(recipe or Recipe(), **overrides)
@@ -195,26 +214,33 @@ def train(
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     # the same seed must give the same trace; warn_only: a GPU op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)
+    ctrl_c = CtrlC()
     try:
+        ctrl_c.listen()  # Ctrl-C now stops training between two steps
         checkpoint_path = Path(out) / CHECKPOINT_NAME if out is not None else None
         checkpoint = checkpoint_to_resume(checkpoint_path, resume, recipe.to_dict(), world)
         seed_everything(recipe.seed)
         model = (model if model is not None else maskrcnn_small(num_classes=len(data.CLASSES))).to(device)
         optimizer = optimizer_for(model, recipe)
+        if out is not None:
+            check_output_on_rank_0(Path(out), checkpoint_bytes(model), rank, world)
         total_steps = recipe.epochs * recipe.steps_per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step_index: one_cycle(step_index, total_steps, recipe.warmup)
         )
         validation = recipe_scenes(recipe, 0, recipe.val_images)
+        lr_note = ""  # said in the first resumed epoch's observation when the resume changed the learning rate
         if checkpoint is None:
             trace = new_trace(recipe, validation)
             seed_everything(recipe.seed + rank)  # each rank samples anchors and RoIs from its own stream
         else:
-            model.load_state_dict(checkpoint["model"])
+            load_model_state(model, checkpoint["model"], checkpoint_path)
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             trace = TrainingTrace.from_dict(checkpoint["trace"])
             set_rng_state(checkpoint["rng"][rank])
+            warn_if_not_exact(checkpoint.get("exactness"), run_conditions(device))
+            lr_note = change_peak_learning_rate(optimizer, scheduler, trace, recipe, total_steps)
         trainer = nn.parallel.DistributedDataParallel(model) if world > 1 else model
         first = len(trace.epochs) + 1
         run_started = time.perf_counter()
@@ -228,9 +254,21 @@ def train(
                 started = time.perf_counter()
                 bar.set_description(f"epoch {epoch}/{recipe.epochs}")
                 train_losses, lr = train_one_epoch(
-                    trainer, optimizer, scheduler, recipe, epoch, rank, world, bar, on_step, checkpoint_path, train_step
+                    trainer,
+                    optimizer,
+                    scheduler,
+                    recipe,
+                    epoch,
+                    rank,
+                    world,
+                    bar,
+                    on_step,
+                    checkpoint_path,
+                    train_step,
+                    ctrl_c,
                 )
                 val_losses = validation_losses(model, validation, recipe.batch_size, recipe.seed, rank, world)
+                check_losses(val_losses, epoch, None, checkpoint_path, lower_learning_rate(recipe))
                 figures = evaluate_on_rank_0(model, validation, recipe, rank, world)
                 record = EpochRecord(
                     epoch,
@@ -242,6 +280,7 @@ def train(
                     **figures,
                 )
                 record.observation = observe(record, trace.epochs[-1] if trace.epochs else None, recipe.fresh_images)
+                record.observation, lr_note = record.observation + lr_note, ""
                 out_of_time = broadcast_from_rank_0(
                     time_limit is not None
                     and epoch < recipe.epochs
@@ -256,7 +295,7 @@ def train(
                 trace.epochs.append(record)
                 states = all_rng_states(world)
                 if rank == 0 and out is not None:
-                    save_checkpoint(
+                    save_run(
                         checkpoint_path,
                         {
                             "epoch": epoch,
@@ -267,14 +306,19 @@ def train(
                             "trace": trace.to_dict(),
                             "recipe": recipe.to_dict(),
                             "world_size": world,
+                            "exactness": run_conditions(device),
                         },
+                        trace,
+                        Path(out) / TRACE_NAME,
                     )
-                    trace.save(Path(out) / TRACE_NAME)
                 if on_epoch is not None:
                     on_epoch(trace, record)
+                if ctrl_c.pressed:
+                    raise interrupted(epoch, None, checkpoint_path)
                 if out_of_time:
                     break
     finally:
+        ctrl_c.stop_listening()
         torch.use_deterministic_algorithms(was_deterministic)
         if started_here:
             dist.destroy_process_group()
@@ -294,9 +338,12 @@ def train_one_epoch(
     on_step,
     checkpoint_path: Path | None,
     step_fn: Callable | None = None,
+    ctrl_c: CtrlC | None = None,
 ) -> tuple[dict[str, float], float]:
     """One epoch of steps, each `step_fn(trainer, optimizer, images, targets)` (default train_step); returns
-    the mean of each loss (TOTAL and LOSS_PARTS) over the steps, and the learning rate of the last step."""
+    the mean of each loss (TOTAL and LOSS_PARTS) over the steps, and the learning rate of the last step.
+    Stops with TrainingDiverged on a bad loss, with TrainingInterrupted after the step in which Ctrl-C was
+    pressed (ctrl_c.pressed)."""
     trainer.train()
     step_fn = step_fn or train_step
     clipped = GradientLimit(optimizer, trainer.parameters(), recipe.grad_clip)
@@ -310,20 +357,51 @@ def train_one_epoch(
         if world > 1:  # every rank sees the same figures, so every rank stops on a NaN together
             dist.all_reduce(figures)
             figures /= world
-        check_finite(figures, epoch, step, checkpoint_path)
+        named = dict(zip((TOTAL, *LOSS_PARTS), figures.tolist()))
+        check_losses(named, epoch, step, checkpoint_path, lower_learning_rate(recipe))
         scheduler.step()
         sums += figures
-        named = dict(zip((TOTAL, *LOSS_PARTS), figures.tolist()))
         bar.update()
         bar.set_postfix(loss=f"{named[TOTAL]:.3f}")
         if on_step is not None:
             on_step(StepInfo(epoch, step, recipe.steps_per_epoch, named, lr))
+        if stop_requested(ctrl_c, world, device):  # the step is done; the checkpoint is the last epoch's
+            raise interrupted(epoch, step, checkpoint_path)
     return dict(zip((TOTAL, *LOSS_PARTS), (sums / recipe.steps_per_epoch).tolist())), lr
 
 
 def optimizer_for(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """The recipe's optimizer: AdamW at the schedule's peak learning rate (the scheduler scales it)."""
     return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def stop_requested(ctrl_c: CtrlC | None, world: int, device: torch.device) -> bool:
+    """Whether Ctrl-C was pressed, in any process: all of them stop after the same step."""
+    pressed = torch.tensor([float(ctrl_c is not None and ctrl_c.pressed)], device=device)
+    if world > 1:
+        dist.all_reduce(pressed)
+    return bool(pressed.item())
+
+
+def lower_learning_rate(recipe: Recipe) -> float:
+    """The peak learning rate to advise after a divergence: a tenth of the recipe's, at most the course's."""
+    return min(recipe.lr / 10, Recipe.lr)
+
+
+def change_peak_learning_rate(optimizer, scheduler, trace: TrainingTrace, recipe: Recipe, total_steps: int) -> str:
+    """On resume with another recipe.lr (the one setting a resume may change): continue the one-cycle schedule
+    at its step, scaled to the new peak, and record the new recipe in the trace. Returns a sentence for the
+    next epoch's observation ("" when the learning rate is unchanged)."""
+    was = trace.config.get("lr")
+    if was == recipe.lr:
+        return ""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = recipe.lr
+        group["lr"] = recipe.lr * one_cycle(scheduler.last_epoch, total_steps, recipe.warmup)
+    scheduler.base_lrs = [recipe.lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
+    trace.config = recipe.to_dict()
+    return f" Resumed at a peak learning rate of {recipe.lr:g} (was {was:g})."
 
 
 def step_batch(
@@ -375,24 +453,6 @@ def step_figures(losses, device) -> Tensor:
             f"(numbers), e.g. {{'total': loss.item(), 'loss_mask': losses['loss_mask'].item(), ...}}"
         )
     return torch.tensor([float(losses[name]) for name in expected], dtype=torch.float64, device=device)
-
-
-def check_finite(figures: Tensor, epoch: int, step: int, checkpoint_path: Path | None) -> None:
-    """Raise TrainingDiverged if a loss in `figures` (TOTAL, then LOSS_PARTS) is NaN or infinite."""
-    for name, value in zip((*LOSS_PARTS, TOTAL), (*figures[1:].tolist(), figures[0].item())):
-        if not torch.isfinite(torch.tensor(value)):
-            if checkpoint_path is not None and checkpoint_path.exists():
-                kept = (
-                    f"the last good checkpoint, {checkpoint_path} (epoch {epoch - 1}), is kept: resume from it "
-                    f"(resume=True, --resume) with a lower learning rate only after fixing the cause"
-                )
-            else:
-                kept = "no checkpoint was written before it (pass out=FOLDER to keep one per epoch)"
-            raise TrainingDiverged(
-                f"{name} is {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
-                f"Common causes: a learning rate too high (recipe.lr), or a component "
-                f"that returns NaN (see components.summary())."
-            )
 
 
 @torch.no_grad()

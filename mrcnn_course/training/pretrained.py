@@ -19,7 +19,7 @@ import torch
 
 from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig, maskrcnn_small
 from mrcnn_course.training import data
-from mrcnn_course.training.checkpoints import load_checkpoint
+from mrcnn_course.training.checkpoints import load_checkpoint, load_model_state
 from mrcnn_course.training.loop import Recipe, recipe_scenes
 
 FOLDER = Path(__file__).parent / "pretrained"
@@ -43,16 +43,15 @@ def small_model() -> MaskRCNN:
 def model_from_checkpoint(path: str | Path) -> tuple[MaskRCNN, Recipe]:
     """The model (eval mode) and recipe of a train checkpoint; a bare state_dict gets the default Recipe."""
     checkpoint = load_checkpoint(path)
-    state = checkpoint.get("model", checkpoint)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} holds no model weights (a state_dict of tensors): pass a checkpoint written by "
+            f"`python -m mrcnn_course train`"
+        )
     recipe = Recipe(**checkpoint["recipe"]) if "recipe" in checkpoint else Recipe()
     model = small_model()
-    try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except (RuntimeError, AttributeError) as error:
-        raise ValueError(
-            f"{path} does not hold maskrcnn_small's weights ({str(error)[:200]}...): pass a checkpoint "
-            f"written by `python -m mrcnn_course train`"
-        ) from None
+    load_model_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
     return model.eval(), recipe
 
 

@@ -119,8 +119,13 @@ class TrainingTrace:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict()))
-        os.replace(temporary, path)
+        try:
+            # allow_nan=False: Infinity and NaN are not JSON (training stops before a loss gets there)
+            temporary.write_text(json.dumps(self.to_dict(), allow_nan=False))
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)  # no half-written file left behind
+            raise
         return path
 
     @classmethod

@@ -1,0 +1,107 @@
+"""Why a training run stops early, and what it says then: a diverged loss, Ctrl-C, an output folder that fails.
+
+    check_losses(losses, epoch, step, checkpoint_path, 4e-4)  # TrainingDiverged on a NaN, inf or 1e4 loss
+    ctrl_c = CtrlC(); ctrl_c.listen()                         # Ctrl-C only raises a flag ...
+    if ctrl_c.pressed: raise interrupted(epoch, step, path)   # ... that the loop reads between two steps
+    ctrl_c.stop_listening()                                   # (in a finally block)
+
+Every message names what happened and where (the loss, the epoch, the step), which checkpoint is kept,
+and a next step that works: resume=True (--resume) continues from the kept checkpoint, and may lower the
+learning rate (checkpoints.CHANGEABLE_ON_RESUME); with no checkpoint yet the run starts again.
+"""
+
+import math
+import signal
+import threading
+from pathlib import Path
+
+from mrcnn_course.training.training_trace import TOTAL
+
+# A loss above this has exploded, even if it is still finite: a new small model starts near 5 and a
+# trained one is under 1, while a learning rate far too high throws the weights to losses of 1e10 and more
+# (1e31 at lr=1e3), which overflow to inf a few steps later.
+EXPLODING_LOSS = 1e4
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN, infinite or exploded: training stopped, the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training between two steps; the last checkpoint is kept (the CLI exits with 130)."""
+
+
+def what_is_kept(checkpoint_path: Path | None, last_good_epoch: int) -> str:
+    """Which checkpoint survives a run stopped after `last_good_epoch` complete epochs (0: none yet)."""
+    if checkpoint_path is None:
+        return "no checkpoint was written (pass out=FOLDER, --out FOLDER, to keep one per epoch)"
+    if last_good_epoch == 0:
+        return (
+            f"no checkpoint was written before it (the first is written after epoch 1); {checkpoint_path.parent} "
+            f"holds no run yet, so the same command starts it again"
+        )
+    return f"the checkpoint of epoch {last_good_epoch} is kept ({checkpoint_path})"
+
+
+def check_losses(
+    losses: dict[str, float], epoch: int, step: int | None, checkpoint_path: Path | None, lower_lr: float
+) -> None:
+    """Raise TrainingDiverged if a loss is NaN, infinite or above EXPLODING_LOSS.
+
+    losses: {name: value}, TOTAL and its parts (the parts are checked first, so the message names the culprit);
+    step: 1-based within `epoch`, or None for the validation losses measured after it; lower_lr: the peak
+    learning rate to advise."""
+    for name in sorted(losses, key=lambda name: name == TOTAL):
+        value = losses[name]
+        if math.isfinite(value) and abs(value) <= EXPLODING_LOSS:
+            continue
+        where = (
+            f"at epoch {epoch}, step {step}" if step is not None else f"on the validation images after epoch {epoch}"
+        )
+        what = f"{value}" if not math.isfinite(value) else f"{value:.3g} (above {EXPLODING_LOSS:g}: exploding)"
+        lower = f"{lower_lr:g}"
+        if checkpoint_path is not None and epoch > 1:
+            advice = f"resume from it with a lower learning rate: --resume --lr {lower} (resume=True, lr={lower})"
+        else:
+            advice = f"train again with a lower learning rate: --lr {lower} (lr={lower})"
+        raise TrainingDiverged(
+            f"{name} is {what} {where}: training stopped; {what_is_kept(checkpoint_path, epoch - 1)}. "
+            f"Common causes: a learning rate too high ({advice}), or a component that returns NaN "
+            f"(see components.summary())."
+        )
+
+
+def interrupted(epoch: int, step: int | None, checkpoint_path: Path | None) -> TrainingInterrupted:
+    """The exception for Ctrl-C at `step` of `epoch` (step None: after the epoch, its checkpoint written)."""
+    if step is None:
+        where, kept = f"after epoch {epoch}", what_is_kept(checkpoint_path, epoch)
+    else:
+        where, kept = f"at epoch {epoch}, step {step}", what_is_kept(checkpoint_path, epoch - 1)
+    then = "resume with --resume (resume=True)" if checkpoint_path is not None and "is kept" in kept else "start again"
+    return TrainingInterrupted(f"interrupted {where}; {kept}; {then}")
+
+
+class CtrlC:
+    """While active, the first Ctrl-C (SIGINT) only sets `pressed`, so the step under way finishes and the
+    loop stops between two steps with nothing half done; a second Ctrl-C interrupts at once. Outside the
+    main thread (where Python delivers signals) it does nothing."""
+
+    def __init__(self):
+        self.pressed = False
+        self._active = False
+        self._previous = None
+
+    def listen(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._active = True
+
+    def _handle(self, signum, frame) -> None:
+        if self.pressed:
+            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+        self.pressed = True
+
+    def stop_listening(self) -> None:
+        if self._active:  # None: a handler installed outside Python, which cannot be put back; use the default
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            self._active = False
