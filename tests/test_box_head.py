@@ -17,10 +17,14 @@ from mrcnn_course.model.box_head import (
 from mrcnn_course.model.box_ops import BoxCoder
 from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
 
-g = torch.Generator().manual_seed(0)
+
+def generator(seed: int) -> torch.Generator:
+    """A fresh generator per test: each test's inputs are the same whichever tests ran before it."""
+    return torch.Generator().manual_seed(seed)
 
 
 def test_heads_have_torchvision_keys_and_outputs():
+    g = generator(1)
     ours_head, ours_pred = TwoMLPHead(8 * 7 * 7, 32), FastRCNNPredictor(32, 6)
     tv_head, tv_pred = TVTwoMLPHead(8 * 7 * 7, 32), TVPredictor(32, 6)
     assert list(ours_head.state_dict()) == list(tv_head.state_dict())
@@ -33,6 +37,7 @@ def test_heads_have_torchvision_keys_and_outputs():
 
 @pytest.mark.parametrize("case", ["ordinary", "no positives", "all positives"])
 def test_fastrcnn_loss_matches_torchvision(case):
+    g = generator(2)
     logits, deltas = torch.randn(12, 4, generator=g), torch.randn(12, 16, generator=g)
     labels = [torch.randint(0, 4, (7,), generator=g), torch.randint(0, 4, (5,), generator=g)]
     if case == "no positives":
@@ -48,6 +53,7 @@ def test_fastrcnn_loss_matches_torchvision(case):
 
 @pytest.mark.parametrize("score_thresh, detections", [(0.05, 100), (0.0, 10), (0.99, 100)])
 def test_postprocess_detections_matches_torchvision(score_thresh, detections):
+    g = generator(3)
     proposals = []
     for n in (40, 0, 7):  # an image without proposals too
         xy = torch.rand(n, 2, generator=g) * 80 - 5

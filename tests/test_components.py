@@ -1,17 +1,13 @@
 """components: which implementation runs, switching, restoring, and clear errors."""
 
+import inspect
+
 import pytest
 import torch
 import torchvision
 
-from mrcnn_course.model import box_ops, components
-
-
-@pytest.fixture(autouse=True)
-def clean():
-    components.reset()
-    yield
-    components.reset()
+from mrcnn_course.model import box_ops, components, torchvision_ops
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 
 
 def test_every_component_defaults_to_the_package_and_is_listed():
@@ -49,10 +45,13 @@ def test_using_restores_even_after_an_error():
 def test_use_torchvision_switches_all_counterparts():
     components.use_torchvision()
     assert all(components.active(n) == "torchvision" for n in components.NAMES)
+    assert all(components.COMPONENTS[n].active is getattr(torchvision_ops, n) for n in components.NAMES)
+    # what runs is torchvision's function itself, and a recording says so
     boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11]])
-    assert torch.equal(
-        components.nms(boxes, torch.tensor([0.9, 0.8]), 0.5), torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
-    )
+    with components.recording() as ran:
+        keep = components.nms(boxes, torch.tensor([0.9, 0.8]), 0.5)
+    assert components.COMPONENTS["nms"].active is torchvision.ops.nms and ran == {"nms": "torchvision"}
+    assert keep.tolist() == [0]
 
 
 def test_wrong_signature_is_refused_with_a_message():
@@ -68,3 +67,36 @@ def test_unknown_name_and_bad_value():
         components.use("nmss", box_ops.nms)
     with pytest.raises(TypeError, match="'own', 'torchvision' or a function"):
         components.use("nms", 42)
+
+
+def test_forwarders_have_the_real_signature_and_docstring():
+    for name in components.NAMES:
+        own = components.COMPONENTS[name].own
+        forwarder = getattr(components, name)
+        assert inspect.signature(forwarder) == inspect.signature(own), name
+        assert inspect.getdoc(own) in forwarder.__doc__, name
+        assert forwarder.__name__ == name and forwarder.__module__ == "mrcnn_course.model.components"
+
+
+def test_a_recording_says_what_ran_and_what_the_model_never_called():
+    def my_box_iou(boxes1, boxes2):
+        return box_ops.box_iou(boxes1, boxes2)
+
+    model = maskrcnn_small(num_classes=3).eval()  # BasicBlocks: the bottleneck component never runs
+    with components.using(box_iou=my_box_iou), components.recording() as ran, torch.no_grad():
+        model([torch.rand(3, 64, 64)])
+    report = components.ran_report(ran)
+    assert report["bottleneck"] == components.NOT_CALLED
+    assert report["nms"] == report["roi_align"] == "own"
+    assert report["box_iou"].endswith("my_box_iou")  # the package's NMS calls box_iou through the registry
+    table = components.summary(ran)
+    assert "ran" in table.splitlines()[0]
+    bottleneck_row = next(line for line in table.splitlines() if " bottleneck " in line)
+    assert components.NOT_CALLED in bottleneck_row
+
+
+def test_print_model_names_the_swapped_components():
+    model = maskrcnn_small(num_classes=3)
+    assert "components: all the package's own" in repr(model)
+    with components.using(nms="torchvision"):
+        assert "components: nms=torchvision" in repr(model)

@@ -14,13 +14,6 @@ from mrcnn_course.teaching.grading.checks_roi_align import INTERPOLATION_WEIGHTS
 from mrcnn_course.teaching.grading.core import build_cases, difference
 
 
-@pytest.fixture(autouse=True)
-def clean_components():
-    components.reset()
-    yield
-    components.reset()
-
-
 def bilinear(feature, y, x):
     """Tensor[C, H, W] read at points (y, x), each Tensor[P], -> Tensor[C, P]: the row weights times the
     column weights, as lesson 04 assembles bilinear interpolation."""

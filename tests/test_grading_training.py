@@ -1,29 +1,12 @@
 """mrcnn_course.teaching.grading.checks_training: the capstone's train_step, checked by what a step leaves behind
 (the losses it returns, the weights after it) against the reference step on copies of a tiny model."""
 
-import types
-
 import pytest
 import torch
 
-from mrcnn_course.model import components
 from mrcnn_course.teaching import grading
 from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, tiny_model
 from mrcnn_course.training.loop import train_step as reference_train_step
-
-
-@pytest.fixture(autouse=True)
-def clean_components():
-    components.reset()
-    yield
-    components.reset()
-
-
-def as_learner(fn):
-    """The same code as `fn`, but a function of the learner's (the checker refuses the package's own)."""
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    clone.__module__ = "learner"
-    return clone
 
 
 def train_step(model, optimizer, images, targets):
@@ -62,7 +45,7 @@ def test_a_right_step_passes_and_the_reference_is_a_real_step(capsys):
 
 
 @pytest.mark.parametrize("mistake", TRAIN_STEP.mistakes, ids=lambda m: m.hint[:30])
-def test_each_usual_mistake_is_caught_with_its_hint(mistake):
+def test_each_usual_mistake_is_caught_with_its_hint(mistake, as_learner):
     with pytest.raises(AssertionError) as failure:
         grading.check_train_step(as_learner(mistake.answer))
     message = " ".join(str(failure.value).split())  # its lines are wrapped

@@ -15,10 +15,14 @@ from mrcnn_course.model.mask_head import (
     select_class_masks,
 )
 
-g = torch.Generator().manual_seed(0)
+
+def generator(seed: int) -> torch.Generator:
+    """A fresh generator per test: each test's inputs are the same whichever tests ran before it."""
+    return torch.Generator().manual_seed(seed)
 
 
 def test_heads_have_torchvision_keys_and_outputs():
+    g = generator(1)
     ours_head, ours_pred = MaskRCNNHeads(8, (16, 16)), MaskRCNNPredictor(16, 12, 4)
     tv_head, tv_pred = TVMaskHeads(8, [16, 16], 1), TVMaskPredictor(16, 12, 4)
     assert list(ours_head.state_dict()) == list(tv_head.state_dict())
@@ -55,6 +59,7 @@ def test_project_masks_on_boxes_matches_torchvision():
 
 @pytest.mark.parametrize("positives", [4, 0])
 def test_maskrcnn_loss_matches_torchvision(positives):
+    g = generator(2)
     logits = torch.randn(positives, 5, 28, 28, generator=g, requires_grad=True)
     masks = [gt_masks(3, 48, 64)]
     args = (logits, [BOXES[:positives]], masks, [torch.tensor([1, 4, 2])], [torch.tensor([0, 2, 1, 1])[:positives]])
@@ -66,6 +71,7 @@ def test_maskrcnn_loss_matches_torchvision(positives):
 
 @pytest.mark.parametrize("image_size", [(48, 64), (31, 17), (200, 300)])
 def test_paste_masks_matches_torchvision(image_size):
+    g = generator(3)
     probs = torch.rand(5, 1, 28, 28, generator=g)
     boxes = torch.cat([BOXES, torch.tensor([[0.0, 0, 0, 0]])])  # a zero-size box as well
     torch.testing.assert_close(
@@ -75,6 +81,7 @@ def test_paste_masks_matches_torchvision(image_size):
 
 
 def test_select_class_masks_takes_each_detections_own_class():
+    g = generator(4)
     logits = torch.randn(3, 4, 28, 28, generator=g)
     masks = select_class_masks(logits, [torch.tensor([2, 0]), torch.tensor([3])])
     assert [m.shape for m in masks] == [(2, 1, 28, 28), (1, 1, 28, 28)]

@@ -10,8 +10,13 @@ from torchvision.ops.poolers import LevelMapper
 
 from mrcnn_course.model.roi_align import MultiScaleRoIAlign, map_levels, roi_align
 
-g = torch.Generator().manual_seed(0)
-FEATURES = torch.randn(2, 5, 23, 31, generator=g)  # odd sizes
+
+def generator(seed: int) -> torch.Generator:
+    """A fresh generator per test: each test's inputs are the same whichever tests ran before it."""
+    return torch.Generator().manual_seed(seed)
+
+
+FEATURES = torch.randn(2, 5, 23, 31, generator=generator(0))  # odd sizes
 
 BOX_CASES = {
     "ordinary": torch.tensor([[0, 1.0, 2, 20, 15], [1, 5.5, 3.2, 29.7, 22.1], [0, 10, 10, 12, 30]]),
@@ -54,6 +59,7 @@ def test_roi_align_accepts_a_list_of_boxes_per_image():
 
 
 def test_roi_align_large_adaptive_grid_and_one_pixel_map():
+    g = generator(1)
     big = torch.randn(1, 2, 200, 150, generator=g)
     boxes = torch.tensor([[0, 0.0, 0, 150, 200], [0, 10, 20, 140, 60]])
     torch.testing.assert_close(
@@ -65,6 +71,7 @@ def test_roi_align_large_adaptive_grid_and_one_pixel_map():
 
 
 def test_roi_align_gradient_matches_torchvision():
+    g = generator(2)
     boxes = BOX_CASES["ordinary"]
     ours, theirs = FEATURES.clone().requires_grad_(), FEATURES.clone().requires_grad_()
     weights = torch.randn(3, 5, 7, 7, generator=g)
@@ -83,6 +90,7 @@ def test_map_levels_matches_torchvision():
 
 @pytest.mark.parametrize("output_size, image_sizes", [(7, [(128, 96), (100, 128)]), (14, [(800, 800)])])
 def test_multiscale_roi_align_matches_torchvision(output_size, image_sizes):
+    g = generator(3)
     height = max(s[0] for s in image_sizes)
     width = max(s[1] for s in image_sizes)
     ph, pw = -(-height // 32) * 32, -(-width // 32) * 32  # padded size
@@ -90,7 +98,7 @@ def test_multiscale_roi_align_matches_torchvision(output_size, image_sizes):
         (str(i), torch.randn(len(image_sizes), 3, ph // 2 ** (i + 2), pw // 2 ** (i + 2), generator=g))
         for i in range(4)
     )
-    features["pool"] = torch.randn(len(image_sizes), 3, 1, 1)
+    features["pool"] = torch.randn(len(image_sizes), 3, 1, 1, generator=g)
     boxes = []
     for h, w in image_sizes:
         xy = torch.rand(30, 2, generator=g) * torch.tensor([w, h]) * 0.8
