@@ -181,6 +181,27 @@ def test_pasting_many_large_masks_stays_within_the_memory_limit(monkeypatch):
     assert bounded.dtype == torch.bool and torch.equal(bounded, probabilities > 0.5)
 
 
+PASTE_PEAK = """
+import resource, torch
+from mrcnn_course.model import input_image
+input_image.PASTE_MEMORY_LIMIT = 2**24  # 16 MB of float masks at a time
+masks, boxes = torch.rand(24, 1, 28, 28), torch.tensor([[0.0, 0, 1999, 1999]]).repeat(24, 1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pasted = input_image.paste_masks_within_memory(masks, boxes, (2000, 2000))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, pasted.dtype)
+"""
+
+
+@pytest.mark.slow
+def test_pasting_masks_into_a_large_image_is_bounded_in_memory():
+    """24 masks of 2000 x 2000 take 384 MB as float; pasted within a 16 MB limit the peak grows by the bool
+    output (96 MB) and one chunk, not by the float masks (in a process of its own, to measure its peak)."""
+    result = subprocess.run([sys.executable, "-c", PASTE_PEAK], capture_output=True, text=True, timeout=120)
+    grown, dtype = result.stdout.split()
+    assert dtype == "torch.bool" and "returned as bool masks" in result.stderr
+    assert int(grown) < 0.6 * 24 * 2000 * 2000 * 4, f"the peak grew by {int(grown) / 1e6:.0f} MB"
+
+
 # ----- the recipe -----
 @pytest.mark.parametrize(
     "setting, message",
