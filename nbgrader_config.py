@@ -19,7 +19,15 @@ grading = "grading"
 c.CourseDirectory.submitted_directory = os.path.join(grading, "submitted")  # <learner>/<assignment>/
 c.CourseDirectory.autograded_directory = os.path.join(grading, "autograded")
 c.CourseDirectory.feedback_directory = os.path.join(grading, "feedback")
-c.CourseDirectory.db_url = "sqlite:///" + os.path.join(root, grading, "gradebook.db")
+# The gradebook: a SQLite file by default. NBGRADER_DB_URL names another database nbgrader can use,
+# e.g. postgresql://grader@db.example.org/mrcnn (through psycopg), that several machines grade into.
+sqlite_gradebook = "sqlite:///" + os.path.join(root, grading, "gradebook.db")
+c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL") or sqlite_gradebook
+# nbgrader's exchange (JupyterHub: release_assignment, fetch, submit, collect): a folder every user can
+# write to, which must exist before the formgrader shows its Release and Collect buttons (`make exchange`
+# creates it). nbgrader 0.9.6's own default; NBGRADER_EXCHANGE moves it (learners then pass the same
+# folder with --Exchange.root=...).
+c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE") or "/usr/local/share/nbgrader/exchange"
 c.ZipCollectApp.downloaded_directory = os.path.join(grading, "downloaded")  # nbgrader zip_collect (LMS zips)
 os.makedirs(os.path.join(root, grading), exist_ok=True)  # SQLite creates the database file, not its folder
 # nbgrader's Gradebook runs the `alembic` command: find the one installed next to this Python even

@@ -3,23 +3,32 @@
     python -m mrcnn_course.teaching release     # solutions/ -> lessons/, quizzes/      (make release)
     python -m mrcnn_course.teaching autograde   # grading/submitted -> grades, feedback  (make autograde)
     python -m mrcnn_course.teaching grades      # the gradebook -> grading/grades.csv    (make grades)
+    python -m mrcnn_course.teaching exchange-release NAME...  # lessons/, quizzes/ -> nbgrader's exchange
+    python -m mrcnn_course.teaching exchange-collect NAME...  # the exchange -> grading/submitted
+    python -m mrcnn_course.teaching dashboard   # the gradebook -> grading/dashboard.png   (make dashboard)
 
 Run it from the course's root, where nbgrader_config.py is (nbgrader reads it from the current
 directory). Sources: solutions/NN_name (lessons -> lessons/) and solutions/quiz_NN_name (quizzes ->
 quizzes/); learners' work: grading/submitted/<learner>/<assignment>/, next to the gradebook.
 
 Each command runs nbgrader's own converters through nbgrader.apps.NbGraderAPI (the code behind
-`nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`) in
-one process. What the course changes in nbgrader's pipelines is in nbgrader_steps.py.
+`nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`,
+`nbgrader release_assignment`, `nbgrader collect`). Autograding runs in one process, or in `jobs`
+worker processes that each grade one submission at a time into the same gradebook (SQLite, or the
+PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: see --shard). What
+the course changes in nbgrader's pipelines is in nbgrader_steps.py.
 """
 
 import argparse
 import csv
+import multiprocessing
+import os
 import re
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,13 +101,7 @@ def release(root: Path, names: list[str] | None = None) -> list[Assignment]:
     them in the gradebook. Released notebooks have no outputs; the same sources give the same bytes."""
     root = Path(root)
     assignments = find_assignments(root)
-    unknown = set(names or []) - {a.name for a in assignments}
-    if unknown:
-        raise ValueError(
-            f"no assignment {', '.join(sorted(unknown))} in solutions/; "
-            f"there are: {', '.join(a.name for a in assignments)}"
-        )
-    chosen = [a for a in assignments if names is None or a.name in names]
+    chosen = _chosen(assignments, names)
     api = course_api(root)
     for assignment in chosen:
         _generate(api, assignment)
@@ -110,6 +113,44 @@ def release(root: Path, names: list[str] | None = None) -> list[Assignment]:
                 f"(git rm -r {directory}/{orphan})",
                 file=sys.stderr,
             )
+    return chosen
+
+
+def _chosen(assignments: list[Assignment], names: list[str] | None) -> list[Assignment]:
+    """The assignments named (all of them for None), or a ValueError that lists the real names."""
+    unknown = set(names or []) - {a.name for a in assignments}
+    if unknown:
+        raise ValueError(
+            f"no assignment {', '.join(sorted(unknown))} in solutions/; "
+            f"there are: {', '.join(a.name for a in assignments)}"
+        )
+    return [a for a in assignments if names is None or a.name in names]
+
+
+def exchange_release(root: Path, names: list[str]) -> list[Assignment]:
+    """Put the released lessons and quizzes named into nbgrader's exchange (Exchange.root, set by
+    NBGRADER_EXCHANGE in nbgrader_config.py) for learners to fetch: `nbgrader release_assignment NAME`,
+    from lessons/ or quizzes/ as each one's kind says. The formgrader's Release button does this for
+    lessons; it cannot for quizzes (it looks for them in lessons/)."""
+    root = Path(root)
+    chosen = _chosen(find_assignments(root), names)
+    api = course_api(root)
+    for assignment in chosen:
+        with temp_attrs(api.coursedir, release_directory=assignment.release_directory):
+            _check(api.release_assignment(assignment.name), f"nbgrader release_assignment {assignment.name}")
+        print(f"released {assignment.release_directory}/{assignment.name} to the exchange, course {api.course_id}")
+    return chosen
+
+
+def exchange_collect(root: Path, names: list[str]) -> list[Assignment]:
+    """Copy the learners' submissions of the assignments named from the exchange into
+    grading/submitted/<learner>/<assignment>/ (`nbgrader collect NAME`; newer submissions replace older)."""
+    root = Path(root)
+    chosen = _chosen(find_assignments(root), names)
+    api = course_api(root)
+    for assignment in chosen:
+        _check(api.collect(assignment.name), f"nbgrader collect {assignment.name}")
+        print(f"collected {assignment.name} into {api.coursedir.submitted_directory}/<learner>/{assignment.name}")
     return chosen
 
 
@@ -142,42 +183,99 @@ class Outcome:
     seconds: float = 0.0  # autograding and feedback, wall clock
 
 
-def autograde(root: Path, learners: list[str] | None = None, assignments: list[str] | None = None) -> list[Outcome]:
+def autograde(
+    root: Path,
+    learners: list[str] | None = None,
+    assignments: list[str] | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] = (1, 1),
+) -> list[Outcome]:
     """Autograde every submission in grading/submitted/<learner>/<assignment>/ and write its feedback.
 
     A submission that cannot be graded (a notebook that is not valid JSON, a kernel that dies) is
     reported in its Outcome and the others are still graded, as `nbgrader autograde` does.
+    jobs > 1 grades that many submissions at once, each in a worker process of its own; the grades
+    are the serial run's. shard=(k, n) grades only the k-th of every n learners (in sorted order), so
+    that n machines sharing one gradebook (NBGRADER_DB_URL) and the submissions grade a class together.
+    Outcomes come back sorted by learner, then assignment, however many jobs ran.
     """
     root = Path(root)
     api = course_api(root)
     known = {a.name: a for a in find_assignments(root)}
     submitted = Path(api.coursedir.root) / api.coursedir.submitted_directory
-    outcomes = []
-    for learner in sorted(set(_subfolders(submitted)) & set(learners or _subfolders(submitted))):
+    index, count = shard
+    if not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: the first number counts from 1 to the second, e.g. 2/3")
+    chosen = sorted(set(_subfolders(submitted)) & set(learners or _subfolders(submitted)))[index - 1 :: count]
+    outcomes, todo = [], []
+    for learner in chosen:
         for name in sorted(
             set(_subfolders(submitted / learner)) & set(assignments or _subfolders(submitted / learner))
         ):
-            outcome = Outcome(learner, name)
-            outcomes.append(outcome)
-            if name not in known:
-                outcome.error = (
-                    f"no assignment {name!r} in solutions/: rename the folder "
-                    f"grading/submitted/{learner}/{name} to an assignment's name"
-                )
-                continue
-            _ensure_in_gradebook(api, known[name])
-            start = time.perf_counter()
-            with warnings.catch_warnings(action="ignore", category=SAWarning):  # nbgrader's own session notes
-                result = api.autograde(name, learner, force=True)
-            if result["success"]:
-                _check(api.generate_feedback(name, learner, force=True), f"nbgrader generate_feedback {name} {learner}")
-                with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-                    submission = gradebook.find_submission(name, learner)
-                    outcome.score, outcome.max_score = submission.score, submission.max_score
+            if name in known:
+                todo.append((learner, name))
             else:
-                outcome.error = _error_lines(result)
-            outcome.seconds = time.perf_counter() - start
-    return outcomes
+                outcomes.append(
+                    Outcome(
+                        learner,
+                        name,
+                        error=f"no assignment {name!r} in solutions/: rename the folder "
+                        f"grading/submitted/{learner}/{name} to an assignment's name",
+                    )
+                )
+    # nbgrader adds an assignment or a learner to the gradebook the first time it grades them; two
+    # workers adding the same one at once would collide, so every one is added before they start.
+    for name in sorted({name for _, name in todo}):
+        _ensure_in_gradebook(api, known[name])
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+        for learner in sorted({learner for learner, _ in todo}):
+            gradebook.update_or_create_student(learner)
+    if jobs <= 1 or len(todo) <= 1:
+        outcomes += [_grade(api, learner, name) for learner, name in todo]
+    else:
+        # spawn, not fork: each worker starts clean (no copied gradebook connections or kernel threads)
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(str(root), jobs),
+        ) as pool:
+            outcomes += pool.map(_grade_in_worker, todo)
+    return sorted(outcomes, key=lambda o: (o.learner, o.assignment))
+
+
+def _grade(api: NbGraderAPI, learner: str, name: str) -> Outcome:
+    """Autograde one submission (already in grading/submitted, its assignment in the gradebook) and
+    write its feedback."""
+    outcome = Outcome(learner, name)
+    start = time.perf_counter()
+    with warnings.catch_warnings(action="ignore", category=SAWarning):  # nbgrader's own session notes
+        result = api.autograde(name, learner, force=True)
+    if result["success"]:
+        _check(api.generate_feedback(name, learner, force=True), f"nbgrader generate_feedback {name} {learner}")
+        with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
+            submission = gradebook.find_submission(name, learner)
+            outcome.score, outcome.max_score = submission.score, submission.max_score
+    else:
+        outcome.error = _error_lines(result)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+_WORKER_API: NbGraderAPI | None = None  # one per worker process, made by _start_worker
+
+
+def _start_worker(root: str, jobs: int) -> None:
+    global _WORKER_API
+    # Each kernel's torch would otherwise start a thread per core: `jobs` kernels share the cores.
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // jobs)))
+    _WORKER_API = course_api(Path(root))
+
+
+def _grade_in_worker(submission: tuple[str, str]) -> Outcome:
+    assert _WORKER_API is not None, "_start_worker runs first in every worker"
+    return _grade(_WORKER_API, *submission)
 
 
 GENERIC_ERRORS = ("There was an error processing", "Traceback (most recent call last)", "Please see the")
@@ -242,6 +340,14 @@ def _print_outcomes(outcomes: list[Outcome]) -> int:
     return failed
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write K/N, e.g. 2/3 for the second of three machines") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrcnn_course.teaching", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -250,14 +356,30 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd = commands.add_parser("autograde", help="grade grading/submitted and write feedback")
     grade_cmd.add_argument("--learner", action="append", help="only this learner (repeatable)")
     grade_cmd.add_argument("--assignment", action="append", help="only this assignment (repeatable)")
+    grade_cmd.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade_cmd.add_argument(
+        "--shard", type=_shard, default=(1, 1), help="K/N: this machine grades the K-th of every N learners"
+    )
     commands.add_parser("grades", help="write grading/grades.csv from the gradebook")
+    for command, what in (("exchange-release", "put into nbgrader's exchange"), ("exchange-collect", "collect")):
+        commands.add_parser(command, help=f"{what}: lessons and quizzes alike").add_argument("names", nargs="+")
+    commands.add_parser("dashboard", help="draw the class's results into grading/dashboard.png")
     args = parser.parse_args(argv)
     root = Path.cwd()
     try:
         if args.command == "release":
             release(root, args.names or None)
         elif args.command == "autograde":
-            return 1 if _print_outcomes(autograde(root, args.learner, args.assignment)) else 0
+            outcomes = autograde(root, args.learner, args.assignment, jobs=args.jobs, shard=args.shard)
+            return 1 if _print_outcomes(outcomes) else 0
+        elif args.command == "exchange-release":
+            exchange_release(root, args.names)
+        elif args.command == "exchange-collect":
+            exchange_collect(root, args.names)
+        elif args.command == "dashboard":
+            from mrcnn_course.teaching import dashboard  # matplotlib: loaded only for this command
+
+            print(f"wrote {dashboard.save(root)}")
         else:
             print(f"wrote {write_grades(root)}")
     except (FileNotFoundError, ValueError, NbgraderFailed) as error:
