@@ -147,6 +147,11 @@ def test_bad_images_are_named_with_the_fix(image, message):
         check_images_and_targets([image], max_size=128)
 
 
+def test_a_slight_overshoot_of_bicubic_resampling_is_accepted():
+    overshoot = torch.rand(3, 64, 64) * 1.1 - 0.05  # [-0.05, 1.05]
+    assert check_images_and_targets([overshoot])[0] is overshoot
+
+
 def test_a_batch_that_is_one_tensor_or_empty_is_refused():
     with pytest.raises(ValueError, match=re.escape("got one tensor of shape (1, 3, 8, 8): pass [image]")):
         check_images_and_targets(torch.rand(1, 3, 8, 8))

@@ -28,8 +28,9 @@ from mrcnn_course.model.mask_head import MASK_THRESHOLD
 # ImageNet statistics: the backbone's first layer expects inputs normalized this way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# Images are floats in [0, 1]; resampling (bicubic, antialiased) overshoots that range slightly, 0-255 values by far.
-PIXEL_TOLERANCE = 0.01
+# Images are floats in [0, 1]. Bicubic resampling overshoots that range near sharp edges (by up to about a
+# tenth); pixels in 0-255, or already normalized (about -2 to 2.6), miss it by far.
+PIXEL_TOLERANCE = 0.25
 # Bytes of float masks pasted at once: 100 detections on a 4000 x 4000 photo would take 6.4 GB as float32
 # probabilities, so above this the masks are pasted in chunks and kept as bool (probability > MASK_THRESHOLD).
 PASTE_MEMORY_LIMIT = 2**29
