@@ -28,6 +28,11 @@ def _as_if_xywh(boxes: torch.Tensor) -> torch.Tensor:
     return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
 
 
+def _plus_one(boxes: torch.Tensor) -> torch.Tensor:
+    """What a reader of widths as x2 - x1 + 1 (the old pixel-count convention) computes with."""
+    return boxes + torch.tensor([0.0, 0.0, 1.0, 1.0])
+
+
 def _encode_cases() -> list[Case]:
     anchors = _boxes([0, 0, 16, 16], [10, 20, 42, 36], [5, 5, 15, 45])
     matched = _boxes([2, 1, 18, 20], [0, 10, 50, 40], [5, 5, 15, 45])
@@ -64,6 +69,10 @@ ENCODE_BOXES = Exercise(
             "the two arguments are swapped: the deltas move the PROPOSAL onto the reference box.",
             lambda ref, proposals, weights: box_ops.encode_boxes(proposals, ref, weights),
         ),
+        Mistake(
+            "widths are x2 - x1 and heights y2 - y1, with no + 1 (boxes are continuous coordinates).",
+            lambda ref, proposals, weights: box_ops.encode_boxes(_plus_one(ref), _plus_one(proposals), weights),
+        ),
     ),
     atol=1e-4,
     rtol=1e-4,
@@ -95,6 +104,10 @@ def _decode_cases() -> list[Case]:
         Case(
             "very negative dw and dh are not clamped",
             (torch.tensor([[0.0, 0.0, -10.0, -8.0]]), boxes[:1], RPN_WEIGHTS, clip),
+        ),
+        Case(
+            "very negative and huge dw, dh, box-head weights",
+            (torch.tensor([[1.0, -1.0, -40.0, 45.0], [0.5, 0.5, 30.0, -25.0]]), boxes, BOX_HEAD_WEIGHTS, clip),
             extra=True,
         ),
         Case(
@@ -190,6 +203,10 @@ BOX_IOU = Exercise(
             "the overlap's width and height must be clamped at 0: two negative sides multiply to a "
             "positive 'intersection' for boxes that do not overlap.",
             _iou_without_clamp,
+        ),
+        Mistake(
+            "widths are x2 - x1 and heights y2 - y1, with no + 1 (boxes are continuous coordinates).",
+            lambda b1, b2: box_ops.box_iou(_plus_one(b1), _plus_one(b2)),
         ),
         Mistake(
             "the union is area1 + area2 - intersection (the overlap was counted twice).",

@@ -46,9 +46,9 @@ def _weights_cases() -> list[Case]:
         Case("random coordinates along 7 cells", (torch.rand(10) * 6, 7)),
         Case("coordinates in [-1, 0) read the first cell", (torch.tensor([-0.5, -1.0, -0.25]), 5)),
         Case("the last cell and past it, up to the length", (torch.tensor([4.0, 4.5, 5.0, 3.75]), 5)),
-        Case(
-            "coordinates outside [-1, length]: no weight at all", (torch.tensor([-1.5, 5.25, -3.0, 2.0]), 5), extra=True
-        ),
+        Case("coordinates outside [-1, length]: no weight at all", (torch.tensor([-1.5, 5.25, -3.0, 2.0]), 5)),
+        Case("coordinates shaped (3, 2): weights (3, 2, length)", ((torch.rand(3, 2) * 5 - 1), 4)),
+        Case("far outside, along 3 cells", (torch.tensor([-7.0, 3.01, 100.0, -1.01, 0.5]), 3), extra=True),
         Case("coordinates shaped (2, 3): weights (2, 3, length)", ((torch.rand(2, 3) * 5 - 1), 4), extra=True),
         Case("a single cell", (torch.tensor([-0.5, 0.0, 0.7, 1.0]), 1), extra=True),
         Case("100 coordinates along 9 cells", (torch.rand(100) * 12 - 1.5, 9), extra=True),
@@ -82,6 +82,11 @@ INTERPOLATION_WEIGHTS = Exercise(
         ),
         Mistake(
             "the weights are swapped: the low cell gets 1 - t (t = coordinate - low), the nearer the heavier.", _swapped
+        ),
+        Mistake(
+            "coords may have any shape S: return Tensor[*S, length] (one row of weights per coordinate), not a "
+            "flat (number of coordinates, length).",
+            lambda coords, length: reference_interpolation_weights(coords, length).reshape(-1, length),
         ),
     ),
     atol=1e-5,
@@ -131,6 +136,7 @@ def _roi_align_cases() -> list[Case]:
             ),
         ),
         Case("no boxes", (two_maps, torch.zeros(0, 5), 7, 0.25, 2, False)),
+        Case("output_size (PH, PW) = (2, 3): not square", (two_maps, p3_boxes[:3], (2, 3), 0.125, 2, False)),
         Case("mask targets: 28x28, adaptive sampling (sampling_ratio -1)", (masks, mask_rois, 28, 1.0, -1, False)),
         Case(
             "tiny and zero-area boxes: at least one cell",
@@ -214,6 +220,12 @@ ROI_ALIGN = Exercise(
         Mistake(
             "each output is the average of its points: divide the sum by the number of points.", _summed_not_averaged
         ),
+        Mistake(
+            "output_size (PH, PW) is (height, width): PH bins down the rows, PW across the columns.",
+            lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(
+                input, boxes, out[::-1], scale, ratio, aligned
+            ),
+        ),
     ),
     atol=1e-5,
     rtol=1e-4,
@@ -240,10 +252,20 @@ def _map_levels_cases() -> list[Case]:
         Case("each side of every level's edge", ([_squares(111.9, 112, 223.9, 224, 447, 448)], 2, 5)),
         Case("tiny boxes read P2, huge ones P5: clamped", ([_squares(1, 10, 1000, 3000)], 2, 5)),
         Case(
+            "sqrt(w * h) = 224 up to float error: + eps before the floor",
+            ([torch.tensor([[39.09025573730469, 19.545127868652344, 324.69287109375, 195.22976684570312]])], 2, 5),
+        ),
+        Case(
             "two images, boxes not square",
             ([torch.tensor([[0.0, 0, 50, 200], [10, 10, 20, 30]]), torch.tensor([[5.0, 5, 405, 105]])], 2, 5),
         ),
         Case("no boxes", ([torch.zeros(0, 4)], 2, 5), extra=True),
+        Case(
+            "boxes at an edge up to float error, another eps",
+            ([torch.tensor([[49.503997802734375, 24.751998901367188, 592.25927734375, 117.19880676269531]])], 2, 5)
+            + (224, 4, 1e-5),
+            extra=True,
+        ),
         Case(
             "the small model's scale: canonical 56 px at level 4",
             ([_squares(7, 14, 28, 55.9, 56, 112, 224)], 2, 5, 56, 4),
@@ -293,6 +315,13 @@ MAP_LEVELS = Exercise(
         Mistake("clamp the level to [k_min, k_max]: a 1-px box still reads the finest map.", _levels_unclamped),
         Mistake("floor, not round: a box reads the level at or below its scale.", _levels_rounded),
         Mistake("the scale is sqrt(w * h), the side of a square of the same area, not the width.", _levels_by_width),
+        Mistake(
+            "add eps before the floor: sqrt(w * h) / canonical_scale a hair under a power of 2 (float error) "
+            "would drop the box a level.",
+            lambda boxes, k_min, k_max, scale=224, level=4, eps=1e-6: roi_align.map_levels(
+                boxes, k_min, k_max, scale, level, 0.0
+            ),
+        ),
     ),
     torchvision_names=("torchvision.ops.poolers.LevelMapper.__call__", "torchvision.ops.poolers.initLevelMapper"),
 )

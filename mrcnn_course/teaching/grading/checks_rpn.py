@@ -136,10 +136,12 @@ def _proposal_case(
     spill: float = 0.1,
     tiny: int = 0,
     repeat: bool = False,
+    at_thresh: int = 0,
     extra: bool = False,
 ) -> Case:
     """Random decoded anchors: `spill` of the image size may lie outside it; the first `tiny` have no width;
-    with `repeat`, level 1 starts with level 0's boxes shifted by half a pixel (NMS must keep both)."""
+    with `repeat`, level 1 starts with level 0's boxes shifted by half a pixel (NMS must keep both); the
+    last `at_thresh` anchors of level 0 get the logit whose probability is exactly score_thresh."""
     num_images, total = len(image_sizes), sum(levels)
     side = max(max(size) for size in image_sizes)
     corners = torch.rand(num_images, total, 2) * side * (1 + 2 * spill) - side * spill
@@ -149,6 +151,8 @@ def _proposal_case(
         count = min(levels[0], levels[1])
         proposals[:, levels[0] : levels[0] + count] = proposals[:, :count] + 0.5
     objectness = torch.randn(num_images, total) * 2
+    if at_thresh:
+        objectness[:, levels[0] - at_thresh : levels[0]] = torch.logit(torch.tensor(score_thresh))
     args = (
         proposals,
         objectness,
@@ -172,7 +176,26 @@ def _proposal_cases() -> list[Case]:
         _proposal_case("post_nms_top_n keeps the best", [20, 10], [(64, 64)], 20, 3, nms_thresh=0.5),
         _proposal_case("a level with fewer anchors than pre_nms_top_n", [3, 20], [(64, 64)], 5, 100),
         _proposal_case("the same boxes on two levels: NMS keeps both", [6, 6], [(64, 64)], 6, 100, repeat=True),
+        _proposal_case(
+            "score_thresh 0.5 drops lower scores, keeps equal ones",
+            [10, 8],
+            [(64, 64)],
+            10,
+            100,
+            score_thresh=0.5,
+            at_thresh=3,
+        ),
         _proposal_case("score_thresh drops low scores", [10, 10], [(64, 64)], 10, 100, score_thresh=0.6, extra=True),
+        _proposal_case(
+            "scores equal to score_thresh 0.5, two images",
+            [12, 6],
+            [(64, 48), (48, 64)],
+            8,
+            100,
+            score_thresh=0.5,
+            at_thresh=4,
+            extra=True,
+        ),
         _proposal_case("no box survives: all without width", [5, 3], [(64, 64)], 5, 100, tiny=8, extra=True),
         _proposal_case("many overlapping anchors", [200, 50, 12], [(128, 96), (96, 128)], 100, 50, extra=True),
         _proposal_case("min_size 4", [30, 10], [(64, 64)], 20, 100, min_size=4.0, extra=True),
@@ -185,6 +208,11 @@ def _nms_across_levels(*args):
 
     with components.using(batched_nms=nms_ignoring_levels):
         return rpn.filter_proposals(*args)
+
+
+def _next_float32(value: float) -> float:
+    """The next float32 above `value`: a threshold that drops what equals `value` and keeps what is above."""
+    return torch.nextafter(torch.tensor(value), torch.tensor(math.inf)).item()
 
 
 def _reference_with(**changes):
@@ -230,6 +258,14 @@ FILTER_PROPOSALS = Exercise(
         Mistake(
             "only the first post_nms_top_n proposals of each image are kept.",
             _reference_with(post_nms_top_n=lambda _: 10**9),
+        ),
+        Mistake(
+            "scores below score_thresh must be dropped (after the sigmoid): keep scores >= score_thresh.",
+            _reference_with(score_thresh=lambda _: -math.inf),
+        ),
+        Mistake(
+            "a score EQUAL to score_thresh is kept: drop scores < score_thresh, keep those >= it.",
+            _reference_with(score_thresh=lambda t: _next_float32(t)),
         ),
     ),
     atol=1e-4,
