@@ -96,3 +96,50 @@ def test_batched_nms_matches_torchvision(n):
     assert torch.equal(
         box_ops.batched_nms(boxes, scores, idxs, 0.5), torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
     )
+
+
+def textbook_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS, one kept box per Python step, with the package's box_iou: the definition nms must equal."""
+    order, kept = scores.argsort(descending=True, stable=True), []
+    while len(order):
+        best, order = order[0], order[1:]
+        kept.append(int(best))
+        order = order[~(box_ops.box_iou(boxes[best][None], boxes[order])[0] > threshold)]
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+def lesson_nms():
+    """The nms of lesson 03's solution (the one the capstone trains on)."""
+    import json
+    from pathlib import Path
+
+    from mrcnn_course.model import components
+
+    notebook = json.loads((Path(__file__).parents[1] / "solutions/03_rpn/03_rpn.ipynb").read_text())
+    namespace = {"torch": torch, "components": components}
+    exec("".join(next(c for c in notebook["cells"] if c.get("id") == "nms")["source"]), namespace)
+    return namespace["nms"]
+
+
+@pytest.mark.parametrize("implementation", ["package", "lesson 03"])
+def test_matrix_nms_equals_greedy_nms_on_every_input(implementation):
+    """Whole-pixel boxes (IoU often exactly at the threshold), zero-area ones, dense clusters (long chains of
+    suppression), sizes across several blocks, thresholds 0 and 1."""
+    nms = box_ops.nms if implementation == "package" else lesson_nms()
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n = int(torch.randint(0, 3 * box_ops.NMS_BLOCK, (1,), generator=g))
+        spread = [20.0, 60.0, 200.0][trial % 3]
+        xy = (torch.rand(n, 2, generator=g) * spread).round()
+        boxes = torch.cat([xy, xy + (torch.rand(n, 2, generator=g) * 30).round()], dim=1)
+        scores = torch.randperm(n, generator=g).float()
+        threshold = [0.0, 0.3, 0.5, 0.7, 1.0][trial % 5]
+        assert torch.equal(nms(boxes, scores, threshold), textbook_nms(boxes, scores, threshold)), trial
+
+
+def test_settle_block_on_a_chain():
+    """0 suppresses 1, 1 would suppress 2, 2 would suppress 3: greedy keeps 0 and 2 (a suppressed box suppresses
+    nothing), which takes the passes three rounds to find."""
+    overlaps = torch.zeros(4, 4, dtype=torch.bool)
+    overlaps[0, 1] = overlaps[1, 2] = overlaps[2, 3] = True
+    assert box_ops.settle_block(overlaps).tolist() == [True, False, True, False]

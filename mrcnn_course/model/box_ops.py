@@ -34,11 +34,15 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         boxes1 (Tensor[N, 4]), boxes2 (Tensor[M, 4])
     Returns:
         Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; NaN for two zero-area boxes (0 / 0), as torchvision.
+
+    One coordinate at a time ((N, 1) against (1, M)): no (N, M, 2) corner tensors to slice, about twice
+    as fast as broadcasting corner pairs on NMS's blocks, and the same numbers.
     """
-    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])  # (N, M, 2)
-    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])  # (N, M, 2)
-    wh = (bottom_right - top_left).clamp(min=0)  # (N, M, 2): no overlap -> 0
-    intersection = wh[..., 0] * wh[..., 1]
+    left = torch.max(boxes1[:, None, 0], boxes2[None, :, 0])  # (N, M)
+    top = torch.max(boxes1[:, None, 1], boxes2[None, :, 1])
+    right = torch.min(boxes1[:, None, 2], boxes2[None, :, 2])
+    bottom = torch.min(boxes1[:, None, 3], boxes2[None, :, 3])
+    intersection = (right - left).clamp_(min=0) * (bottom - top).clamp_(min=0)  # no overlap -> 0
     union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - intersection
     return intersection / union
 
@@ -141,12 +145,35 @@ class BoxCoder:
         return components.decode_boxes(deltas, concat_boxes, self.weights, self.bbox_xform_clip)
 
 
-# Boxes per block in nms: a block's IoU rows are computed together (128 was fastest on 2 cores).
+# Boxes settled together in nms: a block's IoU matrix stays in the CPU's cache (128 was fastest on 2 cores).
 NMS_BLOCK = 128
 
 
+def settle_block(overlaps: Tensor) -> Tensor:
+    """Greedy NMS inside a block, given which box would suppress which (Cluster-NMS, Zheng et al. 2020).
+
+    Args:
+        overlaps (Tensor[B, B] bool): overlaps[i, j] = box i (higher score) overlaps box j by IoU > t, i < j
+            (upper triangle only)
+    Returns:
+        Tensor[B] bool: which boxes greedy NMS keeps.
+
+    Greedy NMS keeps j when no KEPT box before it overlaps it: keep[j] = not any(keep[i] and overlaps[i, j]).
+    Start from "all kept" and apply that rule to every box at once, again and again: after pass p the
+    first p boxes are certainly right (box j depends only on boxes before it), so the passes stop
+    changing within B passes, and when they stop, `keep` satisfies the rule for every box: it IS greedy
+    NMS's answer (the rule has one solution). On real proposals it stops after 2 to 5 passes.
+    """
+    keep = torch.ones(len(overlaps), dtype=torch.bool, device=overlaps.device)
+    while True:
+        suppressed = overlaps[keep].any(dim=0)  # (B,): overlapped by a box kept in this pass
+        if not bool((suppressed == keep).any()):  # keep == ~suppressed: nothing changes any more
+            return keep
+        keep = ~suppressed
+
+
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression, in matrix form.
 
     Visit the boxes from the highest score down; keep a box unless it overlaps a box kept before it
     by IoU > iou_threshold (strictly).
@@ -156,32 +183,26 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     Returns:
         Tensor[K] int64: indices of the kept boxes, by decreasing score.
 
-    Vectorized in blocks of NMS_BLOCK boxes (in score order): inside a block the greedy rule
-    keep[i] = alive[i] and not any(keep[j] and iou[j, i] > t for j < i) is applied to all its boxes
-    at once and repeated until nothing changes (each round settles at least one more box, usually
-    all of them in a few rounds); then the block's kept boxes suppress every later box in one step.
+    Exactly greedy NMS, without a Python step per box: take the NMS_BLOCK best boxes still undecided,
+    settle them among themselves with one IoU matrix (settle_block), then let the block's kept boxes
+    remove every later box they overlap, in one more IoU matrix; repeat with the boxes left. Every IoU
+    goes through components.box_iou (yours, in the capstone).
     Gotcha: boxes with equal scores may come out in another order than torchvision's C++ sort.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    order = scores.argsort(descending=True, stable=True)
-    sorted_boxes = boxes[order]
-    alive = torch.ones(len(order), dtype=torch.bool, device=boxes.device)  # not suppressed (yet)
-    for start in range(0, len(order), NMS_BLOCK):
-        end = min(start + NMS_BLOCK, len(order))
-        candidates = alive[start:end]
-        block = sorted_boxes[start:end]
-        overlaps = (components.box_iou(block, block) > iou_threshold).triu_(diagonal=1)  # (B, B): row suppresses column
-        keep = candidates.clone()
-        while True:
-            new_keep = candidates & ~(overlaps & keep[:, None]).any(dim=0)
-            if torch.equal(new_keep, keep):
-                break
-            keep = new_keep
-        alive[start:end] = keep
-        if end < len(order) and keep.any():  # the block's kept boxes suppress all later boxes
-            alive[end:] &= ~(components.box_iou(block[keep], sorted_boxes[end:]) > iou_threshold).any(dim=0)
-    return order[alive]
+    order = scores.argsort(descending=True, stable=True)  # (N,): undecided boxes, best first
+    remaining = boxes[order]  # (N, 4), the same order
+    kept = []
+    while len(order):
+        block = remaining[:NMS_BLOCK]  # (B, 4)
+        keep = settle_block((components.box_iou(block, block) > iou_threshold).triu_(diagonal=1))
+        kept.append(order[:NMS_BLOCK][keep])
+        order, remaining = order[NMS_BLOCK:], remaining[NMS_BLOCK:]
+        if len(order):  # later boxes that a kept box of the block overlaps are gone
+            alive = ~(components.box_iou(block[keep], remaining) > iou_threshold).any(dim=0)  # (N_left,)
+            order, remaining = order[alive], remaining[alive]
+    return torch.cat(kept)
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
