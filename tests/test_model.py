@@ -15,6 +15,8 @@ from torchvision.ops import FrozenBatchNorm2d
 import mrcnn_course
 from mrcnn_course.model import components
 
+pytestmark = pytest.mark.slow  # R-50-FPN models, several images: tens of seconds on 2 cores
+
 # Smaller than the default 800 px so the suite stays fast; both models get the same keywords.
 KWARGS = dict(min_size=320, max_size=512, box_score_thresh=0.0)
 

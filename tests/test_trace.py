@@ -4,15 +4,18 @@ import pytest
 import torch
 
 import mrcnn_course
+from mrcnn_course.model import box_ops, components
 
 
 @pytest.fixture(scope="module")
 def r50_trace():
+    """An 800-px image through the R-50-FPN model (slow: a few seconds on 2 cores; tests using it are slow)."""
     torch.manual_seed(0)
     model = mrcnn_course.maskrcnn_resnet50_fpn(box_score_thresh=0.0)
     return model.trace(torch.rand(3, 800, 800))
 
 
+@pytest.mark.slow
 def test_r50_800px_flow_matches_the_course_card(r50_trace):
     stages = r50_trace.stages
     assert [s.number for s in stages] == [1, 2, 3, 4, 5, 6]
@@ -38,6 +41,7 @@ def test_r50_800px_flow_matches_the_course_card(r50_trace):
     assert "FPN" in stages[1].note
 
 
+@pytest.mark.slow
 def test_records_hold_the_tensors_they_describe(r50_trace):
     for stage in r50_trace.stages:
         assert stage.tensors, stage.name
@@ -45,6 +49,7 @@ def test_records_hold_the_tensors_they_describe(r50_trace):
     assert r50_trace[3].tensors["objectness"].min() >= 0  # probabilities, not logits
 
 
+@pytest.mark.slow
 def test_markdown_table_has_a_row_per_stage(r50_trace):
     table = r50_trace.to_markdown().splitlines()
     assert table[0].startswith("| # | Stage | Input | What it does | Output |")
@@ -57,3 +62,17 @@ def test_trace_leaves_training_mode_alone():
     trace = model.trace(torch.rand(3, 100, 140))
     assert model.training
     assert trace[1].outputs["batch"] == "1x3x96x128"  # 100x140 scaled by 128/140 (max_size), padded to 32
+
+
+def test_the_trace_records_which_implementation_of_each_component_ran():
+    def my_nms(boxes, scores, iou_threshold):
+        return box_ops.nms(boxes, scores, iou_threshold)
+
+    model = mrcnn_course.maskrcnn_small().eval()
+    with components.using(nms=my_nms, roi_align="torchvision"):
+        trace = model.trace(torch.rand(3, 64, 64))
+    assert list(trace.components) == list(components.NAMES)
+    assert trace.components["nms"].endswith("my_nms") and trace.components["roi_align"] == "torchvision"
+    assert trace.components["fpn_top_down"] == "own"
+    assert trace.components["bottleneck"] == components.NOT_CALLED  # the small model's blocks are BasicBlocks
+    assert trace.components["fastrcnn_loss"] == components.NOT_CALLED  # a loss: training only

@@ -16,8 +16,7 @@ import torch
 
 from mrcnn_course.model import components
 from mrcnn_course.model.maskrcnn import maskrcnn_small
-from mrcnn_course.training import data
-from mrcnn_course.training import loop
+from mrcnn_course.training import data, loop
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from mrcnn_course.training.loop import QUICK, Recipe, one_cycle, train, validation_losses
 from mrcnn_course.training.stopping import TrainingDiverged
@@ -272,3 +271,12 @@ def test_a_time_limit_stops_after_the_epoch_that_would_overrun_it(run):
     )
     assert figures(stopped)[0]["train_losses"] == figures(run[0])[0]["train_losses"]  # the same epoch 1
     assert len(train(recipe=TINY, progress=False, time_limit=3600).epochs) == 3
+
+
+def test_the_trace_and_the_checkpoint_record_which_components_ran(run):
+    trace, out, _, _ = run
+    assert list(trace.components) == list(components.NAMES)
+    assert trace.components["nms"] == trace.components["maskrcnn_loss"] == "own"  # training calls the losses
+    assert trace.components["bottleneck"] == components.NOT_CALLED  # the small model is made of BasicBlocks
+    assert TrainingTrace.load(out / "trace.json").components == trace.components
+    assert load_checkpoint(out / "checkpoint.pt")["components"] == trace.components

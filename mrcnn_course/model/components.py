@@ -33,6 +33,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 OWN = "own"
 TORCHVISION = "torchvision"
@@ -225,6 +226,12 @@ def _forwarder(component: Component) -> Callable:
         f"mrcnn_course.model.{component.module}.{component.name}:\n\n{inspect.getdoc(own)}"
     )
     return forward
+
+
+def __getattr__(name: str) -> Callable[..., Any]:
+    """Only for names that are not components (the forwarders are module globals, made below): say which
+    names exist. Also tells a type checker that components.<name> is a function."""
+    raise AttributeError(f"mrcnn_course.model.components has no {name!r}; the components are: {', '.join(NAMES)}")
 
 
 reset()
