@@ -298,6 +298,8 @@ def test_category_ids_the_model_cannot_predict_are_refused(tmp_path):
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         data.CocoFolder(tmp_path, num_classes=6)
+    with pytest.raises(ValueError, match=re.escape(message)):  # evaluate asks before running the model
+        evaluation.evaluate(maskrcnn_small(num_classes=6), data.CocoFolder(tmp_path))
 
 
 def test_every_object_a_crowd_region_makes_map_undefined_not_minus_one():

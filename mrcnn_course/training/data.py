@@ -354,13 +354,33 @@ class CocoFolder(Dataset):
                 f"{path} is not COCO instance annotations: it lacks the lists {missing} (a COCO json "
                 f"holds images, annotations and categories)"
             )
-        check_coco(content, path, num_classes)
+        check_coco(content, path)
+        self.annotations_path = path
         self.coco = COCO()
         self.coco.dataset = content
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
             self.coco.createIndex()
         names = {c["id"]: c.get("name", f"class {c['id']}") for c in content["categories"]}
         self.class_names = ["background"] + [names.get(i, f"class {i}") for i in range(1, max(names, default=0) + 1)]
+        if num_classes is not None:
+            self.check_classes(num_classes)
+
+    def check_classes(self, num_classes: int) -> None:
+        """Refuse category ids that a model of `num_classes` (background included) cannot predict: its mAP
+        would count those objects as missed without a word (evaluation.evaluate calls this too)."""
+        unknown = [  # (annotation id, category id)
+            (a.get("id", f"#{n}"), a["category_id"])
+            for n, a in enumerate(self.coco.dataset["annotations"])
+            if a["category_id"] >= num_classes
+        ]
+        if unknown:
+            shown = ", ".join(f"{a} (category {c})" for a, c in unknown[:5])
+            raise ValueError(
+                f"{self.annotations_path}: {len(unknown)} annotations have category ids the model cannot "
+                f"predict (it has {num_classes} classes, ids 1 to {num_classes - 1}), e.g. annotations {shown}: "
+                f"they would all count as missed; evaluate a model trained on these categories, or remove those "
+                f"annotations"
+            )
 
     def __len__(self) -> int:
         return len(self.coco.dataset["images"])
@@ -387,11 +407,10 @@ class CocoFolder(Dataset):
         }
 
 
-def check_coco(content: dict, path: Path, num_classes: int | None = None) -> None:
+def check_coco(content: dict, path: Path) -> None:
     """Raise a ValueError naming the first image, category or annotation of a COCO json that CocoFolder
     cannot read correctly, and how to fix it: missing or duplicate ids, a missing bbox, a segmentation that
-    is not a polygon of at least 3 points or an RLE, a category id that is not an integer from 1 (or not
-    below num_classes when given)."""
+    is not a polygon of at least 3 points or an RLE, a category id that is not an integer from 1."""
     files = {}  # image id -> file name
     for n, image in enumerate(content["images"]):
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
@@ -405,7 +424,6 @@ def check_coco(content: dict, path: Path, num_classes: int | None = None) -> Non
     for n, category in enumerate(content["categories"]):
         if not isinstance(category, dict) or not is_integer(category.get("id")):
             raise ValueError(f"{path}: category entry {n} has id {category.get('id')!r}: category ids are integers")
-    unknown = []  # (annotation id, category id) the model cannot predict
     for n, annotation in enumerate(content["annotations"]):
         name = annotation.get("id", f"#{n}") if isinstance(annotation, dict) else f"#{n}"
         where = f"{path}: annotation {name}"
@@ -420,8 +438,6 @@ def check_coco(content: dict, path: Path, num_classes: int | None = None) -> Non
             )
         if category < 1:
             raise ValueError(f"{where} has category_id {category}: category ids start at 1 (0 is the background)")
-        if num_classes is not None and category >= num_classes:
-            unknown.append((name, category))
         box = annotation.get("bbox")
         if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box) and min(box[2:]) >= 0):
             raise ValueError(
@@ -431,13 +447,6 @@ def check_coco(content: dict, path: Path, num_classes: int | None = None) -> Non
         problem = segmentation_problem(annotation.get("segmentation"))
         if problem:
             raise ValueError(f"{where}: {problem}; fix the segmentation, or drop the annotation")
-    if unknown:
-        shown = ", ".join(f"{a} (category {c})" for a, c in unknown[:5])
-        raise ValueError(
-            f"{path}: {len(unknown)} annotations have category ids the model cannot predict (it has "
-            f"{num_classes} classes, ids 1 to {num_classes - 1}), e.g. annotations {shown}: they would all "
-            f"count as missed; evaluate a model trained on these categories, or remove those annotations"
-        )
 
 
 def segmentation_problem(segmentation) -> str:

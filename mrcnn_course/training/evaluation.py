@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
-from mrcnn_course.training.data import collate
+from mrcnn_course.training.data import CocoFolder, collate
 from mrcnn_course.training.encoding import encode_detections
 
 MAP_NAMES = ("box_map", "box_map50", "mask_map", "mask_map50")
@@ -198,6 +198,8 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 8) -> dict:
         raise ValueError(
             f"need a non-empty dataset and batch_size >= 1, got {len(dataset)} images and batch_size {batch_size}"
         )
+    if isinstance(dataset, CocoFolder) and hasattr(model, "num_classes"):
+        dataset.check_classes(model.num_classes)  # before the model runs over all of it
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
