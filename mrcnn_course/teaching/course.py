@@ -197,7 +197,9 @@ def autograde(
     jobs > 1 grades that many submissions at once, each in a worker process of its own; the grades
     are the serial run's. shard=(k, n) grades only the k-th of every n learners (in sorted order), so
     that n machines sharing one gradebook (NBGRADER_DB_URL) and the submissions grade a class together.
-    Outcomes come back sorted by learner, then assignment, however many jobs ran.
+    Outcomes come back sorted by learner, then assignment, however many jobs ran. The workers are
+    started with multiprocessing's "spawn": a script that calls this with jobs > 1 needs the usual
+    `if __name__ == "__main__":` guard (`python -m mrcnn_course.teaching`, pytest and notebooks are fine).
     """
     root = Path(root)
     api = course_api(root)
