@@ -30,6 +30,7 @@ import os
 import random
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,13 +196,13 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return 2 * 3 * weights + 10**7
 
 
-def check_output_on_rank_0(folder: Path, needed_bytes: int, rank: int, world: int) -> None:
-    """checkpoints.check_output_folder by rank 0 (the one that writes), its verdict raised on every rank so
-    that none is left waiting for the others."""
+def on_rank_0(rank: int, world: int, write: Callable[[], None]) -> None:
+    """Run `write` on rank 0, the process that writes the files, and raise its OutputFolderError on every
+    rank, so that none is left waiting for the others in its next collective."""
     problem = None
     if rank == 0:
         try:
-            check_output_folder(folder, needed_bytes)
+            write()
         except OutputFolderError as error:
             problem = str(error)
     problem = broadcast_from_rank_0(problem, world)
@@ -209,9 +210,19 @@ def check_output_on_rank_0(folder: Path, needed_bytes: int, rank: int, world: in
         raise OutputFolderError(problem)
 
 
-def save_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) -> None:
-    """Write the checkpoint, then the trace (a TrainingTrace) at trace_path. If the folder fails (full, removed,
-    read-only), the OutputFolderError says which epoch's work is lost and which checkpoint is kept."""
+def check_output_on_rank_0(folder: Path, needed_bytes: int, rank: int, world: int) -> None:
+    """check_output_folder by rank 0, its verdict raised on every rank."""
+    on_rank_0(rank, world, lambda: check_output_folder(folder, needed_bytes))
+
+
+def save_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path, rank: int = 0, world: int = 1) -> None:
+    """Rank 0 writes the checkpoint, then the trace (a TrainingTrace) at trace_path. If the folder fails (full,
+    removed, read-only), every rank raises an OutputFolderError that says which epoch's work is lost and which
+    checkpoint is kept."""
+    on_rank_0(rank, world, lambda: write_run(checkpoint_path, checkpoint, trace, trace_path))
+
+
+def write_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) -> None:
     epoch = checkpoint["epoch"]
     try:
         save_checkpoint(checkpoint_path, checkpoint)

@@ -294,7 +294,7 @@ def train(
                     )
                 trace.epochs.append(record)
                 states = all_rng_states(world)
-                if rank == 0 and out is not None:
+                if out is not None:
                     save_run(
                         checkpoint_path,
                         {
@@ -310,6 +310,8 @@ def train(
                         },
                         trace,
                         Path(out) / TRACE_NAME,
+                        rank,
+                        world,
                     )
                 if on_epoch is not None:
                     on_epoch(trace, record)
