@@ -81,3 +81,12 @@ def test_the_class_dashboard_notebook_runs_on_the_class(graded, monkeypatch):
     text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "7 learners, 3 assignments handed in" in text
     assert sum(o.output_type == "display_data" for c in nb.cells for o in c.get("outputs", [])) >= 4
+
+
+def test_a_class_with_nothing_graded_yet(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    (tmp_path / "nbgrader_config.py").write_text((ROOT / "nbgrader_config.py").read_text())
+    results = dashboard.read_class(tmp_path)
+    assert results.assignments == [] and results.learners == [] and not results.failed_cases
+    texts = [t.get_text() for ax in dashboard.figure(results).axes for t in ax.texts]
+    assert texts.count("nothing graded yet: make autograde") == 3 and "no checker case failed" in texts

@@ -137,6 +137,8 @@ def plot_scores(results: ClassResults, ax: Axes) -> Axes:
 def plot_pass_rates(results: ClassResults, ax: Axes) -> Axes:
     """The share of submissions that got each graded cell's full points, the course's order from the top."""
     items = list(results.pass_rates.items())
+    if not items:
+        return _nothing_yet(ax)
     rows = range(len(items), 0, -1)
     rates = [rate for _, rate in items]
     ax.barh(list(rows), rates, color=[plt.cm.RdYlGn(rate) for rate in rates])
@@ -150,12 +152,14 @@ def plot_pass_rates(results: ClassResults, ax: Axes) -> Axes:
 def plot_failed_cases(results: ClassResults, ax: Axes, top: int = 10) -> Axes:
     """The checker cases that fail most often, the most frequent at the top."""
     common = results.failed_cases.most_common(top)
+    if not common:
+        return _nothing_yet(ax, "no checker case failed")
     rows = range(len(common), 0, -1)
     ax.barh(list(rows), [n for _, n in common], color="tab:red")
     ax.set_yticks(list(rows), [f"{exercise}: '{case}'" for (exercise, case), _ in common])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts of submissions
     ax.set_xlabel("submissions that failed this case")
-    ax.set_title(f"Checker cases failed most often (top {top})" if common else "No checker case failed")
+    ax.set_title(f"Checker cases failed most often (top {top})")
     return ax
 
 
@@ -176,8 +180,8 @@ def plot_missing(results: ClassResults, ax: Axes) -> Axes:
     return ax
 
 
-def _nothing_yet(ax: Axes) -> Axes:
-    ax.text(0.5, 0.5, "nothing graded yet: make autograde", ha="center", va="center", transform=ax.transAxes)
+def _nothing_yet(ax: Axes, text: str = "nothing graded yet: make autograde") -> Axes:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
     return ax
 
