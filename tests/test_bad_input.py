@@ -33,7 +33,7 @@ from mrcnn_course.training.checkpoints import (
     save_checkpoint,
 )
 from mrcnn_course.training.loop import Recipe, train
-from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted
+from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted, interrupted
 from mrcnn_course.training.training_trace import TrainingTrace
 
 # two epochs of two steps: small enough to run a handful of times in this file
@@ -525,6 +525,36 @@ def test_ctrl_c_stops_between_two_steps_and_the_resume_is_exact(finished_run, tm
     resumed = train(recipe=TINY, out=tmp_path, progress=False, resume=True)
     uninterrupted = TrainingTrace.load(finished_run / loop.TRACE_NAME)
     assert [e.train_losses for e in resumed.epochs] == [e.train_losses for e in uninterrupted.epochs]
+
+
+@pytest.mark.parametrize(
+    "epoch, step, out, message",
+    [
+        (
+            1,
+            2,
+            "runs/x",
+            "interrupted at epoch 1, step 2; no checkpoint was written before it (the first is written "
+            "after epoch 1); runs/x holds no run yet, so the same command starts it again",
+        ),
+        (
+            1,
+            None,
+            "runs/x",
+            "interrupted after epoch 1; the checkpoint of epoch 1 is kept (runs/x/checkpoint.pt); "
+            "resume with --resume (resume=True)",
+        ),
+        (
+            3,
+            1,
+            None,
+            "interrupted at epoch 3, step 1; no checkpoint was written (pass out=FOLDER, --out FOLDER, to "
+            "keep one per epoch)",
+        ),
+    ],
+)
+def test_what_ctrl_c_says_when_there_is_no_checkpoint_to_resume(epoch, step, out, message):
+    assert str(interrupted(epoch, step, Path(out) / CHECKPOINT_NAME if out else None)) == message
 
 
 @pytest.mark.slow

@@ -77,8 +77,10 @@ def interrupted(epoch: int, step: int | None, checkpoint_path: Path | None) -> T
         where, kept = f"after epoch {epoch}", what_is_kept(checkpoint_path, epoch)
     else:
         where, kept = f"at epoch {epoch}, step {step}", what_is_kept(checkpoint_path, epoch - 1)
-    then = "resume with --resume (resume=True)" if checkpoint_path is not None and "is kept" in kept else "start again"
-    return TrainingInterrupted(f"interrupted {where}; {kept}; {then}")
+    kept_one = checkpoint_path is not None and (step is None or epoch > 1)
+    return TrainingInterrupted(
+        f"interrupted {where}; {kept}" + ("; resume with --resume (resume=True)" if kept_one else "")
+    )
 
 
 class CtrlC:
