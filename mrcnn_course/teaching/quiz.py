@@ -3,6 +3,7 @@
 Each question of a quiz notebook has an answer cell (`q1 = None`, set to "A", "B", "C" or "D") and a
 check cell below it:
 
+    from mrcnn_course import quiz       # again: the cell also runs before the setup cell
     q1_key = quiz.key("C", "The RPN scores every anchor ...")   # the quiz's source, in solutions/
     q1_key = "quiz1.5f0c...."                                   # what the released quiz holds
     quiz.check("q1", q1, q1_key)        # a learner's immediate feedback, and the explanation once right
@@ -17,11 +18,19 @@ so neither the letter nor the explanation is in the released notebook or in nbgr
 
 What it protects against: reading the answer by accident, in the notebook or in the feedback of a
 classmate. What it does not: with four options, anyone can try them all. It is a study aid.
+
+In a notebook, a check run before its answer cell says which cell to run, and an answer that is not a
+letter fails with its message alone, never with the cell's source and its sealed key
+(notebook_errors.py).
 """
 
 import base64
 import hashlib
 import textwrap
+
+from mrcnn_course.teaching.notebook_errors import WIDTH, AnswerMissing, install
+
+install()
 
 LETTERS = ("A", "B", "C", "D")
 KEY_VERSION = "quiz1"
@@ -96,8 +105,8 @@ def explanation(answer, question_key: str) -> str | None:
 def check(name: str, answer, question_key: str) -> None:
     """A question's check cell: a format check, then right or not, and the explanation once right.
 
-    Raises AssertionError only when `answer` is not a letter (still None, a number, "E"...): that is
-    the visible format check. A wrong letter prints "not the right answer" without saying which is;
+    Raises AnswerMissing (an AssertionError) only when `answer` is not a letter (still None, a number,
+    "E"...): that is the visible format check. A wrong letter prints "not the right answer" without saying which is;
     the graded check (quiz.is_right) sits in the hidden tests.
     """
     letter = _letter(answer)
@@ -106,14 +115,16 @@ def check(name: str, answer, question_key: str) -> None:
             problem = f"{name} is still None"
         else:
             problem = f"{name} is {answer!r} ({type(answer).__name__})"
-        raise AssertionError(
+        message = (
             f'{problem}: set {name} = "A", "B", "C" or "D" (one letter, in quotes) in the cell above, '
             "run that cell, then run this one."
         )
+        lines = textwrap.wrap(message, WIDTH, initial_indent=" " * len("AnswerMissing: "), subsequent_indent="  ")
+        raise AnswerMissing("\n".join([lines[0].lstrip(), *lines[1:]]))
     why = explanation(letter, question_key)
     if why is None:
         print(
-            f'✗ {name} = "{letter}" is not the right answer. Read the question again, change {name}, '
+            f'✗ {name} = "{letter}" is not the right answer. Read the question again, change {name},\n'
             "and run both cells: the explanation opens when the answer is right."
         )
     else:

@@ -94,6 +94,9 @@ from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, check_trai
 from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, passed, run
 from mrcnn_course.teaching.grading.guard import ReferenceSwitchedOff, TimeLimitExceeded
 from mrcnn_course.teaching.grading.learner import course_home, load_components, plug_into_model, save_component
+from mrcnn_course.teaching.notebook_errors import install
+
+install()  # in a notebook: a check cell run before the cells it needs says which to run (notebook_errors.py)
 
 # Every exercise, by component name, in the order of the lessons.
 EXERCISES: dict[str, Exercise] = {

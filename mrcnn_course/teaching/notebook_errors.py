@@ -1,0 +1,76 @@
+"""What a learner sees when a cell runs before the cells it needs, in a notebook (issue 15).
+
+A check cell run before the setup cell, the exercise's function or a quiz answer would show a raw
+NameError, and a quiz's format check would print the cell around it, with its ~600-character sealed
+key. `install()` gives IPython a handler (InteractiveShell.set_custom_exc) for two errors:
+
+    NameError raised by a cell's own top-level code   "name 'q1' is not defined yet" and which cell to
+                                                       run first, in lines short enough for
+                                                       `nbgrader validate`
+    quiz.AnswerMissing (q1 still None, "E", ...)       its message alone, without the cell's source
+
+The cell still fails (nbgrader grades it as failed); only what it prints changes. A NameError from
+inside a function (the learner's typo in `nms`) keeps IPython's own traceback, at the learner's line.
+Every check cell imports what it needs itself (`from mrcnn_course import grading` / `quiz`), which
+installs the handler, so it is there even when the setup cell never ran. Outside IPython, install()
+does nothing. IPython has one slot for such a handler: installing replaces any other.
+"""
+
+import re
+import textwrap
+from types import TracebackType
+
+WIDTH = 80  # `nbgrader validate` cuts traceback lines at 87 characters, 4 of them its indent
+ANSWER = re.compile(r"q\d+")  # a quiz's answer variables: q1, q2, ...
+
+
+class AnswerMissing(AssertionError):
+    """A quiz answer that is not a letter yet: shown as its message alone (the cell holds the sealed key)."""
+
+
+def _lines(first: str, advice: str) -> list[str]:
+    return [first, *textwrap.wrap(advice, WIDTH, initial_indent="  ", subsequent_indent="  ")]
+
+
+def name_error_advice(name: str) -> str:
+    """Which cell to run first, for a name that a cell's top-level code did not find."""
+    if ANSWER.fullmatch(name):
+        return (
+            f'Run the answer cell of {name} ({name} = "A", "B", "C" or "D", just above this one) first, then this cell.'
+        )
+    return (
+        f"Run the cell that defines it first (`def {name}` or `{name} = ...`, above this one), and the setup "
+        f"cell at the top before it; then this cell. To run every cell above: Run > Run All Above Selected Cell."
+    )
+
+
+def _raised_at_top_level(tb: TracebackType | None) -> bool:
+    """Whether the error came from a cell's own code, not from inside a function it called."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_name == "<module>"
+
+
+def _handler(shell, etype, value, tb, tb_offset=None):
+    if isinstance(value, AnswerMissing):
+        shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])  # the kernel's reply names etype too
+        return None
+    name = getattr(value, "name", None)
+    if isinstance(value, NameError) and name and _raised_at_top_level(tb):
+        lines = _lines(f"NameError: name '{name}' is not defined yet.", name_error_advice(name))
+        shell._showtraceback(NameError, NameError("\n".join(lines)[len("NameError: ") :]), lines)
+        return None
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)  # IPython's own
+    return None
+
+
+def install() -> None:
+    """Give the running IPython (a notebook's kernel) the handler; nothing outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "CustomTB", None) is not getattr(shell, "_mrcnn_course_handler", 0):
+        shell.set_custom_exc((NameError, AnswerMissing), _handler)
+        shell._mrcnn_course_handler = shell.CustomTB
