@@ -40,8 +40,10 @@ from mrcnn_course.teaching.grading.guard import (
     reference_switched_off,
     time_limit,
 )
+from mrcnn_course.teaching.grading.speed import DEFAULT_FAST, MAX_RATIO, Timing, check_speed
 
 # Functions that passed their checker in this session, by component name.
+SPEED_TIME_LIMIT = 120.0  # seconds for a speed case (two measurements): a function this slow is far too slow
 _PASSED: dict[str, Callable] = {}
 # Every exercise, by name (filled as they are defined): the helpers a learner's function may call.
 _BY_NAME: dict[str, "Exercise"] = {}
@@ -318,6 +320,24 @@ def _first_failure(exercise: Exercise, fn: Callable, cases: list[Case], replaced
     return None, None, None
 
 
+def _speed_case(exercise: Exercise, fn: Callable) -> tuple[Timing | None, str | None]:
+    """The speed case of a component that runs in training (speed.py): (timing, failure message or None)."""
+    if exercise.reference is not None:  # a helper or train_step: timed inside the component that uses it
+        return None, None
+    name = exercise.component
+    stop = f"check_{name} stopped your {name} while timing it: it is far too slow for training (see the hint)"
+    with time_limit(SPEED_TIME_LIMIT, stop):
+        try:
+            return check_speed(
+                name,
+                exercise.reference_function(),
+                fn,
+                lambda: reference_switched_off(name, exercise.torchvision_names, fn),
+            )
+        except TimeLimitExceeded:
+            return None, f"check_{name}: speed case failed: {stop}. {DEFAULT_FAST}."
+
+
 def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     """Check the learner's `fn` on the exercise's cases (and the hidden ones if extra); see the module doc."""
     __tracebackhide__ = True  # IPython and pytest show only the line that raises: the message says it all
@@ -336,9 +356,18 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
         for helper, why in failing.items()
     ]
     if failure is None:
+        timing, slow = (None, None) if extra else _speed_case(exercise, fn)
+        if slow:
+            _PASSED.pop(name, None)
+            raise AssertionError(slow) from None
         hidden = sum(c.extra for c in cases)
         including = f", {hidden} of them hidden" if hidden else ""
-        print(f"{name}: {len(cases)} cases passed{including} ({exercise.tolerance_text()})")
+        fast = (
+            f"; speed {timing.ratio:.1f}x the package's on a training step's inputs (limit {MAX_RATIO:g}x)"
+            if timing
+            else ""
+        )
+        print(f"{name}: {len(cases)} cases passed{including} ({exercise.tolerance_text()}{fast})")
         if failing:  # right, but it runs with a broken helper in the model: not plugged in or saved yet
             _PASSED.pop(name, None)
             print(_wrapped(" ".join(helpers_note) + f" (Until then your {name} is not used in the model.)"))

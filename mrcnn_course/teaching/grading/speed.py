@@ -1,0 +1,224 @@
+"""Speed cases: is the learner's function fast enough to train on? (issue 12: the capstone trains on it)
+
+The capstone (lesson 07) trains the model on the learner's components within a fixed time budget: a
+function 10x slower than the package's costs scenes the model never learns from. So each component that
+runs in every training step (or in every validation scene) has one speed case, on the very inputs a
+training step of the capstone's model gives it, and a check fails when the learner's function is more
+than MAX_RATIO times slower than the package's.
+
+    ratio = measure(reference, fn, args, switched_off)   # the learner's time / the package's time
+
+Robust on a busy machine (a shared 2-core laptop, an autograder running several kernels):
+  - CPU time of this thread (time.thread_time), with torch limited to 1 thread while timing: time spent
+    waiting for the CPU is not counted, and both functions get the same single core;
+  - the two functions alternate, round by round (ROUNDS rounds of enough calls to take MIN_ROUND seconds);
+    each round gives a ratio, and the median ratio is the verdict;
+  - a verdict over MAX_RATIO is measured once more, and the lower of the two counts.
+What it leaves out: GPUs; a function fast on 1 thread and slow on many (no learner function is).
+"""
+
+import copy
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mrcnn_course.model import components
+
+MAX_RATIO = 3.0  # slower than this fails (the issue's limit): the capstone then trains on clearly fewer scenes
+ROUNDS = 5  # alternating rounds per measurement; the median ratio counts
+MIN_ROUND = 0.01  # seconds of CPU per function per round, at least (a fast function runs several times)
+GIVE_UP = 2.0  # seconds: one call slower than this and MAX_RATIO x the package's needs no repeats
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What a component received in one training step of the capstone's model (its largest call)."""
+
+    args: tuple
+    calls_per_step: int  # calls in one training step (8 scenes)
+    calls_per_scene: int  # calls in validating one scene (evaluation)
+    shapes: str  # "Tensor[852, 4], Tensor[852], 0.7"
+
+
+def _largest(calls: list[tuple]) -> tuple:
+    return max(calls, key=lambda args: sum(a.numel() for a in _tensors(args)))
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def _describe(args: tuple) -> str:
+    def one(a: Any) -> str:
+        if isinstance(a, torch.Tensor):
+            return f"Tensor[{', '.join(map(str, a.shape))}]"
+        if isinstance(a, (list, tuple)) and a and isinstance(a[0], torch.Tensor):
+            return f"{len(a)} x {one(a[0])}"
+        if isinstance(a, dict):
+            return "{" + ", ".join(f"{k}: {one(v)}" for k, v in a.items()) + "}"
+        if isinstance(a, torch.nn.Module):
+            return type(a).__name__
+        return repr(a)
+
+    return ", ".join(one(a) for a in args)
+
+
+_STEP: dict[str, StepInputs] = {}
+
+
+def step_inputs() -> dict[str, StepInputs]:
+    """Each component's inputs in one training step (8 scenes of the capstone's recipe) and in validating one
+    scene, recorded from the course's trained small model running the package's own components. Built once
+    per session (a few seconds), deterministically."""
+    if _STEP:
+        return _STEP
+    from mrcnn_course.training.loop import Recipe, recipe_scenes
+    from mrcnn_course.training.pretrained import load_pretrained_small
+
+    recipe = Recipe()
+    calls: dict[str, list[tuple]] = {name: [] for name in components.NAMES}
+    counts = {"step": dict.fromkeys(components.NAMES, 0), "scene": dict.fromkeys(components.NAMES, 0)}
+    phase = ["step"]
+
+    def recorder(name: str) -> Callable:
+        own = components.COMPONENTS[name].own
+
+        def record(*args):
+            counts[phase[0]][name] += 1
+            calls[name].append(tuple(copy.deepcopy(a) if not isinstance(a, torch.nn.Module) else a for a in args))
+            return own(*args)
+
+        return record
+
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        model = load_pretrained_small()
+        scenes = recipe_scenes(recipe, 0, recipe.batch_size)
+        images, targets = zip(*(scenes[i] for i in range(recipe.batch_size)))
+        with components.using(**{name: recorder(name) for name in components.NAMES}):
+            model.train()
+            model(list(images), list(targets))
+            phase[0] = "scene"
+            model.eval()
+            model([images[0]])
+    for name, recorded in calls.items():
+        if recorded:
+            args = _largest(recorded)
+            _STEP[name] = StepInputs(args, counts["step"][name], counts["scene"][name], _describe(args))
+    return _STEP
+
+
+def _cpu_seconds(fn: Callable, args: tuple, times: int) -> float:
+    """CPU seconds of this thread per call of fn(*args), over `times` calls (fresh copies of the inputs)."""
+    copies = [copy.deepcopy(args) for _ in range(times)]  # outside the timing: a function may change its inputs
+    start = time.thread_time()
+    for given in copies:
+        fn(*given)
+    return (time.thread_time() - start) / times
+
+
+@dataclass(frozen=True)
+class Timing:
+    ratio: float  # learner's / package's, the median over the rounds
+    learner: float  # seconds per call (median over the rounds)
+    package: float
+
+
+def measure(
+    reference: Callable, fn: Callable, args: tuple, switched_off: Callable[[], AbstractContextManager]
+) -> Timing:
+    """Time fn against reference on args, alternating (see the module docstring); fn runs inside switched_off()."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with components.using(**{n: components.OWN for n in components.NAMES}):
+            package = _cpu_seconds(reference, args, 1)  # warm-up, and how many calls make a round
+            package = _cpu_seconds(reference, args, 1)
+        with switched_off():
+            learner = _cpu_seconds(fn, args, 1)
+        if learner > GIVE_UP and learner > MAX_RATIO * package:
+            return Timing(learner / package, learner, package)
+        times = max(1, min(50, round(MIN_ROUND / max(package, 1e-6))))
+        ratios, learner_times, package_times = [], [], []
+        for _ in range(ROUNDS):
+            with components.using(**{n: components.OWN for n in components.NAMES}):
+                package = _cpu_seconds(reference, args, times)
+            with switched_off():
+                learner = _cpu_seconds(fn, args, times)
+            ratios.append(learner / max(package, 1e-9))
+            learner_times.append(learner)
+            package_times.append(package)
+        return Timing(statistics.median(ratios), statistics.median(learner_times), statistics.median(package_times))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def capstone_calls(inputs: StepInputs) -> int:
+    """How many times the capstone's default recipe calls the component: its training steps and validations."""
+    from mrcnn_course.training.loop import Recipe
+
+    recipe = Recipe()
+    steps = recipe.epochs * recipe.images_per_epoch // recipe.batch_size
+    return steps * inputs.calls_per_step + recipe.epochs * recipe.val_images * inputs.calls_per_scene
+
+
+# How to make each component fast, when its speed case fails: where the time usually goes.
+FAST = {
+    "nms": "no Python step per box: the IoU matrix of a block of boxes once, then a few tensor passes "
+    "(keep = ~overlaps[keep].any(dim=0) until it stops changing), as exercise 6 shows",
+    "box_iou": "broadcast boxes1[:, None] against boxes2[None]: one tensor operation per step, no loop over boxes",
+    "filter_proposals": "topk per level on the whole batch at once, one components.batched_nms per image; no "
+    "Python loop over boxes or anchors",
+    "roi_align": "all RoIs at once: gather the four neighbours of every sample point with indexing, no Python loop "
+    "over RoIs or bins",
+    "project_masks_on_boxes": "one roi_align call on all the image's masks, not one call per box",
+    "maskrcnn_loss": "gather every RoI's true-class channel with one indexing step, one BCE call for all RoIs",
+    "fastrcnn_loss": "select the true class's 4 deltas with indexing, one loss call for all RoIs",
+}
+DEFAULT_FAST = "work on whole tensors (broadcasting, indexing, torch functions): no Python loop over boxes or pixels"
+
+
+def explain(name: str, timing: Timing, inputs: StepInputs) -> str:
+    """The failure message: how much slower, what it costs the capstone, how to make it fast."""
+    calls = capstone_calls(inputs)
+    minutes = calls * max(timing.learner - timing.package, 0.0) / 60
+    where = []
+    if inputs.calls_per_step:
+        where.append(f"{inputs.calls_per_step} times per training step")
+    if inputs.calls_per_scene:
+        where.append(f"{inputs.calls_per_scene} times per validation scene")
+    return (
+        f"check_{name}: speed case failed: your {name} is {timing.ratio:.1f}x slower than the package's (the limit "
+        f"is {MAX_RATIO:g}x) on the inputs a training step of the capstone gives it ({inputs.shapes}): "
+        f"{timing.learner * 1000:.1f} ms against {timing.package * 1000:.1f} ms (CPU time on one thread, median "
+        f"of {ROUNDS} alternating rounds, measured twice).\n"
+        f"  The capstone calls it {' and '.join(where)}, {calls:,} times in all: about {minutes:.1f} more minutes "
+        f"than the package's, which fit_to_budget takes from the scenes your model learns from.\n"
+        f"  To make it fast: {FAST.get(name, DEFAULT_FAST)}."
+    )
+
+
+def check_speed(
+    name: str, reference: Callable, fn: Callable, switched_off: Callable[[], AbstractContextManager]
+) -> tuple[Timing | None, str | None]:
+    """(the timing, None) if fn is fast enough, (the timing, the failure message) if not; (None, None) for a
+    component that no training step calls (e.g. bottleneck in the capstone's ResNet of basic blocks)."""
+    inputs = step_inputs().get(name)
+    if inputs is None:
+        return None, None
+    timing = measure(reference, fn, inputs.args, switched_off)
+    if timing.ratio > MAX_RATIO:  # a busy moment can look like a slow function: measure again
+        timing = min(timing, measure(reference, fn, inputs.args, switched_off), key=lambda t: t.ratio)
+    return timing, explain(name, timing, inputs) if timing.ratio > MAX_RATIO else None
