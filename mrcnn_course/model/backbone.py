@@ -103,7 +103,7 @@ class BasicBlock(nn.Module):
 class ResNetConfig:
     """A ResNet's shape. The defaults are ResNet-50 (He et al. 2016, Table 1)."""
 
-    block: type = Bottleneck
+    block: type[Bottleneck] | type[BasicBlock] = Bottleneck
     layers: tuple[int, ...] = (3, 4, 6, 3)  # blocks per stage (conv2_x .. conv5_x)
     widths: tuple[int, ...] = (64, 128, 256, 512)  # 3x3 width per stage; outputs are width * expansion
     stem_channels: int = 64  # the 7x7 stride-2 convolution's output
@@ -136,7 +136,8 @@ class ResNetBody(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every convolution here has one
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))  # (N, stem, H/2, W/2)
@@ -187,7 +188,8 @@ class FeaturePyramidNetwork(nn.Module):
         for m in self.modules():  # torchvision's FPN initialisation: kaiming_uniform(a=1), zero bias
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every convolution here has one
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         return components.fpn_top_down(features, self.inner_blocks, self.layer_blocks)

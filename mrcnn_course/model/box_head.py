@@ -66,20 +66,20 @@ def fastrcnn_loss(
         box loss: smooth L1 (beta 1/9) of the ground-truth class's 4 deltas, positives only, summed
         and divided by K (all RoIs, not just positives: background RoIs count as zero box loss)
     """
-    labels = torch.cat(labels, dim=0)
-    regression_targets = torch.cat(regression_targets, dim=0)
-    classification_loss = F.cross_entropy(class_logits, labels)
-    positive = torch.where(labels > 0)[0]
+    labels_all = torch.cat(labels, dim=0)  # (K,)
+    targets_all = torch.cat(regression_targets, dim=0)  # (K, 4)
+    classification_loss = F.cross_entropy(class_logits, labels_all)
+    positive = torch.where(labels_all > 0)[0]
     num_rois, num_classes = class_logits.shape
     box_regression = box_regression.reshape(num_rois, num_classes, 4)  # (K, C, 4)
     box_loss = (
         F.smooth_l1_loss(
-            box_regression[positive, labels[positive]],  # (K_pos, 4): only the true class's box
-            regression_targets[positive],
+            box_regression[positive, labels_all[positive]],  # (K_pos, 4): only the true class's box
+            targets_all[positive],
             beta=1 / 9,
             reduction="sum",
         )
-        / labels.numel()
+        / labels_all.numel()
     )
     return classification_loss, box_loss
 

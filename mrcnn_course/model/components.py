@@ -107,7 +107,7 @@ def _describe(fn: Callable) -> str:
     return f"{module}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _resolve(name: str, implementation: str | Callable) -> tuple[Callable, str]:
+def _resolve(name: str, implementation: str | Callable) -> tuple[Callable | None, str]:
     if name not in COMPONENTS:
         raise KeyError(f"no component named {name!r}; the components are: {', '.join(NAMES)}")
     component = COMPONENTS[name]

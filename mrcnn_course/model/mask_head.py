@@ -48,7 +48,8 @@ class MaskRCNNHeads(nn.Sequential):
         for layer in self.modules():
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:  # every convolution here has one
+                    nn.init.zeros_(layer.bias)
 
 
 class MaskRCNNPredictor(nn.Sequential):

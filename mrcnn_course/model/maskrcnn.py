@@ -88,6 +88,7 @@ class RoIHeads(nn.Module):
         """Eval: per image {boxes (T, 4), labels (T,), scores (T,), masks (T, 1, 28, 28) probabilities}.
         Training: {"loss_classifier", "loss_box_reg", "loss_mask"}."""
         if self.training:
+            assert targets is not None, "training needs targets (MaskRCNN.forward checks them first)"
             return self.losses(features, proposals, image_sizes, targets)
         return self.detect(features, proposals, image_sizes)
 

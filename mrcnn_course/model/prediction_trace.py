@@ -65,7 +65,7 @@ class _Recorder:
     """Forward hooks that keep each hooked module's inputs and output by name."""
 
     def __init__(self, modules: dict):
-        self.calls = {}
+        self.calls: dict[str, tuple] = {}  # name -> (the module's inputs, its output)
         self.handles = [m.register_forward_hook(self._hook(name)) for name, m in modules.items()]
 
     def _hook(self, name):

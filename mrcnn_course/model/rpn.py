@@ -117,7 +117,8 @@ class RPNHead(nn.Module):
         for layer in self.modules():
             if isinstance(layer, nn.Conv2d):
                 nn.init.normal_(layer.weight, std=0.01)  # Faster R-CNN, section 3.1.3
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:  # every convolution here has one
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level: logits Tensor[N, A, H_l, W_l] and deltas Tensor[N, 4A, H_l, W_l]."""
@@ -311,6 +312,7 @@ class RegionProposalNetwork(nn.Module):
         out = self.propose(images, features)
         losses = {}
         if self.training:
+            assert targets is not None, "training needs targets (MaskRCNN.forward checks them first)"
             labels, matched_boxes = self.assign_targets_to_anchors(out.anchors, targets)
             regression_targets = self.box_coder.encode(matched_boxes, out.anchors)
             loss_objectness, loss_box = self.compute_loss(out.objectness, out.pred_deltas, labels, regression_targets)
