@@ -119,3 +119,26 @@ def test_mask_threshold_explorer_counts_the_pasted_pixels_above_the_threshold(tr
 def test_mask_of_a_missing_detection_is_explained(trace):
     with pytest.raises(ValueError, match="has 20 detections, so no detection 20"):
         explorers.detection_mask(trace, 20)
+
+
+def test_every_control_label_is_shown_whole():
+    for explorer in (
+        explorers.nms_explorer(image(), BOXES, SCORES),
+        explorers.anchor_explorer(image()),
+        explorers.roi_align_explorer(),
+    ):
+        for control in explorer.controls.values():
+            assert control.style.description_width == "initial", control.description
+
+
+def test_anchor_explorer_says_how_to_choose_several_ratios():
+    explorer = explorers.anchor_explorer(image())
+    assert "Ctrl-click" in explorer.hint.value and "Cmd-click" in explorer.hint.value
+    assert explorer.hint in explorer.children[0].children  # beside the controls
+    nms = explorers.nms_explorer(image(), BOXES, SCORES)
+    assert nms.hint not in nms.children[0].children  # no hint, no empty box
+
+
+def test_roi_align_explorer_sliders_start_on_their_steps():
+    explorer = explorers.roi_align_explorer(box=tuple(torch.tensor([1.3, 1.6, 6.8, 5.4]).tolist()))  # float32 noise
+    assert [explorer.controls[name].value for name in ("x1", "y1", "x2", "y2")] == [1.3, 1.6, 6.8, 5.4]

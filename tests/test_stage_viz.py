@@ -112,3 +112,64 @@ def test_mask_threshold_picture_counts_pixels():
     pasted[10:20, 30:40] = 0.3
     fig = stage_viz.draw_mask_threshold(scene(64), torch.rand(28, 28), pasted, 0.5)
     assert "200 pixels" in fig.axes[1].get_title()
+
+
+def test_trace_labels_each_crop_with_its_object_and_has_a_class_legend(trace):
+    fig = stage_viz.draw_trace(trace, class_names=data.CLASSES, score_threshold=0.3, num_grids=3)
+    axes = fig.axes
+    crops = [t.get_text() for t in axes[4].texts]
+    grids = [t.get_text() for t in axes[3].texts]
+    assert grids == ["1", "2", "3"] and [c.split()[0] for c in crops] == grids  # grid n is crop n
+    names = set(data.CLASSES)
+    assert all(c.split(maxsplit=1)[1] in names for c in crops)  # the class the box head gives the proposal
+    shown = min(int((trace.detections["scores"] >= 0.3).sum()), 4)
+    masks = [t.get_text() for t in axes[6].texts]
+    assert len(masks) == shown and all(m.rsplit(" ", 1)[0] in names for m in masks)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert set(legend) == {r.get_label() for r in rectangles(axes[5])}
+
+
+def test_trace_shows_roi_align_on_proposals_of_different_objects(trace):
+    proposals, objectness = trace[3].tensors["proposals"], trace[3].tensors["objectness"]
+    chosen = stage_viz.distinct_proposals(proposals, objectness, 3)
+    assert len(chosen) == 3 and chosen[0] == objectness.argmax()
+    iou = mrcnn_course.model.box_ops.box_iou(proposals[chosen], proposals[chosen])
+    assert (iou.triu(1) <= stage_viz.DISTINCT_IOU).all()  # no two on the same object
+    fig = stage_viz.draw_trace(trace, num_grids=3)
+    assert len(fig.axes[3].collections) == 3 * 3  # per box: bin lines x, bin lines y, sampling points
+
+
+def test_proposals_figure_is_titled_as_proposals_with_objectness_labels_apart():
+    torch.manual_seed(0)
+    image = scene()
+    proposals = torch.tensor([[10.0, 10, 60, 60], [12, 11, 61, 59], [11, 12, 60, 62], [70, 70, 110, 110]])
+    objectness = torch.tensor([0.95, 0.9, 0.85, 0.3])
+    fig = stage_viz.draw_proposals(image, proposals, objectness, count=3)
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("RPN proposals: the 3 best of 4, by objectness")
+    assert "prediction" not in ax.get_title() and "score >=" not in ax.get_title()
+    assert [t.get_text() for t in ax.texts] == ["0.95", "0.90", "0.85"]
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "objectness"  # the colour scale
+    fig.draw_without_rendering()
+    extents = [t.get_window_extent() for t in ax.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1 :])
+
+
+def test_roi_align_weights_are_legible_on_a_zoomed_map():
+    feature = torch.rand(16, 16, generator=torch.Generator().manual_seed(0))
+    box = torch.tensor([3.3, 4.6, 9.8, 10.4])
+    fig = stage_viz.draw_roi_align(feature, compare_roi_align_pool(feature, box, (3, 3), 2))
+    align, pool = fig.axes[0], fig.axes[2]
+    x0, x1 = align.get_xlim()
+    assert x0 < 3.3 and 9.8 < x1 and x1 - x0 < 12 and pool.get_xlim() == (x0, x1)  # the box and a margin
+    fig.draw_without_rendering()
+    extents = [t.get_window_extent() for t in align.texts]
+    assert len(extents) >= 4 and all(t.get_fontsize() >= 6 for t in align.texts)
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1 :])
+
+
+def test_anchor_grid_dots_are_visible_and_the_location_is_marked():
+    anchors, grid, _ = level_anchors((128, 128), (32,), (0.5, 1.0, 2.0), 4)
+    fig = stage_viz.draw_anchors(scene(), anchors, grid)
+    dots, chosen = fig.axes[0].collections[:2]
+    assert min(dots.get_sizes()) >= 9 and len(chosen.get_offsets()) == 1  # 3 points across or more

@@ -37,6 +37,10 @@ def two_squares():
     return image, target, prediction
 
 
+def rectangles(ax):
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
 def test_prediction_panel_draws_the_boxes_above_the_threshold_with_labels_and_scores():
     image, target, prediction = two_squares()
     fig = viz.draw_detections(image, prediction, target, class_names=NAMES, score_threshold=0.5)
@@ -44,11 +48,11 @@ def test_prediction_panel_draws_the_boxes_above_the_threshold_with_labels_and_sc
     assert "2 of 2" in truth.get_title() and "2 of 3, score >= 0.5" in predicted.get_title()
     assert [t.get_text() for t in predicted.texts] == ["square 0.90", "circle 0.60"]
     assert [t.get_text() for t in truth.texts] == ["square", "circle"]
-    colours = [p.get_edgecolor() for p in predicted.patches if isinstance(p, Rectangle)]
-    assert len(colours) == 2 and colours[0] != colours[1]  # one colour per instance
+    colours = [p.get_edgecolor() for p in rectangles(predicted)]
+    assert len(colours) == 2 and colours[0] != colours[1]  # two classes, two colours
 
 
-def test_masks_are_painted_in_their_instance_colour():
+def test_masks_of_two_classes_are_painted_apart():
     image, target, _ = two_squares()
     fig = viz.draw_detections(image, target=target)
     overlay = fig.axes[0].images[-1].get_array()  # (H, W, 4): the masks' layer
@@ -133,3 +137,57 @@ def test_a_notebook_shows_a_returned_figure_once():
     nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
     outputs = notebook.cells[0].outputs
     assert [o.output_type for o in outputs] == ["execute_result"] and "image/png" in outputs[0].data
+
+
+def label_extents(ax):
+    """The drawn labels' boxes on the screen (after the figure was drawn: labels are placed then)."""
+    return [t.get_window_extent() for t in ax.texts]
+
+
+def test_one_colour_per_class_in_every_panel_with_a_legend():
+    image, target, prediction = two_squares()
+    target = {key: torch.cat([value, value[:1]]) for key, value in target.items()}  # a second square
+    fig = viz.draw_detections(image, prediction, target, class_names=NAMES, score_threshold=0.5)
+    truth, predicted = fig.axes
+    colour = {}
+    for ax in (truth, predicted):
+        for patch in rectangles(ax):
+            assert colour.setdefault(patch.get_label(), patch.get_edgecolor()) == patch.get_edgecolor()
+    assert set(colour) == {"square", "circle"} and colour["square"] != colour["circle"]
+    assert colour["square"][:3] == viz.class_colour(1) and colour["circle"][:3] == viz.class_colour(2)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["square", "circle"]  # in class order
+    assert [tuple(h.get_facecolor()[:3]) for h in legend.legend_handles] == [viz.class_colour(1), viz.class_colour(2)]
+
+
+def test_masks_take_their_class_colour():
+    image, target, _ = two_squares()
+    fig = viz.draw_detections(image, target=target)
+    overlay = fig.axes[0].images[-1].get_array()
+    assert tuple(overlay[10, 10, :3]) == viz.class_colour(1) and tuple(overlay[40, 40, :3]) == viz.class_colour(2)
+
+
+def test_labels_of_crowded_boxes_do_not_overlap():
+    image = torch.full((3, 64, 64), 0.5)
+    corners = torch.tensor([[4.0, 20], [6, 21], [8, 22], [5, 30], [30, 20], [31, 21]])
+    boxes = torch.cat([corners, corners + 20], dim=1)  # six 20-px boxes, piled up
+    prediction = {"boxes": boxes, "labels": torch.tensor([1, 2, 3, 1, 2, 3]), "scores": torch.linspace(0.9, 0.6, 6)}
+    fig = viz.draw_detections(image, prediction, class_names=NAMES, score_threshold=0.5)
+    viz.figure_png(fig)  # drawn: the labels are placed
+    extents = label_extents(fig.axes[0])
+    assert len(extents) == 6
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1 :])
+    frame = fig.axes[0].get_window_extent()
+    assert all(frame.padded(1).contains(e.x0, e.y0) and frame.padded(1).contains(e.x1, e.y1) for e in extents)
+    assert fig.axes[0].texts[0].get_text() == "square 0.90"  # the best first: it kept the first place
+
+
+def test_labels_are_readable_on_their_colour():
+    assert viz.text_colour((1.0, 1.0, 0.0)) == "black" and viz.text_colour(viz.class_colour(4)) == "white"
+
+
+def test_epoch_predictions_have_a_class_legend():
+    trace = TrainingTrace.load(TRACE_JSON)
+    fig = viz.draw_epoch_predictions(trace, 1, score_threshold=0.1)
+    names = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert names and names == [n for n in trace.class_names if n in names]

@@ -36,6 +36,7 @@ from mrcnn_course.show.viz import figure_png
 
 SIZE_DIVISIBLE = 32  # stage 1 pads the batch to a multiple of 32, which fixes each level's grid
 RATIO_CHOICES = (0.25, 0.5, 1.0, 2.0, 4.0)  # height / width; R-50-FPN uses 0.5, 1, 2
+SEVERAL_RATIOS = "Ctrl-click (Cmd-click on a Mac) to choose several ratios, Shift-click for a range"
 
 
 @dataclass
@@ -48,26 +49,31 @@ class View:
 
 
 class Explorer(widgets.VBox):
-    """Controls, then a one-line summary, then the picture; any change of a control redraws.
+    """Controls (and a hint on how to use them, if any), then a one-line summary, then the picture; any
+    change of a control redraws.
 
     update(**control values) -> View. A ValueError from it (a setting that makes no sense) is shown
     in the summary and the last picture stays.
     """
 
-    def __init__(self, controls: dict[str, widgets.ValueWidget], update: Callable[..., View]):
+    def __init__(self, controls: dict[str, widgets.ValueWidget], update: Callable[..., View], hint: str = ""):
         self.controls = controls
         self.picture = widgets.Image(format="png", layout=widgets.Layout(align_self="flex-start"))  # unstretched
         self.summary = widgets.HTML()
+        self.hint = widgets.HTML(f"<i>{html.escape(hint)}</i>")
         self.result: dict = {}
         self._update = update
         super().__init__(
             [
-                widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                widgets.HBox(
+                    [*controls.values(), *([self.hint] if hint else [])], layout=widgets.Layout(flex_flow="row wrap")
+                ),
                 self.summary,
                 self.picture,
             ]
         )
         for control in controls.values():
+            control.style.description_width = "initial"  # the whole label: ipywidgets cuts it at 90 px
             if hasattr(control, "continuous_update"):
                 control.continuous_update = False  # redraw when a slider is let go, not at every pixel of a drag
             control.observe(self.redraw, names="value")
@@ -129,13 +135,13 @@ def anchor_explorer(
         "level": widgets.IntSlider(value=level, min=2, max=6, description="FPN level P"),
         "size": widgets.IntSlider(value=size, min=4, max=256, step=4, description="size (px)"),
         "aspect_ratios": widgets.SelectMultiple(
-            options=RATIO_CHOICES, value=tuple(aspect_ratios), rows=len(RATIO_CHOICES), description="h / w"
+            options=RATIO_CHOICES, value=tuple(aspect_ratios), rows=len(RATIO_CHOICES), description="ratios h / w"
         ),
     }
 
     def update(level: int, size: int, aspect_ratios: tuple[float, ...]) -> View:
         anchors, grid, stride = level_anchors(
-            tuple(image.shape[-2:]), (size,), aspect_ratios, level, cell_anchors, anchor_grid
+            (image.shape[-2], image.shape[-1]), (size,), aspect_ratios, level, cell_anchors, anchor_grid
         )
         summary = (
             f"P{level}: {grid[0]}x{grid[1]} locations, stride {stride[0]} px, {len(aspect_ratios)} anchors each: "
@@ -145,7 +151,7 @@ def anchor_explorer(
             stage_viz.draw_anchors(image, anchors, grid), summary, {"anchors": anchors, "grid": grid, "stride": stride}
         )
 
-    return Explorer(controls, update)
+    return Explorer(controls, update, hint=SEVERAL_RATIOS)
 
 
 def nms_explorer(
@@ -194,8 +200,8 @@ def roi_align_explorer(
     height, width = feature.shape[-2:]
     corners = zip(("x1", "y1", "x2", "y2"), box, (width - 1, height - 1) * 2)
     controls = {
-        **{
-            name: widgets.FloatSlider(value=value, min=0.0, max=float(top), step=0.1, description=name)
+        **{  # on the slider's 0.1 steps: a box from a tensor has float32 noise (3.299999952316284)
+            name: widgets.FloatSlider(value=round(value, 1), min=0.0, max=float(top), step=0.1, description=name)
             for name, value, top in corners
         },
         "output_size": widgets.IntSlider(value=output_size, min=1, max=7, description="bins a side"),

@@ -168,9 +168,10 @@ def compare_roi_align_pool(
     feature, box = feature.detach().cpu().float(), box.detach().cpu().float()
     rois = torch.cat([torch.zeros(1), box])[None]  # (1, 5): image 0
     aligned = roi_align(feature[None, None], rois, output_size, 1.0, sampling_ratio)[0, 0]  # (PH, PW)
-    cells = roi_pool_cells(box, output_size, 1.0, tuple(feature.shape))
+    size = (feature.shape[0], feature.shape[1])  # (H, W)
+    cells = roi_pool_cells(box, output_size, 1.0, size)
     return RoIReadings(
-        sampling_grid(box, output_size, sampling_ratio, 1.0, tuple(feature.shape)),
+        sampling_grid(box, output_size, sampling_ratio, 1.0, size),
         aligned,
         cells,
         roi_pool(feature, cells),

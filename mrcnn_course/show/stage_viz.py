@@ -17,11 +17,13 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from mrcnn_course.model import components
+from mrcnn_course.model import box_ops, components
 from mrcnn_course.model.mask_head import select_class_masks
 from mrcnn_course.model.prediction_trace import PredictionTrace
 from mrcnn_course.show.roi_geometry import RoIReadings, SamplingGrid, sampling_grid
@@ -29,13 +31,20 @@ from mrcnn_course.show.viz import (
     FONT,
     MASK_THRESHOLD,
     batch_to_display,
+    class_colour,
+    class_legend,
+    class_name,
     draw_instances,
     instance_colours,
+    label_boxes,
     new_figure,
+    text_colour,
     to_display,
 )
 
 POOLED_LEVELS = (2, 5)  # RoI Align reads P2..P5 (model.FPN_LEVELS); P6 is for the RPN only
+DISTINCT_IOU = 0.5  # the trace's RoI Align panel shows proposals that overlap less than this: other objects
+OBJECTNESS = matplotlib.colormaps["viridis"]  # proposals are coloured by objectness, 0 purple to 1 yellow
 
 
 def draw_sampling_grid(ax: Axes, grid: SamplingGrid, spatial_scale: float, colour, point_size: float = 2) -> None:
@@ -45,6 +54,23 @@ def draw_sampling_grid(ax: Axes, grid: SamplingGrid, spatial_scale: float, colou
     ax.hlines(y_edges, x_edges[0], x_edges[-1], colors=[colour], lw=0.7)
     xy = grid.points.reshape(-1, 2) / spatial_scale
     ax.scatter(xy[:, 0], xy[:, 1], s=point_size, color=colour)
+
+
+def label_tiles(ax: Axes, texts: Sequence[str], colours: Sequence, tile_shape: tuple[int, int], columns: int) -> None:
+    """Label each map of a tile() picture with texts[i], on colours[i], inside its top-left corner."""
+    h, w = tile_shape
+    for i, (text, colour) in enumerate(zip(texts, colours)):
+        r, c = divmod(i, columns)
+        ax.text(
+            c * (w + 1) - 0.5,
+            r * (h + 1) - 0.5,
+            text,
+            fontsize=FONT - 1,
+            color=text_colour(colour),
+            ha="left",
+            va="top",
+            bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.85),
+        )
 
 
 def tile(maps: Tensor, columns: int) -> np.ndarray:
@@ -98,38 +124,36 @@ def draw_trace(
     axes[1].set_title(f"2 {s2.name}\n{level} {s2.outputs[level]}, L2 norm over channels", fontsize=FONT)
 
     proposals, objectness = s3.tensors["proposals"].cpu(), s3.tensors["objectness"].cpu()
-    order = objectness.argsort(descending=True)
     axes[2].imshow(batch)
-    for i in order[:num_proposals].flip(0).tolist():  # the best drawn last, on top
-        x1, y1, x2, y2 = proposals[i].tolist()
-        axes[2].add_patch(
-            Rectangle(
-                (x1, y1),
-                x2 - x1,
-                y2 - y1,
-                fill=False,
-                lw=1,
-                color=matplotlib.colormaps["viridis"](float(objectness[i])),
-            )
-        )
+    order = draw_proposal_boxes(axes[2], proposals, objectness, num_proposals)
     best = f", best {float(objectness[order[0]]):.2f}" if len(order) else ""
     axes[2].set_title(
-        f"3 RPN: proposals {s3.outputs['proposals']}\ntop {min(num_proposals, len(order))} by objectness{best}",
+        f"3 RPN: proposals {s3.outputs['proposals']}\ntop {len(order)} by objectness{best}",
         fontsize=FONT,
     )
 
+    # Stage 4 on the best proposals of different objects, numbered and coloured by what the box head
+    # makes of each: grid and crop match.
+    chosen = distinct_proposals(proposals, objectness, num_grids)
+    verdict = s5.tensors["class_logits"].cpu()[chosen].argmax(dim=1)  # the class the box head gives each
+    colours = [class_colour(int(label)) for label in verdict]
+    numbers = [str(n) for n in range(1, len(chosen) + 1)]
     axes[3].imshow(batch)
-    chosen = order[:num_grids]
     box_features = s4.tensors["box_features"]  # (K, C, PH, PW), in the proposals' order
+    pooled_size = (box_features.shape[-2], box_features.shape[-1])  # (PH, PW)
     if len(chosen):
         levels = components.map_levels([proposals[chosen]], *POOLED_LEVELS) + POOLED_LEVELS[0]
-        for box, k, colour in zip(proposals[chosen], levels.tolist(), instance_colours(len(chosen))):
-            grid = sampling_grid(box, tuple(box_features.shape[-2:]), sampling_ratio, 2.0**-k)
+        for box, k, colour in zip(proposals[chosen], levels.tolist(), colours):
+            grid = sampling_grid(box, pooled_size, sampling_ratio, 2.0**-k)
             draw_sampling_grid(axes[3], grid, 2.0**-k, colour)
+        label_boxes(axes[3], proposals[chosen], numbers, colours, fontsize=FONT - 1)
         axes[4].imshow(tile(box_features[chosen].norm(dim=1), len(chosen)), cmap="magma")
-    axes[3].set_title(f"4 {s4.name}: bins and points\nof the {len(chosen)} best proposals", fontsize=FONT)
+        names = [f"{n} {class_name(int(label), class_names)}" for n, label in zip(numbers, verdict)]
+        label_tiles(axes[4], names, colours, pooled_size, len(chosen))
+    axes[3].set_title(f"4 {s4.name}: bins and points\nof {len(chosen)} proposals on different objects", fontsize=FONT)
     axes[4].set_title(
-        f"4 box features {s4.outputs['box features']}\nthose {len(chosen)}, L2 norm over channels", fontsize=FONT
+        f"4 box features {s4.outputs['box features']}\nof those {len(chosen)}, L2 norm; the box head's class",
+        fontsize=FONT,
     )
 
     detections = trace.detections
@@ -147,12 +171,58 @@ def draw_trace(
         fontsize=FONT,
     )
 
-    masks = select_class_masks(s6.tensors["mask_logits"].cpu(), [detections["labels"].cpu()])[0][shown, 0]  # (T', M, M)
+    labels, scores = detections["labels"].cpu(), detections["scores"].cpu()
+    masks = select_class_masks(s6.tensors["mask_logits"].cpu(), [labels])[0][shown, 0]  # (T', M, M)
     if len(masks):
         axes[6].imshow(tile(masks[:4], 2), cmap="gray", vmin=0, vmax=1)
+        label_tiles(
+            axes[6],
+            [f"{class_name(int(labels[i]), class_names)} {float(scores[i]):.2f}" for i in shown[:4]],
+            [class_colour(int(labels[i])) for i in shown[:4]],
+            (masks.shape[-2], masks.shape[-1]),
+            2,
+        )
     axes[6].set_title(f"6 {s6.name}: {s6.outputs['mask logits']}\n{min(len(masks), 4)} shown, own class", fontsize=FONT)
     draw_instances(axes[7], s1.tensors["image"], detections, class_names, score_threshold)
     axes[7].set_title(f"6 pasted masks {s6.outputs['masks']}\n> {MASK_THRESHOLD} drawn", fontsize=FONT)
+    class_legend(fig, class_names)
+    return fig
+
+
+def distinct_proposals(proposals: Tensor, objectness: Tensor, count: int) -> Tensor:
+    """The indices (Tensor[count] or fewer, best first) of the best proposals (Tensor[K, 4], objectness
+    Tensor[K]) that overlap one another by IoU <= DISTINCT_IOU: most likely different objects. The
+    package's NMS picks them, whatever nms runs in the model."""
+    return box_ops.nms(proposals, objectness, DISTINCT_IOU)[:count]
+
+
+def draw_proposal_boxes(ax: Axes, proposals: Tensor, objectness: Tensor, count: int) -> Tensor:
+    """The `count` best proposals (Tensor[K, 4], objectness Tensor[K]) on `ax`, coloured by objectness
+    (OBJECTNESS), the best drawn last, on top; returns their indices, best first (Tensor[count])."""
+    order = objectness.argsort(descending=True)[:count]
+    for i in order.flip(0).tolist():
+        x1, y1, x2, y2 = proposals[i].tolist()
+        colour = OBJECTNESS(float(objectness[i]))
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, color=colour))
+    return order
+
+
+def draw_proposals(image: Tensor, proposals: Tensor, objectness: Tensor, count: int = 10, size: float = 4.5) -> Figure:
+    """The RPN's `count` best proposals (Tensor[K, 4] in `image`'s pixels, objectness Tensor[K]) on
+    `image` (Tensor[3, H, W]), coloured and labelled by objectness, with its colour scale."""
+    proposals, objectness = proposals.detach().cpu(), objectness.detach().cpu()
+    fig = new_figure(size + 0.6, size)
+    ax = fig.add_subplot()
+    ax.imshow(to_display(image))
+    order = draw_proposal_boxes(ax, proposals, objectness, count)
+    scores = objectness[order].tolist()
+    label_boxes(ax, proposals[order], [f"{p:.2f}" for p in scores], [OBJECTNESS(p) for p in scores])
+    fig.colorbar(ScalarMappable(Normalize(0, 1), OBJECTNESS), ax=ax, shrink=0.7).set_label("objectness", fontsize=FONT)
+    ax.set_title(
+        f"RPN proposals: the {len(order)} best of {len(proposals)}, by objectness\n(labels: objectness, no class yet)",
+        fontsize=FONT + 1,
+    )
+    ax.set_axis_off()
     return fig
 
 
@@ -204,15 +274,20 @@ def draw_anchors(
     fig = new_figure(size, size)
     ax = fig.add_subplot()
     ax.imshow(to_display(image))
-    ax.scatter(centres[:, 0], centres[:, 1], s=3, color="white", edgecolors="black", linewidths=0.3)
+    spacing = size * 72 / max(rows, cols)  # points between two locations, roughly
+    dot = min(max(spacing * 0.3, 2.0), 5.0)  # diameter in points: visible on P6, apart on P2
+    ax.scatter(centres[:, 0], centres[:, 1], s=dot**2, color="white", edgecolors="black", linewidths=0.6, zorder=2)
     chosen = per_location[row * cols + col]
+    centre = centres[row * cols + col]
+    ax.scatter([centre[0]], [centre[1]], s=(2 * dot) ** 2, color="red", edgecolors="white", linewidths=0.8, zorder=3)
     for (x1, y1, x2, y2), colour in zip(chosen.tolist(), instance_colours(len(chosen))):
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
     height, width = image.shape[-2:]
     ax.set_xlim(min(-0.5, float(chosen[:, 0].min())), max(width - 0.5, float(chosen[:, 2].max())))
     ax.set_ylim(max(height - 0.5, float(chosen[:, 3].max())), min(-0.5, float(chosen[:, 1].min())))
     ax.set_title(
-        f"{len(anchors)} anchors: {rows}x{cols} locations x {len(chosen)}\nthose of location ({row}, {col}) drawn",
+        f"{len(anchors)} anchors: {rows}x{cols} locations x {len(chosen)}\n"
+        f"those of location ({row}, {col}), red, drawn",
         fontsize=FONT + 1,
     )
     ax.set_axis_off()
@@ -229,7 +304,8 @@ def draw_nms(
     ax.imshow(to_display(image))
     kept = set(keep.tolist())
     suppressed = [i for i in range(len(boxes)) if i not in kept]
-    for i, colour in [(i, "0.6") for i in suppressed] + list(zip(keep.tolist(), instance_colours(len(kept)))):
+    colours = instance_colours(len(kept))  # one class: the kept boxes told apart, suppressed ones grey
+    for i, colour in [(i, "0.6") for i in suppressed] + list(zip(keep.tolist(), colours)):
         x1, y1, x2, y2 = boxes[i].tolist()
         solid = i in kept
         ax.add_patch(
@@ -243,17 +319,7 @@ def draw_nms(
                 ls="-" if solid else "--",
             )
         )
-        if solid:
-            ax.text(
-                x1,
-                y1,
-                f"{float(scores[i]):.2f}",
-                fontsize=FONT,
-                color="white",
-                va="bottom",
-                clip_on=True,
-                bbox=dict(facecolor=colour, edgecolor="none", pad=1),
-            )
+    label_boxes(ax, boxes[keep].detach().cpu(), [f"{float(scores[i]):.2f}" for i in keep.tolist()], colours)
     ax.set_title(f"IoU threshold {iou_threshold:.2f}: {len(kept)} of {len(boxes)} boxes kept", fontsize=FONT + 1)
     ax.set_axis_off()
     return fig
@@ -265,30 +331,53 @@ def draw_roi_align(feature: Tensor, readings: RoIReadings, size: float = 3) -> F
 
     Left to right: the bins, the sampling points (bin (0, 0)'s in red) and the bilinear weight each
     cell gets in bin (0, 0)'s value; RoI Align's output; RoI Pool's rounded, quantized cells per
-    bin; RoI Pool's output. Cell j's value sits at coordinate j (aligned=False).
+    bin; RoI Pool's output. The two maps show the box and a cell around it, large enough to read the
+    weights. Cell j's value sits at coordinate j (aligned=False).
     """
     feature = feature.detach().cpu().float()
     grid, cells = readings.grid, readings.pool_cells
     fig = new_figure(4 * size, size)
     ax_align, ax_aligned, ax_pool, ax_pooled = fig.subplots(1, 4, width_ratios=(3, 2, 3, 2))
     low, high = float(feature.min()), float(feature.max())
+    height, width = feature.shape
+    # the window: both readings of the box and one cell around them, inside the map
+    x0 = max(min(float(grid.x_edges[0]), float(cells[..., 0].min()) - 0.5) - 1, -0.5)
+    x1 = min(max(float(grid.x_edges[-1]), float(cells[..., 2].max()) - 0.5) + 1, width - 0.5)
+    y0 = max(min(float(grid.y_edges[0]), float(cells[..., 1].min()) - 0.5) - 1, -0.5)
+    y1 = min(max(float(grid.y_edges[-1]), float(cells[..., 3].max()) - 0.5) + 1, height - 0.5)
     for ax in (ax_align, ax_pool):
         ax.imshow(feature.numpy(), cmap="gray", vmin=low, vmax=high)
-    draw_sampling_grid(ax_align, grid, 1.0, "tab:orange", point_size=6)
+        ax.set_xlim(x0, x1), ax.set_ylim(y1, y0)
+    draw_sampling_grid(ax_align, grid, 1.0, "tab:orange", point_size=8)
     first = grid.points[0, 0]  # (Sy * Sx, 2)
-    ax_align.scatter(first[:, 0], first[:, 1], s=14, color="red", zorder=3)
+    ax_align.scatter(first[:, 0], first[:, 1], s=18, color="red", zorder=5)  # above the weights
     per_cell: dict[tuple[int, int], float] = {}  # bin (0, 0)'s weight of each cell, over all its points
     for (x, y), w in zip(grid.cells[0, 0].reshape(-1, 2).tolist(), grid.weights[0, 0].reshape(-1).tolist()):
         per_cell[(x, y)] = per_cell.get((x, y), 0.0) + w
+    # A cell's size in points (the panel is about 3/10 of the width, less its title's height): "0.25" takes
+    # about 2.2 font sizes, so the font follows the cell and neighbouring weights never overprint.
+    cell = 72 * min(0.27 * 4 * size / (x1 - x0), 0.8 * size / (y1 - y0))
+    fontsize = min(FONT, max(4.0, 0.38 * cell))
     for (x, y), w in per_cell.items():
         if w >= 0.005:  # the weights that show at two decimals
-            ax_align.text(x, y, f"{w:.2f}", color="red", fontsize=FONT - 1, ha="center", va="center")
+            ax_align.text(
+                x,
+                y,
+                f"{w:.2f}",
+                color="red",
+                fontsize=fontsize,
+                ha="center",
+                va="center",
+                zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.5, alpha=0.75),
+            )
     ph, pw = readings.align_output.shape
     ax_align.set_title(
-        f"RoI Align: {ph}x{pw} bins, {grid.points.shape[2]} points each\nbin (0, 0)'s weights in red", fontsize=FONT
+        f"RoI Align: {ph}x{pw} bins, {grid.points.shape[2]} points each\nbin (0, 0)'s points and cell weights in red",
+        fontsize=FONT,
     )
-    for (x0, y0, x1, y1), colour in zip(cells.reshape(-1, 4).tolist(), instance_colours(ph * pw)):
-        ax_pool.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=colour, lw=1.2))
+    for (cx0, cy0, cx1, cy1), colour in zip(cells.reshape(-1, 4).tolist(), instance_colours(ph * pw)):
+        ax_pool.add_patch(Rectangle((cx0 - 0.5, cy0 - 0.5), cx1 - cx0, cy1 - cy0, fill=False, color=colour, lw=1.5))
     ax_pool.set_title("RoI Pool: rounded box,\nquantized bins (each a max)", fontsize=FONT)
     for ax, values, name in (
         (ax_aligned, readings.align_output, "RoI Align output"),

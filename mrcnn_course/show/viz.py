@@ -15,14 +15,19 @@ Left out: interactive matplotlib backends (the widgets redraw PNGs instead), key
 
 import io
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.legend import Legend
+from matplotlib.patches import Patch, Rectangle
+from matplotlib.text import Annotation
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 from torch import Tensor
 
 from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD
@@ -30,13 +35,31 @@ from mrcnn_course.model.mask_head import MASK_THRESHOLD
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 FONT = 8  # small enough for six panels side by side, large enough to read
+CLASS_GID = "class"  # the gid of the boxes draw_instances draws: class_legend finds them by it
 
 
 class NotebookFigure(Figure):
-    """A Figure that Jupyter displays as a PNG without pyplot (so it is shown once, never leaked)."""
+    """A Figure that Jupyter displays as a PNG without pyplot (so it is shown once, never leaked), and
+    whose box labels are placed when it is drawn, on its final layout (titles, legends and all)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pending_labels: list[tuple[Axes, list[Annotation], Tensor]] = []  # (axes, labels, boxes)
+        self._placing = False
 
     def _repr_png_(self) -> bytes:
         return figure_png(self)
+
+    def draw(self, renderer) -> None:
+        if self.pending_labels and not self._placing:
+            self._placing = True  # draw_without_rendering comes back here
+            try:
+                self.draw_without_rendering()  # constrained layout runs: the axes take their final size
+                for ax, labels, boxes in self.pending_labels:
+                    place_labels(ax, labels, boxes)
+            finally:
+                self._placing = False
+        super().draw(renderer)
 
 
 def new_figure(width: float, height: float) -> NotebookFigure:
@@ -52,9 +75,29 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
 
 
 def instance_colours(n: int) -> list[tuple[float, float, float]]:
-    """n distinct colours, one per instance (tab10, repeating after 10)."""
-    palette = matplotlib.colormaps["tab10"].colors
-    return [palette[i % len(palette)] for i in range(n)]
+    """n distinct colours, one per series or box of one kind (tab10, repeating after 10)."""
+    palette = matplotlib.colormaps["tab10"]
+    return [to_rgb(palette(i % palette.N)) for i in range(n)]
+
+
+# tab10's colours, those that stand out on the scenes' backgrounds first: the course's classes 1-5
+# (square, circle, triangle, dog, cat) get orange, green, red, blue, cyan; 0, the background, grey.
+CLASS_PALETTE = tuple(
+    to_rgb(f"tab:{name}")
+    for name in ("gray", "orange", "green", "red", "blue", "cyan", "purple", "olive", "brown", "pink")
+)
+
+
+def class_colour(label: int) -> tuple[float, float, float]:
+    """The colour of class `label`, the same in every panel and lesson: ground truth and predictions,
+    masks, crops and legends (CLASS_PALETTE by label, repeating after 10)."""
+    return CLASS_PALETTE[int(label) % len(CLASS_PALETTE)]
+
+
+def text_colour(background) -> str:
+    """Black or white, whichever reads better on `background` (an RGB colour)."""
+    red, green, blue = to_rgb(background)
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.6 else "white"
 
 
 def to_display(image: Tensor) -> np.ndarray:
@@ -89,7 +132,8 @@ def draw_instances(
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
 ) -> int:
-    """Draw `image` with boxes, labels and masks on `ax`; returns how many instances were drawn.
+    """Draw `image` with boxes, labels and masks on `ax`, one colour per class (class_colour); returns
+    how many instances were drawn. class_legend(fig) then adds the legend of the classes drawn.
 
     Args:
         image: Tensor[3, H, W]
@@ -113,27 +157,128 @@ def draw_instances(
             )
     keep = torch.ones(len(boxes), dtype=torch.bool) if scores is None else scores.detach().cpu() >= score_threshold
     index = torch.where(keep)[0].tolist()
+    if scores is not None:  # the best first: it gets the best place for its label
+        index.sort(key=lambda i: -float(scores[i]))
     ax.imshow(shown)
     overlay = np.zeros((*shown.shape[:2], 4))
-    for colour, i in zip(instance_colours(len(index)), index):
+    texts, colours = [], []
+    for i in index:
+        colour, name = class_colour(int(labels[i])), class_name(int(labels[i]), class_names)
         x1, y1, x2, y2 = boxes[i].tolist()
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
-        text = class_name(int(labels[i]), class_names) + ("" if scores is None else f" {float(scores[i]):.2f}")
-        ax.text(
-            x1,
-            y1,
+        box = Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5, label=name, gid=CLASS_GID)
+        ax.add_patch(box)
+        texts.append(name + ("" if scores is None else f" {float(scores[i]):.2f}"))
+        colours.append(colour)
+        if masks is not None:
+            region = masks[i].numpy() > MASK_THRESHOLD
+            overlay[region] = (*colour, 0.45)
+            if region.any() and not region.all():  # the outline tells touching objects of one class apart
+                ax.contour(region, levels=[0.5], colors=[colour], linewidths=1)
+    ax.imshow(overlay)
+    ax.set_axis_off()
+    label_boxes(ax, boxes[index], texts, colours)
+    return len(index)
+
+
+def root_figure(ax: Axes) -> Figure:
+    """The figure `ax` is drawn in (not a subfigure of it)."""
+    figure = ax.get_figure(root=True)
+    if figure is None:
+        raise ValueError("the axes belong to no figure: make them with fig.subplots()")
+    return figure
+
+
+def label_boxes(ax: Axes, boxes: Tensor, texts: Sequence[str], colours: Sequence, fontsize: float = FONT) -> None:
+    """Label each box (Tensor[T, 4], the most important first) with texts[i] on colours[i], at a corner
+    where no label overlaps another (place_labels). On a NotebookFigure they are placed when the figure
+    is drawn, on its final layout (titles and legends added later included); elsewhere at once."""
+    labels = [
+        ax.annotate(
             text,
-            fontsize=FONT,
-            color="white",
-            va="bottom",
+            (0, 0),
+            xytext=(0, 0),
+            textcoords="offset points",
+            fontsize=fontsize,
+            color=text_colour(colour),
             clip_on=True,
             bbox=dict(facecolor=colour, edgecolor="none", pad=1, alpha=0.9),
         )
-        if masks is not None:
-            overlay[masks[i].numpy() > MASK_THRESHOLD] = (*colour, 0.45)
-    ax.imshow(overlay)
-    ax.set_axis_off()
-    return len(index)
+        for text, colour in zip(texts, colours)
+    ]
+    figure = root_figure(ax)
+    if isinstance(figure, NotebookFigure):
+        figure.pending_labels.append((ax, labels, boxes))
+    else:
+        figure.draw_without_rendering()
+        place_labels(ax, labels, boxes)
+
+
+def place_labels(ax: Axes, labels: Sequence[Annotation], boxes: Tensor, gap: float = 1.5) -> None:
+    """Put each box's label (labels[i] for boxes Tensor[T, 4], the most important first) at the first
+    corner of its box where it overlaps no label placed before it and stays inside the picture: above
+    the top-left corner, inside it, below the bottom-left, inside it, above the top-right; when every
+    corner is taken, stacked below the first place until it is free. Measured on the figure's layout as
+    it was last drawn (fig.draw_without_rendering() lays it out), with `gap` points to spare."""
+    if not labels:
+        return
+    figure = root_figure(ax)
+    frame = ax.get_window_extent()
+    pad = gap * figure.dpi / 72
+    placed: list[Bbox] = []
+
+    def extent(label: Annotation) -> Bbox:
+        return label.get_window_extent().padded(pad)
+
+    def free(box: Bbox) -> bool:
+        inside = frame.x0 <= box.x0 + pad and box.x1 - pad <= frame.x1 and frame.y0 <= box.y0 + pad
+        return inside and box.y1 - pad <= frame.y1 and not any(box.overlaps(other) for other in placed)
+
+    for label, (x1, y1, x2, y2) in zip(labels, boxes.tolist()):
+        # y grows downwards in an image: "bottom" alignment puts the text above the anchor
+        corners: list[tuple[tuple[float, float], Literal["left", "right"], Literal["bottom", "top"]]] = [
+            ((x1, y1), "left", "bottom"),
+            ((x1, y1), "left", "top"),
+            ((x1, y2), "left", "top"),
+            ((x1, y2), "left", "bottom"),
+            ((x2, y1), "right", "bottom"),
+        ]
+        for xy, ha, va in corners:
+            label.xy = xy
+            label.set_horizontalalignment(ha)
+            label.set_verticalalignment(va)
+            if free(extent(label)):
+                break
+        else:
+            label.xy, label.xyann = corners[0][0], (0, 0)
+            label.set_horizontalalignment("left")
+            label.set_verticalalignment("bottom")
+            step = extent(label).height * 72 / figure.dpi  # points
+            for k in range(1, 2 * len(labels) + 1):
+                label.xyann = (0, -k * step)  # one label height lower each time
+                if free(extent(label)):
+                    break
+            else:
+                label.xyann = (0, 0)  # nowhere free: the first place, rather than off the picture
+        placed.append(extent(label))
+
+
+def class_legend(fig: Figure, class_names: Sequence[str] | None = None) -> Legend | None:
+    """One legend for the figure, below it: a patch in class_colour per class that draw_instances drew in
+    any of its panels, in the order of class_names (else as drawn). None when no class was drawn."""
+    colours: dict[str, Any] = {}
+    for ax in fig.axes:
+        for patch in ax.patches:
+            if patch.get_gid() == CLASS_GID:
+                colours.setdefault(str(patch.get_label()), patch.get_edgecolor())
+    if not colours:
+        return None
+    order = list(class_names or [])
+    names = sorted(colours, key=lambda name: order.index(name) if name in order else len(order))
+    handles = [Patch(facecolor=colours[name], edgecolor="none", label=name) for name in names]
+    where: Literal["outside lower center", "lower center"] = (
+        "outside lower center" if fig.get_layout_engine() is not None else "lower center"  # outside: constrained
+    )
+    return fig.legend(handles=handles, loc=where, ncols=len(handles), fontsize=FONT, frameon=False)
 
 
 def draw_detections(
@@ -150,11 +295,12 @@ def draw_detections(
     ]
     if not panels:
         raise ValueError("give a prediction, a target or both: there is nothing to draw")
-    fig = new_figure(size * len(panels), size)
+    fig = new_figure(size * len(panels), size + 0.3)
     for ax, (name, instances) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
         drawn = draw_instances(ax, image, instances, class_names, score_threshold)
         rule = f", score >= {score_threshold}" if "scores" in instances else ""
         ax.set_title(f"{name}: {drawn} of {len(instances['boxes'])}{rule}", fontsize=FONT + 1)
+    class_legend(fig, class_names)
     return fig
 
 
@@ -210,11 +356,12 @@ def draw_epoch_predictions(
     count = min(count, len(trace.val_images))
     if count == 0:
         raise ValueError("the trace holds no validation images, so there are no predictions to draw")
-    fig = new_figure(size * count, size + 0.3)
+    fig = new_figure(size * count, size + 0.5)
     for index, ax in enumerate(fig.subplots(1, count, squeeze=False)[0]):
         found = draw_instances(
             ax, trace.image(index), trace.predictions(epoch, index), trace.class_names, score_threshold
         )
         objects = f", {len(trace.val_targets[index]['labels'])} objects" if trace.val_targets else ""
         ax.set_title(f"image {index}: {found} predicted{objects}\n(score >= {score_threshold})", fontsize=FONT)
+    class_legend(fig, trace.class_names)
     return fig
