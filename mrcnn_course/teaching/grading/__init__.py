@@ -22,6 +22,9 @@ The checkers, stage by stage (lesson):
     6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
     training (07)        check_train_step (not a component: the capstone's training step)
 
+Stuck? hint("nms") prints an exercise's steps (hints.py); its docstring in the lesson states only the
+contract, so that a learner can try it as a problem first.
+
 Beyond the lesson: plug_into_model (same output with your functions?), save_component and
 load_components (the capstone runs on the learner's saved components); see learner.py.
 
@@ -93,6 +96,7 @@ from mrcnn_course.teaching.grading.checks_rpn import (
 from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, check_train_step
 from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, passed, run
 from mrcnn_course.teaching.grading.guard import ReferenceSwitchedOff, TimeLimitExceeded
+from mrcnn_course.teaching.grading.hints import hint
 from mrcnn_course.teaching.grading.learner import course_home, load_components, plug_into_model, save_component
 from mrcnn_course.teaching.notebook_errors import install
 
@@ -149,6 +153,7 @@ __all__ = [
     "check_maskrcnn_loss",
     "check_paste_masks_in_image",
     "check_train_step",
+    "hint",
     "plug_into_model",
     "save_component",
     "load_components",
