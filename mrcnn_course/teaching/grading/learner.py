@@ -216,5 +216,6 @@ def plug_into_model(
         model.train(was_training)
     found = difference(reference, yours, atol, 1e-4)
     verdict = "yes" if found is None else f"no: in {found.where}, {found.detail}"
-    print(f"with your {', '.join(ready)}: same output as the reference: {verdict}")
+    run = "inference (detections)" if targets is None else "training (losses)"  # a cell often runs both
+    print(f"{run}, with your {', '.join(ready)}: same output as the reference: {verdict}")
     return yours
