@@ -4,6 +4,8 @@
       quiz.py             sealed multiple-choice keys and immediate feedback (no torch: quizzes load fast)
       nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
       course.py           release, autograde, grades: `python -m mrcnn_course.teaching release` (make release)
+      dashboard.py        the class at a glance from the gradebook: scores, pass rates, failing cases (make dashboard)
+      notebook_errors.py  a check run before the cell it needs says which cell to run (no raw NameError)
 
 Uses the model, training and pictures; nothing imports it but notebooks, nbgrader_config.py and tests.
 Importing this package loads nothing else: quiz notebooks and nbgrader's configuration stay light.
