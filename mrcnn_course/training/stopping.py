@@ -1,4 +1,4 @@
-"""Why a training run stops early, and what it says then: a diverged loss, Ctrl-C, an output folder that fails.
+"""Why a training run stops early, and what it says then: a diverged loss or Ctrl-C, and which checkpoint survives.
 
     check_losses(losses, epoch, step, checkpoint_path, 4e-4)  # TrainingDiverged on a NaN, inf or 1e4 loss
     ctrl_c = CtrlC(); ctrl_c.listen()                         # Ctrl-C only raises a flag ...
