@@ -131,6 +131,16 @@ def _postprocess_cases() -> list[Case]:
         (tied, torch.zeros(3, 8), [_proposals(3, 40, 40)], [(40, 40)], 0.5),
     )
     outside = _detection_case("boxes decoded outside the image are clipped", [(32, 48)], 6, 3, spread=4.0)
+    beyond = torch.tensor([[10.0, 10, 30, 30], [60, 5, 80, 25], [5, 50, 20, 70], [41, 41, 45, 45]])
+    flat = Case(  # proposals right of, under and past the 40 x 40 image: clipped to a line on its border
+        "boxes clipped flat against the border are dropped",
+        (torch.tensor([[0.0, 4.0]]).repeat(4, 1), torch.zeros(4, 8), [beyond], [(40, 40)]),
+    )
+    flat_too = Case(
+        "flat boxes among others, another image size",
+        (torch.tensor([[0.0, 3.0, 1.0]]).repeat(5, 1), torch.zeros(5, 12), [beyond[[0, 1, 2, 0, 3]] * 0.8], [(30, 50)]),
+        extra=True,
+    )
     return [
         _detection_case("one image, 8 proposals, 3 classes", [(64, 64)], 8, 3),
         _detection_case("two images of different sizes", [(64, 48), (40, 80)], 10, 4),
@@ -138,6 +148,8 @@ def _postprocess_cases() -> list[Case]:
         outside,
         _detection_case("an image without proposals", [(64, 64), (48, 48)], [6, 0], 3),
         at_threshold,
+        flat,
+        flat_too,
         _detection_case("many proposals, 6 classes, NMS 0.3", [(128, 128)], 150, 6, 0.05, 0.3, extra=True),
         _detection_case(
             "another score threshold and weights", [(50, 70)], 12, 3, 0.2, 0.5, 100, (1.0, 1.0, 1.0, 1.0), extra=True
@@ -158,6 +170,14 @@ def _with_background(class_logits, box_regression, proposals, image_sizes, *sett
         *settings,
     )
     return boxes, scores, [l - 1 for l in labels]
+
+
+def _small_boxes_kept(*args):
+    def keep_every_box(boxes, min_size):
+        return torch.arange(len(boxes))
+
+    with components.using(remove_small_boxes=keep_every_box):
+        return box_head.postprocess_detections(*args)
 
 
 def _nms_across_classes(*args):
@@ -212,6 +232,11 @@ POSTPROCESS_DETECTIONS = Exercise(
         Mistake(
             "decode with the box head's weights (the `weights` argument, (10, 10, 5, 5) in the model).",
             _with_setting("weights", (1.0, 1.0, 1.0, 1.0)),
+        ),
+        Mistake(
+            "drop boxes with a side under 0.01 pixel (components.remove_small_boxes(boxes, 1e-2)): a box "
+            "clipped flat against the image's border is no detection.",
+            _small_boxes_kept,
         ),
     ),
     atol=1e-4,
