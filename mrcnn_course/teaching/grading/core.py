@@ -208,24 +208,33 @@ def _refuse_the_reference(name: str, fn: Callable) -> None:
     module = getattr(fn, "__module__", "") or ""
     if module.split(".")[0] in ("mrcnn_course", "torchvision"):
         raise AssertionError(
-            f"check_{name} checks YOUR function, but this is {module}.{fn.__name__}: "
-            f"write your own {name} in the notebook and pass that."
+            _wrapped(
+                f"check_{name} checks YOUR function, but this is {module}.{fn.__name__}: "
+                f"write your own {name} in the notebook and pass that.",
+                first=len("AssertionError: "),
+            )
         )
 
 
 def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
     if not callable(fn):
         raise AssertionError(
-            f"check_{name} needs your function, got {type(fn).__name__}: pass {name} itself "
-            f"(check_{name}({name})), without calling it."
+            _wrapped(
+                f"check_{name} needs your function, got {type(fn).__name__}: pass {name} itself "
+                f"(check_{name}({name})), without calling it.",
+                first=len("AssertionError: "),
+            )
         )
     parameters = list(inspect.signature(reference).parameters)
     try:
         inspect.signature(fn).bind(*parameters)
     except TypeError:
         raise AssertionError(
-            f"your {name} takes {inspect.signature(fn)}, but the model calls "
-            f"{name}({', '.join(parameters)}): give it exactly these arguments."
+            _wrapped(
+                f"check_{name}: your {name} takes {inspect.signature(fn)}, but the model calls "
+                f"{name}({', '.join(parameters)}): give it exactly these arguments.",
+                first=len("AssertionError: "),
+            )
         ) from None
 
 
