@@ -92,10 +92,17 @@ STEPS: dict[str, tuple[str, ...]] = {
         "The intersection over the union, with the areas broadcast the same way as the corners.",
     ),
     "nms": (
-        "The indices of the boxes by decreasing score (Tensor.argsort).",
-        "Take the best index still in play and keep it; the IoU of its box with the boxes still in play "
-        "(components.box_iou); only those whose IoU is not above the threshold stay in play; repeat.",
-        "The kept indices as an int64 tensor (also when there is none).",
+        "Sort: the indices by decreasing score (Tensor.argsort), and the boxes in that order.",
+        "Work through the sorted boxes in blocks of a fixed size (128 is good): a block's IoU matrix stays "
+        "small whatever the number of boxes.",
+        "In a block: a boolean matrix saying which better box would suppress which worse one: IoU above the "
+        "threshold (components.box_iou), upper triangle only (a box can only suppress the boxes after it).",
+        "Settle the block (Cluster-NMS, Zheng et al. 2020): start with every box kept; a box stays kept when "
+        "no KEPT box before it suppresses it; recompute until nothing changes, so that a suppressed box "
+        "suppresses nothing. Each pass is one tensor operation over the matrix.",
+        "Record the original indices of the block's kept boxes; drop the block, and every later box that one "
+        "of them suppresses (one IoU of the kept boxes against all the rest).",
+        "Concatenate the recorded indices, int64 (also when there are none).",
     ),
     "filter_proposals": (
         "Give objectness the shape (N, R), and make a tensor that says which level each of the R anchors "
