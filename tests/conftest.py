@@ -46,7 +46,8 @@ def course_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _as_learner(fn: Callable) -> Callable:
     """The same code as `fn` in a new function object: the checkers refuse the package's own function
     itself (by identity and module), so a test hands them this copy to play a learner who got it right."""
-    clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    code = fn.__code__.replace()  # a code object of its own: the checkers notice the reference's by identity
+    clone = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     clone.__kwdefaults__ = fn.__kwdefaults__
     clone.__module__ = "learner"
     return clone

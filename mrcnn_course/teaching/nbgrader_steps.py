@@ -6,7 +6,9 @@
         ClearSolutionsKeepQuizAnswers   a quiz answer cell keeps `q1 = None  # your answer ...` instead
                                         of nbgrader's `raise NotImplementedError()` stub
     AUTOGRADE_PREPROCESSORS  nbgrader autograde's pipeline, with:
-        AutogradingExecute              kernels run with AUTOGRADING=1 and TQDM_DISABLE=1
+        AutogradingExecute              kernels run with AUTOGRADING=1 and TQDM_DISABLE=1; then every
+                                        graded exercise is checked again outside the learner's kernel
+                                        (grading/sealed.py): a failure there scores the cell 0
 
 Both lists are nbgrader 0.9.6's defaults with those steps swapped in; an nbgrader whose pipelines
 no longer hold the step being replaced fails loudly at import.
@@ -19,6 +21,7 @@ import os
 import re
 from unittest import mock
 
+import nbformat
 from nbgrader.converters import Autograde, GenerateAssignment
 from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
 
@@ -87,11 +90,27 @@ class ClearSolutionsKeepQuizAnswers(ClearSolutions):
 class AutogradingExecute(Execute):
     """Autograde: nbgrader's Execute, with AUTOGRADING=1 and TQDM_DISABLE=1 in the kernel's environment
     (the kernel inherits it when it starts), whether autograding runs from the command line or the
-    formgrader. Execute's settings (timeout, ...) apply to it."""
+    formgrader. Execute's settings (timeout, ...) apply to it.
+
+    Then every graded exercise is checked again outside the learner's kernel (grading/sealed.py), where
+    nothing the learner's cells rebound or patched can reach: a grade cell whose exercise fails there gets
+    an error output, which nbgrader scores 0."""
 
     def preprocess(self, nb, resources=None, km=None):
         with mock.patch.dict(os.environ, AUTOGRADING_ENV):
-            return super().preprocess(nb, resources, km=km)
+            nb, resources = super().preprocess(nb, resources, km=km)
+        from mrcnn_course.teaching.grading import sealed  # imports torch: only when autograding
+
+        folder = (resources or {}).get("metadata", {}).get("path") or os.getcwd()
+        failures = sealed.verify_notebook(nb, folder)
+        for cell in nb.cells:
+            grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+            if grade_id in failures and not any(o.output_type == "error" for o in cell.outputs):
+                message = failures[grade_id]
+                cell.outputs.append(
+                    nbformat.v4.new_output("error", ename="HiddenCheckFailed", evalue=message, traceback=[message])
+                )
+        return nb, resources
 
 
 def _with(converter: type, pipeline: str, old: type, new: type) -> list:

@@ -34,16 +34,19 @@ from torch import Tensor, nn
 
 from mrcnn_course.model import components
 from mrcnn_course.teaching.grading.guard import (
+    ReferenceSwitchedOff,
     TimeLimitExceeded,
     learner_traceback,
     raised_in_learner_code,
+    reference_code,
+    reference_noticed,
     reference_switched_off,
     time_limit,
 )
 from mrcnn_course.teaching.grading.speed import DEFAULT_FAST, MAX_RATIO, Timing, check_speed
 
-# Functions that passed their checker in this session, by component name.
 SPEED_TIME_LIMIT = 120.0  # seconds for a speed case (two measurements): a function this slow is far too slow
+# Functions that passed their checker in this session, by component name.
 _PASSED: dict[str, Callable] = {}
 # Every exercise, by name (filled as they are defined): the helpers a learner's function may call.
 _BY_NAME: dict[str, "Exercise"] = {}
@@ -306,10 +309,12 @@ def _first_failure(exercise: Exercise, fn: Callable, cases: list[Case], replaced
     scope = getattr(fn, "__globals__", {})
     saved = {name: scope[name] for name in replaced or {}}
     scope.update(replaced or {})
+    code = reference_code(exercise.component, exercise.torchvision_names, reference)
     try:
         with (
             reference_switched_off(exercise.component, exercise.torchvision_names, fn),
             time_limit(exercise.time_limit, stop),
+            reference_noticed(code) as reached,  # also a reference captured before the check, any route
         ):
             for case, want in zip(cases, expected):
                 given = copy.deepcopy(case.args)
@@ -317,6 +322,12 @@ def _first_failure(exercise: Exercise, fn: Callable, cases: list[Case], replaced
                     got = exercise.result(fn, given)
                 except Exception as error:  # the learner's bug (or the time limit): report their line
                     return ("raised", error), case, None
+                if reached:
+                    used = ReferenceSwitchedOff(
+                        f"your {exercise.component} ran the reference ({reached[0]}), bound before the check "
+                        f"switched it off: write the computation yourself"
+                    )
+                    return ("raised", used), case, None
                 changed = _changed_argument(case.args, given, names)
                 if changed:
                     return ("changed", changed), case, got

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from mrcnn_course.model import components
 
 
@@ -110,6 +112,46 @@ def reference_switched_off(name: str, torchvision_names: tuple[str, ...], learne
                 learner_globals[attribute] = original
             else:
                 setattr(owner, attribute, original)
+
+
+class RefuseTorchvisionOps(TorchDispatchMode):
+    """Within the block every operator of torchvision's C++ library raises ReferenceSwitchedOff, however the
+    code reached it: torchvision.ops.nms, torch.ops.torchvision.nms, or an overload captured before the check
+    (`_OP = torch.ops.torchvision.nms.default`). The package's own components use none of them."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "torchvision":
+            raise ReferenceSwitchedOff(f"torchvision's operator {func} is switched off while your code is checked")
+        return func(*args, **(kwargs or {}))
+
+
+@contextmanager
+def reference_noticed(code_objects: set) -> Iterator[list[str]]:
+    """Yields a list that, after the block, names every function among `code_objects` (the reference's own
+    Python code) that ran inside it, however it was reached (a name bound before the check, a default
+    argument, a closure): sys.setprofile sees every Python call. Torchvision's operators raise meanwhile."""
+    reached: list[str] = []
+    ids = {id(code) for code in code_objects}  # by identity: equal code written by a learner is theirs
+
+    def notice(frame, event, arg):
+        if event == "call" and id(frame.f_code) in ids:
+            reached.append(frame.f_code.co_qualname)
+
+    previous = sys.getprofile()
+    sys.setprofile(notice)
+    try:
+        with RefuseTorchvisionOps():
+            yield reached
+    finally:
+        sys.setprofile(previous)
+
+
+def reference_code(name: str, torchvision_names: tuple[str, ...], reference: Callable) -> set:
+    """The code objects of every Python implementation of `name` (see reference_targets) and of `reference`."""
+    targets = reference_targets(name, torchvision_names)
+    functions = [reference] + [getattr(owner, attribute) for owner, attribute, _ in targets if owner is not components]
+    return {f.__code__ for f in functions if hasattr(f, "__code__")}  # (components.<name> is switched off instead:
+    # every forwarder shares one code object, and a learner's function may call the other components)
 
 
 @contextmanager
