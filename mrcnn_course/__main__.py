@@ -179,6 +179,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mrcnn_course.training.pretrained import model_from_checkpoint
 
     model, recipe = model_from_checkpoint(args.checkpoint)
+    dataset: data.CocoFolder | data.ShapesDataset
     if args.coco is not None:
         dataset = data.CocoFolder(args.coco, args.coco_annotations, args.coco_images, num_classes=model.num_classes)
         where = f"the COCO folder {args.coco}"

@@ -230,7 +230,7 @@ def check_images_and_targets(
     if len(targets) != len(images):
         raise ValueError(f"{len(images)} images but {len(targets)} targets: give one target dict per image")
     for i, (image, target) in enumerate(zip(images, targets)):
-        check_target(i, target, tuple(image.shape[-2:]), num_classes)
+        check_target(i, target, (int(image.shape[-2]), int(image.shape[-1])), num_classes)
     return images
 
 

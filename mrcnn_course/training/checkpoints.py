@@ -124,19 +124,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"no checkpoint at {path}: train with --out FOLDER first, then pass FOLDER/{CHECKPOINT_NAME}"
         )
     content = path.read_bytes()
+    payload = memoryview(content)  # the bytes torch.save wrote (a view: no copy of a large file)
     if content.startswith(DIGEST_HEADER):
         end = content.index(b"\n") if b"\n" in content else len(content)
-        digest, payload = content[len(DIGEST_HEADER) : end].decode("ascii", "replace"), memoryview(content)[end + 1 :]
+        digest, payload = content[len(DIGEST_HEADER) : end].decode("ascii", "replace"), payload[end + 1 :]
         if hashlib.sha256(payload).hexdigest() != digest:
             raise ValueError(
                 f"{path} is damaged: its bytes do not match the digest saved with them (a copy cut short, or "
                 f"a failing disk); use another copy of it, or start the run again"
             )
-        content = payload
     try:
         # weights_only=False: the checkpoint holds numpy and Python random states, not only tensors.
         # Load only checkpoints you wrote yourself (pickle can run code).
-        return torch.load(io.BytesIO(content), map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
         raise ValueError(f"{path} is not a readable checkpoint ({error}): was it written by training?") from None
 
@@ -240,7 +240,7 @@ def write_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) 
         ) from None
 
 
-def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:
+def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike | None) -> None:
     """model.load_state_dict(state), with a message that says which model the weights are for."""
     try:
         model.load_state_dict(state)

@@ -28,6 +28,7 @@ import json
 import operator
 import os
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -411,7 +412,7 @@ def check_coco(content: dict, path: Path) -> None:
     """Raise a ValueError naming the first image, category or annotation of a COCO json that CocoFolder
     cannot read correctly, and how to fix it: missing or duplicate ids, a missing bbox, a segmentation that
     is not a polygon of at least 3 points or an RLE, a category id that is not an integer from 1."""
-    files = {}  # image id -> file name
+    files: dict[int, str] = {}  # image id -> file name
     for n, image in enumerate(content["images"]):
         if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
             raise ValueError(f"{path}: image entry {n} lacks 'id' or 'file_name': each image needs both")
@@ -469,7 +470,7 @@ def segmentation_problem(segmentation) -> str:
     return ""
 
 
-def is_integer(value) -> bool:
+def is_integer(value) -> TypeGuard[int]:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 

@@ -198,8 +198,9 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 8) -> dict:
         raise ValueError(
             f"need a non-empty dataset and batch_size >= 1, got {len(dataset)} images and batch_size {batch_size}"
         )
-    if isinstance(dataset, CocoFolder) and hasattr(model, "num_classes"):
-        dataset.check_classes(model.num_classes)  # before the model runs over all of it
+    num_classes = getattr(model, "num_classes", None)
+    if isinstance(dataset, CocoFolder) and isinstance(num_classes, int):
+        dataset.check_classes(num_classes)  # before the model runs over all of it
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -294,7 +294,7 @@ def train(
                     )
                 trace.epochs.append(record)
                 states = all_rng_states(world)
-                if out is not None:
+                if checkpoint_path is not None:
                     save_run(
                         checkpoint_path,
                         {
@@ -309,7 +309,7 @@ def train(
                             "exactness": run_conditions(device),
                         },
                         trace,
-                        Path(out) / TRACE_NAME,
+                        checkpoint_path.with_name(TRACE_NAME),
                         rank,
                         world,
                     )
