@@ -13,7 +13,7 @@
       pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
 
 `from mrcnn_course import training` gives this package, with the loop's names at hand:
-training.train, training.Recipe, training.train_step, training.recipe_for_notebooks, ...
+training.train, training.Recipe, training.train_step, training.recipe_for_notebooks, training.recipe_scenes, ...
 Uses the model; never pictures or teaching.
 """
 
@@ -24,8 +24,9 @@ from mrcnn_course.training.loop import (
     autograding,
     dataset_seed,
     recipe_for_notebooks,
+    recipe_scenes,
     train,
     train_step,
 )
 
-__all__ = ["QUICK", "Recipe", "StepInfo", "autograding", "dataset_seed", "recipe_for_notebooks", "train", "train_step"]
+__all__ = ["QUICK", "Recipe", "StepInfo", "autograding", "dataset_seed", "recipe_for_notebooks", "recipe_scenes", "train", "train_step"]
