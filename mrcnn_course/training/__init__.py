@@ -29,4 +29,14 @@ from mrcnn_course.training.loop import (
     train_step,
 )
 
-__all__ = ["QUICK", "Recipe", "StepInfo", "autograding", "dataset_seed", "recipe_for_notebooks", "recipe_scenes", "train", "train_step"]
+__all__ = [
+    "QUICK",
+    "Recipe",
+    "StepInfo",
+    "autograding",
+    "dataset_seed",
+    "recipe_for_notebooks",
+    "recipe_scenes",
+    "train",
+    "train_step",
+]
