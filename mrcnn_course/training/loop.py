@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from mrcnn_course.model import components
 from mrcnn_course.model.maskrcnn import MaskRCNN, maskrcnn_small
 from mrcnn_course.training import data, evaluation
 from mrcnn_course.training.checkpoints import (
@@ -244,12 +245,17 @@ def train(
         trainer = nn.parallel.DistributedDataParallel(model) if world > 1 else model
         first = len(trace.epochs) + 1
         run_started = time.perf_counter()
+        # what ran, recorded over the whole run (a resumed run adds to what the first part recorded)
+        ran = {name: source for name, source in trace.components.items() if source != components.NOT_CALLED}
         # tqdm reads TQDM_DISABLE=1 itself (only when `disable` is not passed)
-        with tqdm(
-            total=(recipe.epochs - first + 1) * recipe.steps_per_epoch,
-            unit="step",
-            **({} if progress and rank == 0 else {"disable": True}),
-        ) as bar:
+        with (
+            components.recording() as ran_now,
+            tqdm(
+                total=(recipe.epochs - first + 1) * recipe.steps_per_epoch,
+                unit="step",
+                **({} if progress and rank == 0 else {"disable": True}),
+            ) as bar,
+        ):
             for epoch in range(first, recipe.epochs + 1):
                 started = time.perf_counter()
                 bar.set_description(f"epoch {epoch}/{recipe.epochs}")
@@ -293,6 +299,7 @@ def train(
                         f"end past the time limit of {time_limit:.0f} s."
                     )
                 trace.epochs.append(record)
+                trace.components = components.ran_report({**ran, **ran_now})
                 states = all_rng_states(world)
                 if checkpoint_path is not None:
                     save_run(
@@ -305,6 +312,7 @@ def train(
                             "rng": states,
                             "trace": trace.to_dict(),
                             "recipe": recipe.to_dict(),
+                            "components": trace.components,
                             "world_size": world,
                             "exactness": run_conditions(device),
                         },

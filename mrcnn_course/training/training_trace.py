@@ -61,6 +61,9 @@ class TrainingTrace:
     config: dict[str, Any]  # the recipe that produced this trace (training.Recipe as a dict)
     seed: int
     val_targets: list[dict] = field(default_factory=list)  # ground truth of val_images, encode_detections form
+    # which implementation of each component ran in training: "own", "torchvision", where a supplied
+    # function was defined, or components.NOT_CALLED (see components.recording)
+    components: dict[str, str] = field(default_factory=dict)
     model: Any = field(default=None, repr=False, compare=False)  # the trained model (not saved to JSON)
 
     # ----- reading the stored images and predictions back as tensors -----
@@ -107,6 +110,7 @@ class TrainingTrace:
                 data["config"],
                 data["seed"],
                 data.get("val_targets", []),
+                data.get("components", {}),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(
