@@ -4,7 +4,7 @@ A check cell run before the setup cell, the exercise's function or a quiz answer
 NameError, and a quiz's format check would print the cell around it, with its ~600-character sealed
 key. `install()` gives IPython a handler (InteractiveShell.set_custom_exc) for two errors:
 
-    NameError raised by a cell's own top-level code   "name 'q1' is not defined yet" and which cell to
+    NameError raised by a cell's own top-level code   "name 'q1' is not defined" and which cell to
                                                        run first, in lines short enough for
                                                        `nbgrader validate`
     quiz.AnswerMissing (q1 still None, "E", ...)       its message alone, without the cell's source
@@ -39,8 +39,9 @@ def name_error_advice(name: str) -> str:
             f'Run the answer cell of {name} ({name} = "A", "B", "C" or "D", just above this one) first, then this cell.'
         )
     return (
-        f"Run the cell that defines it first (`def {name}` or `{name} = ...`, above this one), and the setup "
-        f"cell at the top before it; then this cell. To run every cell above: Run > Run All Above Selected Cell."
+        f"If a cell above defines it (the setup cell at the top, `def {name}` or `{name} = ...`), run it "
+        f"first, then this cell: Run > Run All Above Selected Cell runs them all. If none does, check "
+        f"the spelling."
     )
 
 
@@ -57,7 +58,7 @@ def _handler(shell, etype, value, tb, tb_offset=None):
         return None
     name = getattr(value, "name", None)
     if isinstance(value, NameError) and name and _raised_at_top_level(tb):
-        lines = _lines(f"NameError: name '{name}' is not defined yet.", name_error_advice(name))
+        lines = _lines(f"NameError: name '{name}' is not defined.", name_error_advice(name))
         shell._showtraceback(NameError, NameError("\n".join(lines)[len("NameError: ") :]), lines)
         return None
     shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)  # IPython's own
