@@ -1,14 +1,20 @@
-"""The training-trace viewer as a person sees it: JupyterLab in headless Chromium runs a notebook,
-the widget renders, the epoch slider moves, and the picture changes.
+"""The course as a person sees it, in JupyterLab in headless Chromium:
+- the training-trace viewer: the widget renders, the epoch slider moves, and the picture changes;
+- lessons 00, 03 and 04 run from the top: every cell runs without an error, every picture and
+  explorer shows (no "Error displaying widget"), and screenshots of them are saved to look at.
 
 JupyterLab runs from the repository root on 127.0.0.1 with a free port, no token, and temporary
-config, data, runtime and IPython folders, serving a temporary copy of tests/notebooks/ (so a save
-or autosave never writes outputs into the committed notebook). A screenshot is saved under
-test-artifacts/. Chromium is Debian's /usr/bin/chromium, driven by Playwright's Python client
-(never `playwright install`); without it the test is skipped.
+config, data, runtime and IPython folders, serving temporary copies (so a save or autosave never
+writes outputs into a committed notebook): of tests/notebooks/, and of the lessons' sources in
+solutions/, whose exercises are solved, so that "Run All" goes through every cell (a released lesson
+stops at its first exercise). The kernels run with AUTOGRADING=1 and a temporary MRCNN_COURSE_HOME.
+Screenshots are saved under test-artifacts/ (git-ignored). Chromium is Debian's /usr/bin/chromium,
+driven by Playwright's Python client (never `playwright install`); without it the tests are skipped.
 """
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +35,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 START_TIMEOUT_S = 90  # JupyterLab's first start builds nothing but may be slow on 2 busy cores
 WIDGET_TIMEOUT_MS = 90_000  # kernel start, imports (torch), and the first drawing
+LESSON_TIMEOUT_MS = 420_000  # a whole lesson, checks included (about a minute each on 2 quiet cores)
+LESSONS = ("00_pipeline", "03_rpn", "04_roi_align")
 
 pytestmark = [
     pytest.mark.browser,
@@ -56,12 +65,10 @@ def stop(process: subprocess.Popen) -> None:
             process.wait(timeout=15)
 
 
-@pytest.fixture
-def jupyterlab(tmp_path):
-    """A JupyterLab server on a copy of tests/notebooks: yields its base URL; always stopped."""
-    served = tmp_path / "notebooks"
-    shutil.copytree(NOTEBOOKS, served)
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+@contextlib.contextmanager
+def serve(tmp_path: Path, served: Path) -> Iterator[str]:
+    """A JupyterLab server on the folder `served`: yields its base URL; always stopped."""
+    env = {**os.environ, "TQDM_DISABLE": "1", "AUTOGRADING": "1", "MRCNN_COURSE_HOME": str(tmp_path / "home")}
     for name in (
         "JUPYTER_CONFIG_DIR",
         "JUPYTER_DATA_DIR",
@@ -76,6 +83,9 @@ def jupyterlab(tmp_path):
     )
     news.parent.mkdir(parents=True)
     news.write_text('{"fetchNews": "false"}')  # no "get notified about Jupyter news?" toast over the screenshot
+    notebooks = news.parents[1] / "notebook-extension" / "tracker.jupyterlab-settings"
+    notebooks.parent.mkdir(parents=True)
+    notebooks.write_text('{"windowingMode": "none"}')  # every cell in the page, also those scrolled out of view
     port = free_port()
     log = (tmp_path / "jupyterlab.log").open("w")
     process = subprocess.Popen(
@@ -117,6 +127,23 @@ def jupyterlab(tmp_path):
 
 
 @pytest.fixture
+def jupyterlab(tmp_path):
+    """JupyterLab on a copy of tests/notebooks."""
+    shutil.copytree(NOTEBOOKS, tmp_path / "notebooks")
+    with serve(tmp_path, tmp_path / "notebooks") as url:
+        yield url
+
+
+@pytest.fixture
+def lessons_lab(tmp_path):
+    """JupyterLab on copies of the lessons' sources (solutions/NN_name/, exercises solved)."""
+    for lesson in LESSONS:
+        shutil.copytree(ROOT / "solutions" / lesson, tmp_path / "lessons" / lesson)
+    with serve(tmp_path, tmp_path / "lessons") as url:
+        yield url
+
+
+@pytest.fixture
 def page():
     from playwright.sync_api import sync_playwright
 
@@ -132,10 +159,9 @@ def page():
             browser.close()
 
 
-def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
-    epochs = len(TrainingTrace.load(NOTEBOOKS / "training_trace.json").epochs)
-    assert epochs >= 2, "the notebook's trace needs two epochs or more to move between"
-    page.goto(f"{jupyterlab}/lab/tree/training_viewer.ipynb")
+def run_all(page, url: str) -> None:
+    """Open the notebook at `url`, wait for its kernel, and run all its cells (without waiting for them)."""
+    page.goto(url)
     page.wait_for_function(
         "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel", timeout=WIDGET_TIMEOUT_MS
     )
@@ -144,6 +170,12 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
         timeout=WIDGET_TIMEOUT_MS,
     )
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
+    epochs = len(TrainingTrace.load(NOTEBOOKS / "training_trace.json").epochs)
+    assert epochs >= 2, "the notebook's trace needs two epochs or more to move between"
+    run_all(page, f"{jupyterlab}/lab/tree/training_viewer.ipynb")
 
     viewer = page.locator(".jp-OutputArea-output .widget-vbox").first
     viewer.locator(".widget-slider").wait_for(timeout=WIDGET_TIMEOUT_MS)
@@ -173,3 +205,68 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
     assert pictures.nth(1).screenshot() != predictions_before  # the predictions changed with the epoch
     assert page.get_by_text("Error displaying widget").count() == 0
     page.screenshot(path=ARTIFACTS / "training_viewer_first_epoch.png", full_page=True)
+
+
+# What each lesson must show: the cells whose outputs are screenshot, and those that hold an explorer.
+LESSON_VIEWS = {
+    "00_pipeline": {"pictures": ("result", "trace-picture", "nms-off"), "explorers": ()},
+    "03_rpn": {"pictures": ("card", "proposals", "plug"), "explorers": ("anchor-explorer", "nms-explorer")},
+    "04_roi_align": {"pictures": ("pool-vs-align", "bilinear", "plug"), "explorers": ("explorer",)},
+}
+FLOAT_NOISE = re.compile(r"\d\.\d{7,}")  # 64.91999816894531: a float32 printed without rounding
+
+# Done when the kernel is idle and every code cell ran, or one failed (Run All stops there). Each cell's
+# node is tagged with its id, for the locators below.
+RAN_ALL = """() => {
+    const panel = window.jupyterapp.shell.currentWidget;
+    const cells = panel.content.widgets.filter(cell => cell.model.type === 'code');
+    cells.forEach(cell => { cell.node.dataset.cellId = cell.model.id; });
+    const failed = cells.some(cell => cell.model.outputs.toJSON().some(o => o.output_type === 'error'));
+    const ran = cells.every(cell => cell.model.executionCount !== null);
+    return panel.sessionContext.session.kernel.status === 'idle' && (ran || failed);
+}"""
+OUTPUTS = """() => window.jupyterapp.shell.currentWidget.content.widgets
+    .filter(cell => cell.model.type === 'code')
+    .map(cell => ({id: cell.model.id, outputs: cell.model.outputs.toJSON()}))"""
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_lesson_runs_in_jupyterlab_and_shows_every_picture_and_explorer(lessons_lab, page, lesson):
+    run_all(page, f"{lessons_lab}/lab/tree/{lesson}/{lesson}.ipynb")
+    page.wait_for_function(RAN_ALL, timeout=LESSON_TIMEOUT_MS, polling=1000)
+    cells = page.evaluate(OUTPUTS)
+    errors = [
+        f"cell {cell['id']}: {o['ename']}: {o['evalue'][:500]}"
+        for cell in cells
+        for o in cell["outputs"]
+        if o["output_type"] == "error"
+    ]
+    assert not errors, "\n".join(errors)
+    printed = "".join(o.get("text", "") for cell in cells for o in cell["outputs"] if o["output_type"] == "stream")
+    assert not FLOAT_NOISE.findall(printed), f"unrounded numbers printed: {FLOAT_NOISE.findall(printed)}"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    views = LESSON_VIEWS[lesson]
+    for cell_id in views["explorers"]:
+        explorer = page.locator(f'[data-cell-id="{cell_id}"] .jp-OutputArea-output .widget-vbox').first
+        picture = explorer.locator(".widget-image")
+        picture.wait_for(timeout=WIDGET_TIMEOUT_MS)
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
+        assert explorer.locator(".widget-slider, .widget-select-multiple").count() >= 1
+        # every control's label shown whole: ipywidgets cuts a long one ("IoU thresh...") with an ellipsis
+        cut = explorer.locator(".widget-label").evaluate_all(
+            "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).map(l => l.textContent)"
+        )
+        assert not cut, f"{cell_id}: labels cut short: {cut}"
+        explorer.screenshot(path=ARTIFACTS / f"lesson_{lesson}_{cell_id}.png")
+    if lesson == "03_rpn":
+        assert "Ctrl-click" in page.locator('[data-cell-id="anchor-explorer"]').inner_text()
+    for cell_id in views["pictures"]:
+        output = page.locator(f'[data-cell-id="{cell_id}"] .jp-Cell-outputArea')
+        output.wait_for(timeout=WIDGET_TIMEOUT_MS)
+        for image in output.locator("img").element_handles():
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
+        output.screenshot(path=ARTIFACTS / f"lesson_{lesson}_{cell_id}.png")
+    assert page.get_by_text("Error displaying widget").count() == 0
+    page.locator(".jp-Notebook .jp-Cell").first.scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / f"lesson_{lesson}_top.png")  # the lesson as it opens, in JupyterLab

@@ -217,8 +217,10 @@ def place_labels(ax: Axes, labels: Sequence[Annotation], boxes: Tensor, gap: flo
     """Put each box's label (labels[i] for boxes Tensor[T, 4], the most important first) at the first
     corner of its box where it overlaps no label placed before it and stays inside the picture: above
     the top-left corner, inside it, below the bottom-left, inside it, above the top-right; when every
-    corner is taken, stacked below the first place until it is free. Measured on the figure's layout as
-    it was last drawn (fig.draw_without_rendering() lays it out), with `gap` points to spare."""
+    corner is taken, lower down the box's left side. A label with no free place beside its box is
+    hidden: the box's colour still says its class (class_legend), and a pile of labels says nothing.
+    Measured on the figure's layout as it was last drawn (fig.draw_without_rendering() lays it out),
+    with `gap` points to spare."""
     if not labels:
         return
     figure = root_figure(ax)
@@ -234,6 +236,7 @@ def place_labels(ax: Axes, labels: Sequence[Annotation], boxes: Tensor, gap: flo
         return inside and box.y1 - pad <= frame.y1 and not any(box.overlaps(other) for other in placed)
 
     for label, (x1, y1, x2, y2) in zip(labels, boxes.tolist()):
+        label.set_visible(True)
         # y grows downwards in an image: "bottom" alignment puts the text above the anchor
         corners: list[tuple[tuple[float, float], Literal["left", "right"], Literal["bottom", "top"]]] = [
             ((x1, y1), "left", "bottom"),
@@ -242,6 +245,7 @@ def place_labels(ax: Axes, labels: Sequence[Annotation], boxes: Tensor, gap: flo
             ((x1, y2), "left", "bottom"),
             ((x2, y1), "right", "bottom"),
         ]
+        label.xyann = (0, 0)
         for xy, ha, va in corners:
             label.xy = xy
             label.set_horizontalalignment(ha)
@@ -249,16 +253,18 @@ def place_labels(ax: Axes, labels: Sequence[Annotation], boxes: Tensor, gap: flo
             if free(extent(label)):
                 break
         else:
-            label.xy, label.xyann = corners[0][0], (0, 0)
+            label.xy = corners[1][0]  # inside the top-left corner, then lower, along the box's left side
             label.set_horizontalalignment("left")
-            label.set_verticalalignment("bottom")
+            label.set_verticalalignment("top")
             step = extent(label).height * 72 / figure.dpi  # points
-            for k in range(1, 2 * len(labels) + 1):
+            height = abs(ax.transData.transform((x1, y2))[1] - ax.transData.transform((x1, y1))[1]) * 72 / figure.dpi
+            for k in range(1, int(height / step)):
                 label.xyann = (0, -k * step)  # one label height lower each time
                 if free(extent(label)):
                     break
             else:
-                label.xyann = (0, 0)  # nowhere free: the first place, rather than off the picture
+                label.set_visible(False)
+                continue
         placed.append(extent(label))
 
 
