@@ -32,6 +32,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def all_rng_states(world: int) -> list[dict]:
     """[rng_state() of process 0, of process 1, ...] on every process (just [rng_state()] when world is 1)."""
     if world == 1:
         return [rng_state()]
-    states = [None] * world
+    states: list[Any] = [None] * world  # filled by all_gather_object
     torch.distributed.all_gather_object(states, rng_state())  # every process's state, for an exact resume
     return states
 

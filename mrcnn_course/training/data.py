@@ -28,7 +28,7 @@ import json
 import operator
 import os
 from pathlib import Path
-from typing import TypeGuard
+from typing import Protocol, TypeGuard
 
 import numpy as np
 import torch
@@ -39,6 +39,16 @@ from torch.utils.data import Dataset
 
 from mrcnn_course.training import scenes
 from mrcnn_course.training.encoding import encode_detections
+
+
+class SceneSet(Protocol):
+    """What export_coco and evaluation.evaluate read: len() and [index] -> (image Tensor[3, H, W], target),
+    as ShapesDataset and CocoFolder give."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Tensor]]: ...
+
 
 CLASSES = ("background", "square", "circle", "triangle", "dog", "cat")
 SHAPES = ("square", "circle", "triangle")
@@ -128,7 +138,8 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
     """Boxes around non-empty masks (G, H, W) -> float32 (G, 4): (first column, first row, last column + 1,
     last row + 1). Unlike torchvision.ops.masks_to_boxes (x2 = last column), the box covers whole pixels."""
     height, width = masks.shape[-2:]
-    rows, cols = masks.any(axis=2), masks.any(axis=1)  # (G, H), (G, W): which rows/columns hold the mask
+    rows = np.asarray(masks.any(axis=2))  # (G, H): which rows hold the mask
+    cols = np.asarray(masks.any(axis=1))  # (G, W): which columns
     y1, x1 = rows.argmax(axis=1), cols.argmax(axis=1)  # argmax gives the first True
     y2, x2 = height - rows[:, ::-1].argmax(axis=1), width - cols[:, ::-1].argmax(axis=1)
     return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32).reshape(-1, 4)
@@ -143,7 +154,7 @@ def scene_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
         or not all(isinstance(s, int) and s >= MIN_SIDE for s in size)
     ):
         raise ValueError(f"image_size must be an int or (height, width), each at least {MIN_SIDE}, got {image_size!r}")
-    return tuple(size)
+    return (size[0], size[1])
 
 
 def check_scene_options(classes: tuple[str, ...], num_objects: tuple[int, int]) -> None:
@@ -172,7 +183,7 @@ class ShapesDataset(Dataset):
         if not isinstance(seed, int) or not 0 <= seed < MAX_DATASET_SEED:
             raise ValueError(f"seed must be an integer in [0, 2**31), got {seed!r}")
         self.num_images, self.image_size, self.seed = num_images, image_size, seed
-        self.classes, self.num_objects = tuple(classes), tuple(num_objects)
+        self.classes, self.num_objects = tuple(classes), (num_objects[0], num_objects[1])
 
     def __len__(self) -> int:
         return self.num_images
@@ -261,13 +272,15 @@ def read_image(path: Path) -> Image.Image:
 
 
 # ----- COCO format -----
-def export_coco(dataset: Dataset, folder: str | os.PathLike) -> Path:
+def export_coco(dataset: SceneSet, folder: str | os.PathLike) -> Path:
     """Write `dataset` as a COCO folder: folder/images/<image_id>.png and folder/annotations.json (bbox
     [x, y, w, h], segmentation as RLE, area, iscrowd, category_id = label, categories CLASSES[1:]).
     Returns the path of annotations.json. CocoFolder(folder) reads it back unchanged."""
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations, seen = [], [], set()
+    images: list[dict] = []
+    annotations: list[dict] = []
+    seen: set[int] = set()
     for index in range(len(dataset)):
         image, target = dataset[index]
         missing = {"boxes", "labels", "masks", "image_id", "area", "iscrowd"} - set(target)

@@ -27,10 +27,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
-from mrcnn_course.training.data import CocoFolder, collate
+from mrcnn_course.training.data import CocoFolder, SceneSet, collate
 from mrcnn_course.training.encoding import encode_detections
 
 MAP_NAMES = ("box_map", "box_map50", "mask_map", "mask_map50")
@@ -68,7 +67,8 @@ def check_pairs(predictions: list[dict], targets: list[dict]) -> None:
 
 def targets_to_coco(targets: list[dict]) -> dict:
     """The ground truth as a COCO dataset dict; image i gets id i, category ids are the labels."""
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for image_id, target in enumerate(targets):
         height, width = target["masks"].shape[-2:]
         images.append({"id": image_id, "height": height, "width": width})
@@ -186,7 +186,7 @@ def detection_accuracy(
     return found / total
 
 
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 8) -> dict:
+def evaluate(model: nn.Module, dataset: SceneSet, batch_size: int = 8) -> dict:
     """Run `model` in eval mode (torch.no_grad) over `dataset` and measure it.
 
     Returns box_map, box_map50, mask_map, mask_map50 (coco_map), accuracy (detection_accuracy) and

@@ -30,9 +30,9 @@ HELD_OUT_EPOCH = 9_999  # dataset_seed(seed, 9999): scenes no run of fewer epoch
 
 def model_config_dict(config: SmallConfig | None = None) -> dict:
     """SmallConfig as JSON-ready data (the block class by name)."""
-    config = asdict(config or SmallConfig())
-    config["backbone"]["block"] = config["backbone"]["block"].__name__
-    return json.loads(json.dumps(config))
+    values = asdict(config or SmallConfig())
+    values["backbone"]["block"] = values["backbone"]["block"].__name__
+    return json.loads(json.dumps(values))
 
 
 def small_model() -> MaskRCNN:
