@@ -138,6 +138,7 @@ def _batch_cases() -> list[Case]:
         Case("two images of different sizes", ([_image(50, 70), _image(64, 40)], 32)),
         Case("odd sizes round up", ([_image(33, 65)], 32)),
         Case("a one-pixel image", ([_image(1, 1)], 32)),
+        Case("float64 images: the batch keeps their dtype", ([_image(20, 30).double(), _image(8, 8).double()], 32)),
         Case("size_divisible 64", ([_image(70, 10), _image(20, 129)], 64), extra=True),
         Case("three images", ([_image(32, 32), _image(7, 90), _image(45, 3)], 32), extra=True),
     ]
@@ -165,6 +166,11 @@ BATCH_IMAGES = Exercise(
             "each image goes in the top-left corner (the padding is at the bottom and right, so the boxes "
             "keep their coordinates).",
             _images_bottom_right,
+        ),
+        Mistake(
+            "the batch has the images' dtype and device: make it from an image (images[0].new_zeros(...)), "
+            "not with torch.zeros, which makes float32 on the CPU.",
+            lambda images, size_divisible=32: input_image.batch_images(images, size_divisible).float(),
         ),
     ),
     atol=0.0,
