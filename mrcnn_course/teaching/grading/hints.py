@@ -133,8 +133,10 @@ STEPS: dict[str, tuple[str, ...]] = {
         "interpolation_weights, and average over each bin's points. Boxes may have different numbers of "
         "points: make room for the most and weigh the extra ones 0.",
         "The helper gives the rows (along H) and the columns (along W).",
-        "For each image, the output of its boxes is rows @ feature map @ columns transposed, for every box "
-        "and channel at once: one torch.einsum.",
+        "Output = rows @ feature map @ columns transposed, per box, but only a few weights of a bin are not 0: "
+        "keep the largest few rows and columns (topk), number every (row, column) cell of every bin in the map "
+        "laid out channels last, one row per cell, weigh it by row weight times column weight, and let "
+        "F.embedding_bag sum each bin's cells in one pass; reshape to (K, C, PH, PW).",
     ),
     "map_levels": (
         "Join every image's boxes into one tensor.",
