@@ -20,8 +20,9 @@ import pytest
 from nbgrader.api import Gradebook
 
 from mrcnn_course.teaching.course import autograde, release
+from mrcnn_course.teaching.grading import sealed
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON = "03_rpn"
@@ -72,12 +73,28 @@ def graded(tmp_path_factory):
     return scores
 
 
+@pytest.mark.slow
 def test_an_honest_solution_gets_full_marks(graded):
     assert graded["honest"] and all(score == most for score, most in graded["honest"].values()), graded["honest"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("learner", list(TAMPERED_NMS))
 def test_tampering_scores_zero_on_its_check_and_nothing_else_changes(graded, learner):
     scores = dict(graded[learner])
     assert scores.pop("check-nms")[0] == 0.0
     assert all(score == most for score, most in scores.values()), scores
+
+
+def test_the_sealed_check_reads_the_notebook_not_the_kernel(tmp_path):
+    """Without nbgrader: a notebook whose nms cell rebinds the check and patches torch.equal fails the re-check
+    of its grade cell; the lesson's own nms passes it. The notebook is never run in a kernel here."""
+    solution = nbformat.read(ROOT / "solutions" / LESSON / f"{LESSON}.ipynb", 4)
+    keep = {"setup", "box-iou", "nms", "check-nms"}
+    honest = nbformat.v4.new_notebook(cells=[c for c in solution.cells if c.get("id") in keep])
+    tampered = nbformat.reads(nbformat.writes(honest), 4)
+    next(c for c in tampered.cells if c.get("id") == "nms").source = TAMPERED_NMS["rebinds_the_check"]
+    assert sealed.checks_of(honest) == {"check-nms": [("nms", "nms")]}
+    assert sealed.verify_notebook(honest, tmp_path) == {}
+    failures = sealed.verify_notebook(tampered, tmp_path)
+    assert list(failures) == ["check-nms"] and "outside your notebook's kernel" in failures["check-nms"]
