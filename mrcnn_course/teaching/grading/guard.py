@@ -132,10 +132,13 @@ def reference_noticed(code_objects: set) -> Iterator[list[str]]:
     argument, a closure): sys.setprofile sees every Python call. Torchvision's operators raise meanwhile."""
     reached: list[str] = []
     ids = {id(code) for code in code_objects}  # by identity: equal code written by a learner is theirs
+    grading_folder = str(Path(__file__).parent)  # a catalogue's Mistake computes its answer with the reference
 
     def notice(frame, event, arg):
         if event == "call" and id(frame.f_code) in ids:
-            reached.append(frame.f_code.co_qualname)
+            caller = frame.f_back
+            if caller is None or not caller.f_code.co_filename.startswith(grading_folder):
+                reached.append(frame.f_code.co_qualname)
 
     previous = sys.getprofile()
     sys.setprofile(notice)
