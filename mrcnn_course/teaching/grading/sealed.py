@@ -25,6 +25,7 @@ by code written against it); the checks' other rules (a changed input) stay with
 
 import ast
 import copy
+import functools
 import os
 import re
 import subprocess
@@ -73,7 +74,7 @@ def definitions(nb) -> list[str]:
             tree = ast.parse(cell.source)
         except SyntaxError:  # IPython magics: not definitions
             continue
-        kept = [
+        kept: list[ast.stmt] = [
             node
             for node in tree.body
             if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))
@@ -93,7 +94,8 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
     checks = checks_of(nb)
     if not checks:
         return {}
-    jobs, expected = [], {}
+    jobs: list[dict[str, Any]] = []
+    expected: dict[tuple[str, str], list] = {}
     for cell_id, calls in checks.items():
         for name, function in calls:
             exercise = _exercise(name)
@@ -190,10 +192,16 @@ def _run_case(exercise, fn: Callable, args: tuple, forbidden: set) -> tuple[str,
     return "ok", value
 
 
+def switched_off(exercise, fn: Callable):
+    """The guard of fn's check: the reference out of reach, the other components the package's own."""
+    from mrcnn_course.teaching.grading.guard import reference_switched_off
+
+    return reference_switched_off(exercise.component, exercise.torchvision_names, fn)
+
+
 def run_learner(run_folder: str) -> None:
     """The runner (a fresh process, in the notebook's folder): define the learner's functions, run them on the
     jobs' cases, time the speed cases, save the outputs to results.pt."""
-    from mrcnn_course.teaching.grading.guard import reference_switched_off
     from mrcnn_course.teaching.grading.speed import check_speed
 
     work = torch.load(Path(run_folder) / "jobs.pt", weights_only=False)  # written by verify_notebook
@@ -206,7 +214,7 @@ def run_learner(run_folder: str) -> None:
             exec(compile(source, "<notebook>", "exec"), namespace)  # noqa: S102 (the learner's own notebook)
         except BaseException:  # noqa: BLE001, S110 (a cell that fails defines what it defined before failing)
             pass
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for job in work["jobs"]:
         exercise, fn = exercises[job["name"]], namespace.get(job["function"])
         key = f"{job['cell']}/{job['name']}"
@@ -217,10 +225,7 @@ def run_learner(run_folder: str) -> None:
         ratio = None
         if all(kind == "ok" for kind, _ in outputs) and exercise.reference is None:
             timing, _ = check_speed(
-                exercise.component,
-                references[job["name"]],
-                fn,
-                lambda e=exercise, f=fn: reference_switched_off(e.component, e.torchvision_names, f),
+                exercise.component, references[job["name"]], fn, functools.partial(switched_off, exercise, fn)
             )
             ratio = None if timing is None else float(timing.ratio)
         results[key] = {"outputs": [(kind, _plain(value)) for kind, value in outputs], "speed": ratio}
