@@ -39,7 +39,6 @@ def exercise_cells() -> dict[str, str]:
 
 
 CELLS = exercise_cells()
-NAMES = sorted(set(CELLS) - {"nms"})  # lesson 03's nms cell is being rewritten (the fast NMS of issue 12)
 
 
 def test_every_exercise_has_steps():
@@ -47,7 +46,7 @@ def test_every_exercise_has_steps():
     assert all(len(steps) >= 2 for steps in STEPS.values())
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", sorted(CELLS))
 def test_the_docstring_states_the_contract_and_points_to_the_hint(name):
     docstring = CELLS[name].split('"""')[1]
     assert "Args:" in docstring and "Returns:" in docstring
