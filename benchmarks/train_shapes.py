@@ -29,8 +29,7 @@ import torchvision
 from mrcnn_course.model.backbone import BackboneWithFPN
 from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig
 from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
-from mrcnn_course.training import data, evaluation
-from mrcnn_course.training import loop
+from mrcnn_course.training import data, evaluation, loop
 from mrcnn_course.training.pretrained import HELD_OUT_EPOCH
 
 HELD_OUT = 200

@@ -21,6 +21,7 @@ from typing import Any
 # short name -> the module it is, or (module, attribute) for a class or function
 _MODULES = {
     # model: the six stages, their shared pieces, the registry, the prediction trace
+    "model": "mrcnn_course.model",
     "input_image": "mrcnn_course.model.input_image",
     "backbone": "mrcnn_course.model.backbone",
     "rpn": "mrcnn_course.model.rpn",
@@ -42,6 +43,7 @@ _MODULES = {
     "checkpoints": "mrcnn_course.training.checkpoints",
     "pretrained": "mrcnn_course.training.pretrained",
     # pictures and widgets
+    "show": "mrcnn_course.show",
     "viz": "mrcnn_course.show.viz",
     "stage_viz": "mrcnn_course.show.stage_viz",
     "explorers": "mrcnn_course.show.explorers",

@@ -10,8 +10,7 @@ import nbformat
 import pytest
 from nbgrader.preprocessors import ClearSolutions, Execute
 
-from mrcnn_course.teaching import course
-from mrcnn_course.teaching import nbgrader_steps, quiz
+from mrcnn_course.teaching import course, nbgrader_steps, quiz
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mrcnn_course.teaching import course
-from mrcnn_course.teaching import nbgrader_steps, quiz
+from mrcnn_course.teaching import course, nbgrader_steps, quiz
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = [

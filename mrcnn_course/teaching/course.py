@@ -251,7 +251,8 @@ def _grade(api: NbGraderAPI, learner: str, name: str) -> Outcome:
     write its feedback."""
     outcome = Outcome(learner, name)
     start = time.perf_counter()
-    with warnings.catch_warnings(action="ignore", category=SAWarning):  # nbgrader's own session notes
+    with warnings.catch_warnings():  # (catch_warnings(action=...) is Python 3.11+)
+        warnings.simplefilter("ignore", SAWarning)  # nbgrader's own session notes
         result = api.autograde(name, learner, force=True)
     if result["success"]:
         _check(api.generate_feedback(name, learner, force=True), f"nbgrader generate_feedback {name} {learner}")

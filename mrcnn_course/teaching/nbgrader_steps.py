@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import re
+from typing import Any
 from unittest import mock
 
 import nbformat
@@ -47,13 +48,14 @@ def seal_quiz_keys(source: str) -> str:
     for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset), reverse=True):  # last first: offsets hold
         try:
             args = [ast.literal_eval(a) for a in call.args]
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            kwargs = {str(k.arg): ast.literal_eval(k.value) for k in call.keywords}
         except ValueError as error:
             raise ValueError(
                 f"quiz.key(...) on line {call.lineno} must be given plain strings, "
                 f'e.g. quiz.key("C", "why C is right"), so it can be sealed at release'
             ) from error
         start = line_starts[call.lineno - 1] + call.col_offset
+        assert call.end_lineno is not None and call.end_col_offset is not None  # set by ast.parse
         end = line_starts[call.end_lineno - 1] + call.end_col_offset
         raw = raw[:start] + json.dumps(quiz.key(*args, **kwargs)).encode("utf-8") + raw[end:]
     return raw.decode("utf-8")
@@ -113,7 +115,7 @@ class AutogradingExecute(Execute):
         return nb, resources
 
 
-def _with(converter: type, pipeline: str, old: type, new: type) -> list:
+def _with(converter: Any, pipeline: str, old: type, new: type) -> list:
     """nbgrader's default `pipeline` of `converter` with the step `old` replaced by `new`."""
     steps = converter.class_traits()[pipeline].default()
     assert old in steps, f"nbgrader's {pipeline} no longer has {old.__name__}: update mrcnn_course/nbgrader_steps.py"

@@ -99,7 +99,9 @@ def explanation(answer, question_key: str) -> str | None:
     if not is_right(answer, question_key):
         return None
     salt, _, sealed = _parse(question_key)
-    return _xor(sealed, _keystream(salt, _letter(answer), len(sealed))).decode("utf-8")
+    letter = _letter(answer)
+    assert letter is not None  # is_right accepted it
+    return _xor(sealed, _keystream(salt, letter, len(sealed))).decode("utf-8")
 
 
 def check(name: str, answer, question_key: str) -> None:

@@ -14,6 +14,7 @@ def _randomize(module: nn.Module) -> nn.Module:
     """Random batch-norm statistics and biases, so that forgetting one of them shows; eval mode."""
     for m in module.modules():
         if isinstance(m, nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None  # track_running_stats
             m.running_mean.normal_(0, 0.1)
             m.running_var.uniform_(0.5, 1.5)
             m.weight.data.uniform_(0.5, 1.5)

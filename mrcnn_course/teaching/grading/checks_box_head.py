@@ -41,7 +41,15 @@ def _fastrcnn_cases() -> list[Case]:
 
 
 def _box_loss_with(
-    class_logits, box_regression, labels, targets, beta=1 / 9, all_classes=False, with_background=False, divide_by="all"
+    class_logits,
+    box_regression,
+    labels,
+    targets,
+    *,
+    beta=1 / 9,
+    all_classes=False,
+    with_background=False,
+    divide_by="all",
 ):
     """The box loss with one usual mistake (the arguments say which), and the right classification loss.
     divide_by: "all" RoIs (right), the "positives", or the "entries" summed (a mean)."""

@@ -87,7 +87,7 @@ def _resize_cases() -> list[Case]:
 
 
 def _without_max_size(image, min_size, max_size, target=None):
-    return input_image.resize(image, min_size, math.inf, target)
+    return input_image.resize(image, min_size, math.inf, target)  # type: ignore[arg-type]  # the mistake: no max
 
 
 def _without_recompute(image, min_size, max_size, target=None):
@@ -100,6 +100,7 @@ def _without_recompute(image, min_size, max_size, target=None):
 
 def _boxes_not_rescaled(image, min_size, max_size, target=None):
     resized, new_target = input_image.resize(image, min_size, max_size, target)
+    assert new_target is not None and target is not None  # its cases all have a target
     new_target["boxes"] = target["boxes"]
     return resized, new_target
 

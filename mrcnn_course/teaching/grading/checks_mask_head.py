@@ -39,8 +39,8 @@ def _projection_case(
     extra: bool = False,
 ) -> Case:
     masks, boxes = _objects(count, *size)
-    matched = torch.tensor(matched, dtype=torch.int64)
-    return Case(name, (masks, _rois_on(boxes, matched, jitter), matched, side), extra=extra)
+    matched_idxs = torch.tensor(matched, dtype=torch.int64)
+    return Case(name, (masks, _rois_on(boxes, matched_idxs, jitter), matched_idxs, side), extra=extra)
 
 
 def _projection_cases() -> list[Case]:
@@ -61,7 +61,7 @@ def _rois(boxes, matched_idxs):
     return torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)  # (K, 5): (mask index, box)
 
 
-def _projected_with(gt_masks, boxes, matched_idxs, M, sampling_ratio=-1, aligned=False):
+def _projected_with(gt_masks, boxes, matched_idxs, M, *, sampling_ratio=-1, aligned=False):
     return roi_align.roi_align(
         gt_masks[:, None].float(), _rois(boxes, matched_idxs), (M, M), 1.0, sampling_ratio, aligned
     )[:, 0]
@@ -136,7 +136,7 @@ def _loss_cases() -> list[Case]:
 
 
 def _loss_with(
-    mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs, all_channels=False, twice=False, reduction="mean"
+    mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs, *, all_channels=False, twice=False, reduction="mean"
 ):
     """The mask loss with one usual mistake (the arguments say which)."""
     side = mask_logits.shape[-1]
@@ -210,8 +210,8 @@ def check_maskrcnn_loss(maskrcnn_loss: Callable, extra: bool = False) -> None:
 def _paste_case(
     name: str, boxes: list[list[float]], size: tuple[int, int], side: int = 28, *padding: int, extra: bool = False
 ) -> Case:
-    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    return Case(name, (torch.rand(len(boxes), 1, side, side), boxes, size, *padding), extra=extra)
+    box_tensor = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    return Case(name, (torch.rand(len(box_tensor), 1, side, side), box_tensor, size, *padding), extra=extra)
 
 
 def _paste_cases() -> list[Case]:

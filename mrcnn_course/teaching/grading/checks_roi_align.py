@@ -242,8 +242,8 @@ def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
 
 
 def _squares(*sides: float) -> torch.Tensor:
-    sides = torch.tensor(sides, dtype=torch.float32)
-    return torch.stack([torch.zeros_like(sides), torch.zeros_like(sides), sides, sides], dim=1)
+    side = torch.tensor(sides, dtype=torch.float32)
+    return torch.stack([torch.zeros_like(side), torch.zeros_like(side), side, side], dim=1)
 
 
 def _map_levels_cases() -> list[Case]:

@@ -14,8 +14,10 @@ import torch
 from mrcnn_course.model.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
 from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig
 from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
-from mrcnn_course.training import data  # loop.train_step is the reference: the step train() takes
-from mrcnn_course.training import loop
+from mrcnn_course.training import (
+    data,  # loop.train_step is the reference: the step train() takes
+    loop,
+)
 from mrcnn_course.training.training_trace import TOTAL
 
 STEP_SEED = 0  # both steps sample the same anchors and RoIs
@@ -44,7 +46,7 @@ def tiny_model() -> MaskRCNN:
     )
 
 
-def _after_the_step(train_step: Callable, args: tuple) -> dict[str, Any]:
+def _after_the_step(train_step: Callable, args: tuple) -> dict[str, Any] | None:
     """What a case compares: the losses the step returns (floats as float64 tensors, so that they compare
     within the tolerance) and the model's weights after it."""
     model = args[0]
@@ -74,6 +76,7 @@ def _step_case(
             "labels": torch.zeros(0, dtype=torch.int64),
             "masks": torch.zeros(0, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8),
         }
+    chosen: torch.optim.Optimizer
     if optimizer == "AdamW":
         chosen = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
         note = "AdamW(lr=2e-3, weight_decay=1e-4)"
@@ -81,7 +84,8 @@ def _step_case(
         chosen = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9 if "momentum" in optimizer else 0.0)
         note = optimizer
     if stale_gradients:  # as if an earlier batch's gradients were still there (_after_the_step puts them in)
-        model.leftover_gradients = {name: torch.randn_like(p) for name, p in model.named_parameters()}
+        # an attribute of the model's own: nn.Module's typing allows only tensors and modules there
+        model.leftover_gradients = {name: torch.randn_like(p) for name, p in model.named_parameters()}  # type: ignore[assignment]
     notes = {
         "model": f"a tiny Mask R-CNN (6 classes, 64-px images), training mode"
         f"{', with gradients left from before' if stale_gradients else ''}",

@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -67,7 +68,8 @@ def _owner_and_attribute(dotted: str) -> tuple[object, str]:
 def reference_targets(name: str, torchvision_names: tuple[str, ...]) -> list[tuple[object, str, str]]:
     """(owner, attribute, dotted name) of every implementation of `name` a learner could call (for an
     exercise that is not a component, only those in `torchvision_names`)."""
-    targets, dotted_names = [], tuple(torchvision_names)
+    targets: list[tuple[object, str, str]] = []
+    dotted_names = tuple(torchvision_names)
     if name in components.COMPONENTS:
         own = components.COMPONENTS[name].own
         # COMPONENTS[name].own reads the module attribute, so switching that off covers it too
@@ -89,7 +91,7 @@ def reference_targets(name: str, torchvision_names: tuple[str, ...]) -> list[tup
 def reference_switched_off(name: str, torchvision_names: tuple[str, ...], learner_fn: Callable) -> Iterator[None]:
     """Within the block: `name`'s implementations raise ReferenceSwitchedOff; the others are "own"."""
     saved: list[tuple[object, str, object]] = []
-    learner_globals = getattr(learner_fn, "__globals__", {})
+    learner_globals: dict[str, Any] = getattr(learner_fn, "__globals__", {})
     try:
         switched = set()
         for owner, attribute, dotted in reference_targets(name, torchvision_names):
@@ -101,15 +103,15 @@ def reference_switched_off(name: str, torchvision_names: tuple[str, ...], learne
             if id(value) in switched:
                 saved.append((learner_globals, key, value))
                 learner_globals[key] = _blocker(name, f"{key} (imported into your notebook)")
-        others = {other: components.OWN for other in components.NAMES if other != name}
+        others: dict[str, str | Callable] = {other: components.OWN for other in components.NAMES if other != name}
         if name in components.COMPONENTS:
             others[name] = _blocker(name, f"components.{name}")
         with components.using(**others):
             yield
     finally:
         for owner, attribute, original in reversed(saved):
-            if owner is learner_globals:
-                learner_globals[attribute] = original
+            if isinstance(owner, dict):  # the learner's notebook globals
+                owner[attribute] = original
             else:
                 setattr(owner, attribute, original)
 

@@ -51,11 +51,11 @@ def _names_used(code: CodeType) -> set[str]:
 def _import_line(name: str, value: Any) -> str | None:
     """How to bring `value` back under `name` in a fresh module, or None if it cannot be imported."""
     if isinstance(value, ModuleType):
-        module = value.__name__
-        if module == name:
-            return f"import {module}"
-        parent, _, last = module.rpartition(".")
-        return f"from {parent} import {last}" if parent and last == name else f"import {module} as {name}"
+        module_name = value.__name__
+        if module_name == name:
+            return f"import {module_name}"
+        parent, _, last = module_name.rpartition(".")
+        return f"from {parent} import {last}" if parent and last == name else f"import {module_name} as {name}"
     module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
     if not module or not qualname or module == "__main__" or "." in qualname:
         return None
@@ -167,6 +167,7 @@ def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
             continue
         try:
             spec = importlib.util.spec_from_file_location(f"mrcnn_course_saved_{name}", path)
+            assert spec is not None and spec.loader is not None  # a .py file always has both
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             functions[name] = getattr(module, name)
