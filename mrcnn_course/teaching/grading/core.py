@@ -377,9 +377,12 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     ]
     if failure is None:
         timing, slow = (None, None) if extra else _speed_case(exercise, fn)
-        if slow:
+        if slow:  # its paragraphs in lines nbgrader validate shows whole, the verdict first
             _PASSED.pop(name, None)
-            raise AssertionError(slow) from None
+            paragraphs = [part.strip() for part in slow.split("\n")]
+            lines = [_wrapped(paragraphs[0], first=len("AssertionError: "))]
+            lines += [_wrapped(part, indent="  ") for part in paragraphs[1:]]
+            raise AssertionError("\n".join(lines)) from None
         hidden = sum(c.extra for c in cases)
         including = f", {hidden} of them hidden" if hidden else ""
         fast = (
