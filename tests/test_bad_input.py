@@ -43,13 +43,7 @@ TINY_OPTIONS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 cores shared with other work, two threads wait on each other (4x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: training runs on one thread
 
 
 @pytest.fixture(scope="module")

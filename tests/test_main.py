@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from mrcnn_course.__main__ import main
 from mrcnn_course.training import data
@@ -17,13 +16,7 @@ from mrcnn_course.training.loop import Recipe, train
 TINY = Recipe(epochs=1, images_per_epoch=4, batch_size=4, val_images=4, shown_images=1, image_size=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 cores shared with other work, two threads wait on each other (4x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: training runs on one thread
 
 
 @pytest.fixture(scope="module")

@@ -24,30 +24,12 @@ from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrac
 
 TINY = Recipe(epochs=3, images_per_epoch=8, batch_size=4, val_images=4, image_size=64, seed=3)
 # the same recipe as command-line options (shown_images keeps its default)
-TINY_OPTIONS = [
-    "--epochs",
-    "3",
-    "--images-per-epoch",
-    "8",
-    "--batch-size",
-    "4",
-    "--val-images",
-    "4",
-    "--image-size",
-    "64",
-    "--seed",
-    "3",
-    "--no-progress",
-]
+TINY_OPTIONS = (
+    "--epochs 3 --images-per-epoch 8 --batch-size 4 --val-images 4 --image-size 64 --seed 3 --no-progress".split()
+)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on 2 cores shared with other work, two threads wait on each other (4x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: training runs on one thread
 
 
 def figures(trace: TrainingTrace) -> list[dict]:

@@ -37,6 +37,7 @@ from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from mrcnn_course.model.mask_head import MASK_THRESHOLD
 from mrcnn_course.training import scenes
 from mrcnn_course.training.encoding import encode_detections
 
@@ -272,6 +273,32 @@ def read_image(path: Path) -> Image.Image:
 
 
 # ----- COCO format -----
+def coco_annotations(target: dict[str, Tensor], image_id: int, first_id: int = 1) -> list[dict]:
+    """A target's objects as COCO annotations, ids first_id, first_id + 1, ... (start at 1: COCOeval reads id 0
+    as "no match"). target: boxes Tensor[G, 4], labels Tensor[G], masks Tensor[G, H, W] (0/1), and if given
+    area Tensor[G] (else the masks' pixels) and iscrowd Tensor[G] (else 0). bbox is [x, y, width, height],
+    the segmentation COCO's run-length text."""
+    encoded = encode_detections(target)  # the masks as run-length text, above MASK_THRESHOLD
+    height, width = encoded["size"]
+    count = len(target["boxes"])
+    pixels = (target["masks"].flatten(1) > MASK_THRESHOLD).sum(1)  # (G,): each mask's area in pixels
+    areas = target["area"].tolist() if "area" in target else pixels.tolist()
+    crowd = target["iscrowd"].tolist() if "iscrowd" in target else [0] * count
+    rows = zip(target["boxes"].tolist(), target["labels"].tolist(), encoded["masks"], areas, crowd)
+    return [
+        {
+            "id": first_id + k,
+            "image_id": image_id,
+            "category_id": label,
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "area": area,
+            "iscrowd": iscrowd,
+            "segmentation": {"size": [height, width], "counts": counts},
+        }
+        for k, ((x1, y1, x2, y2), label, counts, area, iscrowd) in enumerate(rows)
+    ]
+
+
 def export_coco(dataset: SceneSet, folder: str | os.PathLike) -> Path:
     """Write `dataset` as a COCO folder: folder/images/<image_id>.png and folder/annotations.json (bbox
     [x, y, w, h], segmentation as RLE, area, iscrowd, category_id = label, categories CLASSES[1:]).
@@ -297,26 +324,7 @@ def export_coco(dataset: SceneSet, folder: str | os.PathLike) -> Path:
         Image.fromarray(pixels.numpy()).save(folder / "images" / file_name)
         height, width = image.shape[-2:]
         images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
-        rles = encode_detections(target)["masks"]  # the masks as RLE strings
-        for box, label, counts, area, crowd in zip(
-            target["boxes"].tolist(),
-            target["labels"].tolist(),
-            rles,
-            target["area"].tolist(),
-            target["iscrowd"].tolist(),
-        ):
-            x1, y1, x2, y2 = box
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": label,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "area": area,
-                    "iscrowd": crowd,
-                    "segmentation": {"size": [height, width], "counts": counts},
-                }
-            )
+        annotations += coco_annotations(target, image_id, first_id=len(annotations) + 1)
     categories = [
         {"id": i, "name": name, "supercategory": "shape" if name in SHAPES else "animal"}
         for i, name in enumerate(CLASSES)

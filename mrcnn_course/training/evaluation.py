@@ -29,7 +29,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
-from mrcnn_course.training.data import CocoFolder, SceneSet, collate
+from mrcnn_course.training.data import CocoFolder, SceneSet, coco_annotations, collate
 from mrcnn_course.training.encoding import encode_detections
 
 MAP_NAMES = ("box_map", "box_map50", "mask_map", "mask_map50")
@@ -72,24 +72,7 @@ def targets_to_coco(targets: list[dict]) -> dict:
     for image_id, target in enumerate(targets):
         height, width = target["masks"].shape[-2:]
         images.append({"id": image_id, "height": height, "width": width})
-        boxes = target["boxes"].tolist()
-        areas = target["area"].tolist() if "area" in target else binary_masks(target["masks"]).sum((1, 2)).tolist()
-        crowd = target["iscrowd"].tolist() if "iscrowd" in target else [0] * len(boxes)
-        for (x1, y1, x2, y2), label, rle, area, iscrowd in zip(
-            boxes, target["labels"].tolist(), rles(target), areas, crowd
-        ):
-            # annotation ids start at 1: COCOeval marks "no match" with id 0
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": label,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "segmentation": rle,
-                    "area": area,
-                    "iscrowd": iscrowd,
-                }
-            )
+        annotations += coco_annotations(target, image_id, first_id=len(annotations) + 1)
     labels = sorted({a["category_id"] for a in annotations})
     return {"images": images, "annotations": annotations, "categories": [{"id": c} for c in labels]}
 
