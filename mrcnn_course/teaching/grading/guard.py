@@ -140,7 +140,7 @@ def reference_noticed(code_objects: set) -> Iterator[list[str]]:
         if event == "call" and id(frame.f_code) in ids:
             caller = frame.f_back
             if caller is None or not caller.f_code.co_filename.startswith(grading_folder):
-                reached.append(frame.f_code.co_qualname)
+                reached.append(getattr(frame.f_code, "co_qualname", frame.f_code.co_name))  # co_qualname: 3.11+
 
     previous = sys.getprofile()
     sys.setprofile(notice)
