@@ -5,8 +5,8 @@
 In a temporary course home it runs the solutions of lessons 01-06, which save their components, and
 then lesson 07's solution with the full recipe, in real kernels (no AUTOGRADING: autograding saves
 nothing and trains a short run), as a learner who finished every lesson would. The solutions' functions
-are the learner's components here, textbook NMS included. It prints what fit_to_budget measured and decided, the
-training time against training_budget.TRAINING_BUDGET, and the capstone's mAP table (yours against
+are the learner's components here (lesson 03's matrix-form NMS among them). It prints what fit_to_budget
+measured and decided, the training time against budget.TRAINING_BUDGET, and the capstone's mAP table (yours against
 the reference). Exits with 1 if the training ran over the budget.
 """
 

@@ -411,7 +411,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     raise AssertionError(message) from None
 
 
-FAILED_CASE = re.compile(r"check_(\w+):\s+case\s+'(.*?)'\s+failed\.", re.DOTALL)
+FAILED_CASE = re.compile(r"check_(\w+):\s+case\s+'(.*?)'\s+failed[.:]", re.DOTALL)  # "failed." or "failed: ... raised"
 
 
 def failed_case(message: str) -> tuple[str, str] | None:
