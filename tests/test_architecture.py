@@ -69,7 +69,7 @@ def test_every_short_name_resolves_in_a_fresh_interpreter():
 
 
 def test_an_unknown_short_name_lists_the_known_ones():
-    with pytest.raises(AttributeError, match="its short names are: input_image, backbone"):
+    with pytest.raises(AttributeError, match="its short names are: model, input_image, backbone"):
         mrcnn_course.no_such_name  # noqa: B018
 
 
