@@ -216,8 +216,9 @@ def to_image_tensor(image: "Image.Image | np.ndarray | Tensor | str | os.PathLik
     if isinstance(image, Image.Image) and image.mode in SIXTEEN_BIT_MODES:
         # convert("RGB") would clip every value above 255 to white: scale the 16 bits to [0, 1] instead
         pixels = np.asarray(image).astype(np.float32)  # (H, W)
-        if pixels.max(initial=0) > 65535:
-            raise ValueError(f"a {image.mode} image holds values up to {pixels.max():.0f}: expected 16-bit pixels")
+        brightest = float(np.max(pixels)) if pixels.size else 0.0
+        if brightest > 65535:
+            raise ValueError(f"a {image.mode} image holds values up to {brightest:.0f}: expected 16-bit pixels")
         image = torch.from_numpy(pixels / 65535)  # (H, W) gray in [0, 1]
     elif isinstance(image, Image.Image):
         image = np.asarray(image.convert("RGB"))  # L, LA, P, RGBA, CMYK, ... -> RGB
