@@ -1,5 +1,6 @@
 """The learners' conda environment, pyproject.toml and the Makefile agree on Python and the dependencies."""
 
+import os
 import re
 import subprocess
 import sys
@@ -51,8 +52,10 @@ def test_this_python_is_supported():
 
 
 def make(*args: str) -> subprocess.CompletedProcess:
-    """`make` with the given variables, from the repository root (the Python checks come before any install)."""
-    return subprocess.run(["make", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    """`make` with the given variables, from the repository root (the Python checks come before any install).
+    A fresh make: under `make test PYTHON=...` the outer make's variables would reach it through MAKEFLAGS."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTHON")}
+    return subprocess.run(["make", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, env=environment)
 
 
 @pytest.mark.skipif(subprocess.run(["which", "make"], capture_output=True).returncode, reason="no make")
