@@ -72,11 +72,11 @@ def _right_letters(quiz: str) -> list[str]:
     return [re.search(r'= "([A-D])"', c.source.split("### BEGIN SOLUTION")[1]).group(1) for c in answers]
 
 
-def _wrong(letter: str) -> str:
+def wrong_letter(letter: str) -> str:
     return "A" if letter != "A" else "B"
 
 
-def _hand_in(root: Path, learner: str, assignment: str, nb=None, text: str | None = None) -> None:
+def hand_in(root: Path, learner: str, assignment: str, nb=None, text: str | None = None) -> None:
     folder = root / "grading" / "submitted" / learner / assignment
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{assignment}.ipynb"
@@ -96,15 +96,15 @@ def make_course(root: Path) -> None:
     released = nbformat.read(root / "lessons" / LESSON / f"{LESSON}.ipynb", 4)
     for learner, work in LESSON_WORK.items():
         if work == "untouched":
-            _hand_in(root, learner, LESSON, released)
+            hand_in(root, learner, LESSON, released)
         elif work == "corrupt":
-            _hand_in(root, learner, LESSON, text='{"cells": [ this is not JSON')
+            hand_in(root, learner, LESSON, text='{"cells": [ this is not JSON')
         elif work is not None:
             nb = nbformat.reads(nbformat.writes(source), 4)  # the instructor's version, then the mistakes
             for cell in nb.cells:
                 for right, wrong in work:
                     cell.source = cell.source.replace(right, wrong)
-            _hand_in(root, learner, LESSON, nb)
+            hand_in(root, learner, LESSON, nb)
     for quiz in QUIZZES:
         letters = _right_letters(quiz)
         released = nbformat.read(root / "quizzes" / quiz / f"{quiz}.ipynb", 4)
@@ -115,9 +115,9 @@ def make_course(root: Path) -> None:
             for cell in nb.cells:
                 if match := re.fullmatch(r"q(\d+)_answer", _grade_id(cell) or ""):
                     n = int(match.group(1))
-                    letter = _wrong(letters[n - 1]) if n in quizzes[quiz] else letters[n - 1]
+                    letter = wrong_letter(letters[n - 1]) if n in quizzes[quiz] else letters[n - 1]
                     cell.source = f'q{n} = "{letter}"'
-            _hand_in(root, learner, quiz, nb)
+            hand_in(root, learner, quiz, nb)
 
 
 def _failed_case(exercise: str, mistakes: list[tuple[str, str]]) -> str | None:

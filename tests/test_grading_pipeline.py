@@ -32,6 +32,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from simulated_class import hand_in, wrong_letter  # tests/simulated_class.py: a class's hand-ins
 
 from mrcnn_course.teaching.course import autograde, release, write_grades
 
@@ -60,17 +61,6 @@ def _right_answers(source_nb) -> list[str]:
     return answers
 
 
-def _wrong(letter: str) -> str:
-    return "A" if letter != "A" else "B"
-
-
-def _hand_in(course: Path, learner: str, assignment: str, nb=None, text: str | None = None) -> None:
-    folder = course / "grading" / "submitted" / learner / assignment
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{assignment}.ipynb"
-    path.write_text(text) if text is not None else nbformat.write(nb, path)
-
-
 def _answered(released, answers: list[str | None], source_of=None):
     """The released quiz with q1..qN set to these letters (None: left as it is); source_of[n] replaces
     answer cell n's code instead."""
@@ -92,21 +82,24 @@ def course(tmp_path_factory):
 
     released = nbformat.read(course / "quizzes" / QUIZ / f"{QUIZ}.ipynb", 4)
     right = _right_answers(nbformat.read(course / "solutions" / QUIZ / f"{QUIZ}.ipynb", 4))
-    wrong_q1 = [_wrong(right[0])] + right[1:]
-    _hand_in(course, "untouched", QUIZ, released)
-    _hand_in(
-        course, "partly_wrong", QUIZ, _answered(released, [right[0], _wrong(right[1]), right[2], _wrong(right[3])])
+    wrong_q1 = [wrong_letter(right[0])] + right[1:]
+    hand_in(course, "untouched", QUIZ, released)
+    hand_in(
+        course,
+        "partly_wrong",
+        QUIZ,
+        _answered(released, [right[0], wrong_letter(right[1]), right[2], wrong_letter(right[3])]),
     )
     edited = _answered(released, wrong_q1)
     _cell(edited, "q1_check").source = "pass"
-    _hand_in(course, "edited_test", QUIZ, edited)
+    hand_in(course, "edited_test", QUIZ, edited)
     deleted = _answered(released, wrong_q1)
     deleted.cells.remove(_cell(deleted, "q1_check"))
-    _hand_in(course, "deleted_test", QUIZ, deleted)
-    _hand_in(course, "infinite_loop", QUIZ, _answered(released, right, {2: "while True:\n    pass"}))
-    _hand_in(course, "kernel_crash", QUIZ, _answered(released, right, {2: "import os\nos._exit(1)"}))
-    _hand_in(course, "corrupt", QUIZ, text='{"cells": [ this is not JSON')
-    _hand_in(course, "typo", "quiz_3_rpn", released)  # a folder named after no assignment
+    hand_in(course, "deleted_test", QUIZ, deleted)
+    hand_in(course, "infinite_loop", QUIZ, _answered(released, right, {2: "while True:\n    pass"}))
+    hand_in(course, "kernel_crash", QUIZ, _answered(released, right, {2: "import os\nos._exit(1)"}))
+    hand_in(course, "corrupt", QUIZ, text='{"cells": [ this is not JSON')
+    hand_in(course, "typo", "quiz_3_rpn", released)  # a folder named after no assignment
     for assignment in assignments:  # the instructor versions, every lesson and quiz
         shutil.copytree(
             course / "solutions" / assignment.name, course / "grading" / "submitted" / "solutions" / assignment.name
