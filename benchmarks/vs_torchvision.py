@@ -43,7 +43,7 @@ def alternate(first, second, runs: int) -> tuple[float, float]:
 def report(name: str, ours: float, theirs: float, goal: float | None) -> None:
     ratio = ours / theirs
     verdict = "" if goal is None else f"  (goal <= {goal:.2f}x: {'met' if ratio <= goal else 'NOT met'})"
-    print(f"{name:<44} ours {ours * 1000:9.1f} ms   torchvision {theirs * 1000:9.1f} ms   ratio {ratio:5.2f}x{verdict}")
+    print(f"{name:<44} ours {ours * 1000:9.2f} ms   torchvision {theirs * 1000:9.2f} ms   ratio {ratio:5.2f}x{verdict}")
 
 
 def model_pair(which: str):
@@ -117,8 +117,8 @@ def bench_nms(runs: int) -> None:
             lambda b, s, t: torchvision.ops.nms(b, s, t), box_ops.nms, (boxes, scores, 0.7), contextlib.nullcontext
         )
         print(
-            f"{'  the same, CPU time of 1 thread':<44} ours {timing.learner * 1000:9.1f} ms   torchvision "
-            f"{timing.package * 1000:9.1f} ms   ratio {timing.ratio:5.2f}x  (goal <= 1.50x: "
+            f"{'  the same, CPU time of 1 thread':<44} ours {timing.learner * 1000:9.2f} ms   torchvision "
+            f"{timing.package * 1000:9.2f} ms   ratio {timing.ratio:5.2f}x  (goal <= 1.50x: "
             f"{'met' if timing.ratio <= 1.5 else 'NOT met'})"
         )
 

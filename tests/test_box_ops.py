@@ -140,6 +140,6 @@ def test_matrix_nms_equals_greedy_nms_on_every_input(implementation):
 def test_settle_block_on_a_chain():
     """0 suppresses 1, 1 would suppress 2, 2 would suppress 3: greedy keeps 0 and 2 (a suppressed box suppresses
     nothing), which takes the passes three rounds to find."""
-    overlaps = torch.zeros(4, 4, dtype=torch.bool)
-    overlaps[0, 1] = overlaps[1, 2] = overlaps[2, 3] = True
+    overlaps = torch.zeros(4, 4)  # 0/1 floats, as nms builds them
+    overlaps[0, 1] = overlaps[1, 2] = overlaps[2, 3] = 1.0
     assert box_ops.settle_block(overlaps).tolist() == [True, False, True, False]

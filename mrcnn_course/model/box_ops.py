@@ -10,6 +10,7 @@ torchvision dropped the old Detectron convention, and an exact match depends on 
 Left out: rotated boxes, other box formats (xywh, cxcywh), generalized IoU losses.
 """
 
+import functools
 import math
 
 import torch
@@ -35,16 +36,18 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; NaN for two zero-area boxes (0 / 0), as torchvision.
 
-    One coordinate at a time ((N, 1) against (1, M)): no (N, M, 2) corner tensors to slice, about twice
-    as fast as broadcasting corner pairs on NMS's blocks, and the same numbers.
+    One coordinate at a time, (N, 1) against (M,), from contiguous copies of the four columns: a column
+    sliced out of an (N, 4) tensor (boxes[:, 0]) has a stride of 4, and broadcasting it runs 5-6x slower
+    than broadcasting a contiguous one (benchmarks/vs_torchvision.py --nms). The same numbers either way.
     """
-    left = torch.max(boxes1[:, None, 0], boxes2[None, :, 0])  # (N, M)
-    top = torch.max(boxes1[:, None, 1], boxes2[None, :, 1])
-    right = torch.min(boxes1[:, None, 2], boxes2[None, :, 2])
-    bottom = torch.min(boxes1[:, None, 3], boxes2[None, :, 3])
-    intersection = (right - left).clamp_(min=0) * (bottom - top).clamp_(min=0)  # no overlap -> 0
-    union = box_area(boxes1)[:, None] + box_area(boxes2)[None, :] - intersection
-    return intersection / union
+    left1, top1, right1, bottom1 = boxes1.T.contiguous()  # 4 x (N,)
+    left2, top2, right2, bottom2 = boxes2.T.contiguous()  # 4 x (M,)
+    widths = torch.min(right1[:, None], right2).sub_(torch.max(left1[:, None], left2)).clamp_(min=0)  # (N, M)
+    heights = torch.min(bottom1[:, None], bottom2).sub_(torch.max(top1[:, None], top2)).clamp_(min=0)
+    intersection = widths.mul_(heights)  # no overlap -> 0
+    area1 = (right1 - left1) * (bottom1 - top1)  # (N,)
+    area2 = (right2 - left2) * (bottom2 - top2)  # (M,)
+    return intersection / (area1[:, None] + area2).sub_(intersection)
 
 
 def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
@@ -145,16 +148,31 @@ class BoxCoder:
         return components.decode_boxes(deltas, concat_boxes, self.weights, self.bbox_xform_clip)
 
 
-# Boxes settled together in nms: a block's IoU matrix stays in the CPU's cache (128 was fastest on 2 cores).
-NMS_BLOCK = 128
+# Boxes settled together in nms: a block's IoU matrix stays in the CPU's cache (benchmarks/vs_torchvision.py --nms).
+NMS_BLOCK = 512
+
+
+@functools.lru_cache(maxsize=4)
+def _later_than(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Tensor[size, size] of 0/1: 1 where j > i (the strict upper triangle), kept for the next block of this size."""
+    return torch.ones(size, size, dtype=dtype, device=device).triu_(diagonal=1)
+
+
+def overlap_matrix(iou: Tensor, iou_threshold: float) -> Tensor:
+    """1.0 where iou > iou_threshold (strictly), else 0.0 (NaN: 0.0), as Tensor[N, M] of iou's float type.
+
+    0/1 floats rather than bools: on the CPU a comparison into a bool tensor is about 5x slower than into a
+    float one, and a float matrix lets a matrix product answer "does any kept box overlap j?" at once.
+    """
+    return torch.gt(iou, iou_threshold, out=torch.empty_like(iou))
 
 
 def settle_block(overlaps: Tensor) -> Tensor:
     """Greedy NMS inside a block, given which box would suppress which (Cluster-NMS, Zheng et al. 2020).
 
     Args:
-        overlaps (Tensor[B, B] bool): overlaps[i, j] = box i (higher score) overlaps box j by IoU > t, i < j
-            (upper triangle only)
+        overlaps (Tensor[B, B] float, 0/1): overlaps[i, j] = 1 when box i (higher score) overlaps box j by
+            IoU > t and i < j (upper triangle only)
     Returns:
         Tensor[B] bool: which boxes greedy NMS keeps.
 
@@ -162,14 +180,15 @@ def settle_block(overlaps: Tensor) -> Tensor:
     Start from "all kept" and apply that rule to every box at once, again and again: after pass p the
     first p boxes are certainly right (box j depends only on boxes before it), so the passes stop
     changing within B passes, and when they stop, `keep` satisfies the rule for every box: it IS greedy
-    NMS's answer (the rule has one solution). On real proposals it stops after 2 to 5 passes.
+    NMS's answer (the rule has one solution). On real proposals it stops after 2 to 5 passes. With keep as
+    0/1 floats, keep @ overlaps counts the kept boxes that overlap each box: one matrix-vector product a pass.
     """
-    keep = torch.ones(len(overlaps), dtype=torch.bool, device=overlaps.device)
+    keep = torch.ones(len(overlaps), dtype=overlaps.dtype, device=overlaps.device)  # (B,) 0/1
     while True:
-        suppressed = overlaps[keep].any(dim=0)  # (B,): overlapped by a box kept in this pass
-        if not bool((suppressed == keep).any()):  # keep == ~suppressed: nothing changes any more
-            return keep
-        keep = ~suppressed
+        new_keep = (keep @ overlaps == 0).to(overlaps.dtype)  # (B,): overlapped by no box kept in this pass
+        if torch.equal(new_keep, keep):  # nothing changes any more
+            return keep.bool()
+        keep = new_keep
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -196,11 +215,13 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     kept = []
     while len(order):
         block = remaining[:NMS_BLOCK]  # (B, 4)
-        keep = settle_block((components.box_iou(block, block) > iou_threshold).triu_(diagonal=1))
+        overlaps = overlap_matrix(components.box_iou(block, block), iou_threshold)  # (B, B)
+        keep = settle_block(overlaps.mul_(_later_than(len(block), overlaps.dtype, overlaps.device)))
         kept.append(order[:NMS_BLOCK][keep])
         order, remaining = order[NMS_BLOCK:], remaining[NMS_BLOCK:]
         if len(order):  # later boxes that a kept box of the block overlaps are gone
-            alive = ~(components.box_iou(block[keep], remaining) > iou_threshold).any(dim=0)  # (N_left,)
+            hits = overlap_matrix(components.box_iou(block[keep], remaining), iou_threshold)  # (K, N_left)
+            alive = hits.amax(dim=0) == 0  # (N_left,)
             order, remaining = order[alive], remaining[alive]
     return torch.cat(kept)
 
