@@ -61,7 +61,7 @@ def test_trace_leaves_training_mode_alone():
     model = mrcnn_course.maskrcnn_small().train()
     trace = model.trace(torch.rand(3, 100, 140))
     assert model.training
-    assert trace[1].outputs["batch"] == "1x3x96x128"  # 100x140 scaled by 128/140 (max_size), padded to 32
+    assert trace[1].outputs["batch"] == "1x3x160x192"  # 100x140 scaled by 192/140 (max_size): 137x192, padded to 32
 
 
 def test_the_trace_records_which_implementation_of_each_component_ran():
