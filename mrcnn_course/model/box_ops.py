@@ -186,7 +186,9 @@ def settle_block(overlaps: Tensor) -> Tensor:
     keep = torch.ones(len(overlaps), dtype=overlaps.dtype, device=overlaps.device)  # (B,) 0/1
     while True:
         new_keep = (keep @ overlaps == 0).to(overlaps.dtype)  # (B,): overlapped by no box kept in this pass
-        if torch.equal(new_keep, keep):  # nothing changes any more
+        # nothing changes any more? (not torch.equal: a tampering learner may patch it in the kernel where the
+        # package's NMS runs too, tests/test_grading_tamper.py)
+        if not bool((new_keep != keep).any()):
             return keep.bool()
         keep = new_keep
 
