@@ -110,15 +110,15 @@ def fit_to_budget(
 
 def _time_steps_and_validation(model: MaskRCNN, recipe: Recipe, train_step: Callable) -> tuple[float, float]:
     """Seconds per training step and per validated scene for `model` (changed by the steps: pass a copy),
-    each timed on what train() runs: the recipe's first batches, and an epoch's validation."""
+    each timed on what train() runs: the recipe's first batches (drawing their scenes included), and an epoch's
+    validation."""
     model.train()
     optimizer = GradientLimit(optimizer_for(model, recipe), model.parameters(), recipe.grad_clip)
     dataset, order = epoch_scenes(replace(recipe, images_per_epoch=(PROBE_STEPS + 1) * recipe.batch_size), 1)
-    batches = [step_batch(dataset, order, recipe.batch_size, k) for k in range(1, PROBE_STEPS + 2)]
-    train_step(model, optimizer, *batches[0])
+    train_step(model, optimizer, *step_batch(dataset, order, recipe.batch_size, 1))
     started = time.perf_counter()
-    for images, targets in batches[1:]:
-        train_step(model, optimizer, images, targets)
+    for k in range(2, PROBE_STEPS + 2):  # drawing the step's scenes counts, as in train() (about a tenth of a step)
+        train_step(model, optimizer, *step_batch(dataset, order, recipe.batch_size, k))
     per_step = (time.perf_counter() - started) / PROBE_STEPS
     validation = recipe_scenes(recipe, 0, min(PROBE_IMAGES, recipe.val_images))
     started = time.perf_counter()
