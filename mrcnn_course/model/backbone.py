@@ -206,8 +206,8 @@ class BackboneWithFPN(nn.Module):
 
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
         """The FPN maps of a batch, computed in channels-last memory order (the layout oneDNN's CPU
-        convolutions work in: a quarter less time per training step on the small model, the same numbers
-        up to rounding; benchmarks/TUNING.md). The maps keep that layout; shapes and values are as usual."""
+        convolutions work in: a quarter less time in the small model's backbone, forward and backward, for
+        the same numbers up to rounding; benchmarks/TUNING.md). The maps keep that layout; shapes are as usual."""
         maps = self.fpn(self.body(images.contiguous(memory_format=torch.channels_last)))
         names = [str(i) for i in range(len(maps) - 1)] + ["pool"]
         return OrderedDict(zip(names, maps))

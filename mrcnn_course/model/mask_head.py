@@ -56,7 +56,8 @@ class MaskRCNNHeads(nn.Sequential):
 
         Channels-last (each pixel's channels side by side) is the layout oneDNN's CPU convolutions work in:
         on K x 64 x 14 x 14 RoIs it makes this head and the predictor's transposed convolution (10x, on its
-        own) several times faster than the default layout, for the same numbers (benchmarks/TUNING.md).
+        own) several times faster than the default layout, for the same numbers up to rounding
+        (benchmarks/TUNING.md).
         """
         return super().forward(features.contiguous(memory_format=torch.channels_last))
 

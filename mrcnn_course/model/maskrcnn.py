@@ -264,13 +264,13 @@ class SmallConfig:
     )
     fpn_channels: int = 64  # a quarter of R-50's 256: the mask head's cost grows with its square
     # The 128-px scenes are enlarged to 192 px inside the model (stage 1): small objects get more pixels on P2 and
-    # in RoI Align, for a quarter more time a step; mask mAP@0.5 0.967 in 900 steps, against 0.951 in 1200 steps
-    # at 128 px (benchmarks/TUNING.md). Detections come back in the scene's own pixels.
+    # in RoI Align, for a tenth to a fifth more time a step; mask mAP@0.5 0.967 in 900 steps, against 0.951 in
+    # 1200 steps at 128 px (benchmarks/TUNING.md). Detections come back in the scene's own pixels.
     min_size: int = 192
     max_size: int = 192
     anchor_sizes: tuple = ((8,), (16,), (32,), (64,), (128,))  # R-50's sizes scaled by 128/512
     # training proposals: 300 per level before NMS, 150 after: as accurate as 600/300 on these scenes and
-    # about 10% faster a step (the RPN's NMS is a third of the forward pass; benchmarks/TUNING.md)
+    # about 10% faster a step when the RPN's NMS was a third of the forward pass (issue 3; benchmarks/TUNING.md)
     rpn_pre_nms_top_n_train: int = 300
     rpn_post_nms_top_n_train: int = 150
     rpn_pre_nms_top_n_test: int = 300

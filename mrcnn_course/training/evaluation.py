@@ -42,7 +42,7 @@ def binary_masks(masks: Tensor) -> Tensor:
 
 def rles(detections: dict[str, Tensor]) -> list[dict]:
     """COCO run-length encodings {"size": [H, W], "counts": str} of a prediction's or a target's masks
-    (training_trace.encode_detections thresholds predicted masks at MASK_THRESHOLD)."""
+    (encoding.encode_detections thresholds predicted masks at MASK_THRESHOLD)."""
     encoded = encode_detections(detections)
     return [{"size": encoded["size"], "counts": counts} for counts in encoded["masks"]]
 
