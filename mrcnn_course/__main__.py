@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="checkpoint.pt written by train (or its folder), or a saved state_dict",
     )
-    evaluate.add_argument("--coco", type=Path, help="a COCO folder: annotations.json and images/ (data.CocoFolder)")
+    evaluate.add_argument("--coco", type=Path, help="a COCO folder: annotations.json and images/ (coco.CocoFolder)")
     evaluate.add_argument(
         "--coco-annotations",
         default="annotations.json",
@@ -133,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export-pretrained",
-        help="(maintainers) ship a run as mrcnn_course/pretrained",
+        help="(maintainers) ship a run as mrcnn_course/training/pretrained",
         description="Write a train checkpoint's weights (float16) and its recipe.json into "
-        "mrcnn_course/pretrained/, for load_pretrained_small().",
+        "mrcnn_course/training/pretrained/, for load_pretrained_small().",
     )
     export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a finished run")
     export.add_argument("--command", required=True, help="the exact command that trained it, for recipe.json")
@@ -175,13 +175,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from mrcnn_course.training import data, evaluation
+    from mrcnn_course.training import coco, data, evaluation
     from mrcnn_course.training.pretrained import model_from_checkpoint
 
     model, recipe = model_from_checkpoint(args.checkpoint)
-    dataset: data.CocoFolder | data.ShapesDataset
+    dataset: coco.CocoFolder | data.ShapesDataset
     if args.coco is not None:
-        dataset = data.CocoFolder(args.coco, args.coco_annotations, args.coco_images, num_classes=model.num_classes)
+        dataset = coco.CocoFolder(args.coco, args.coco_annotations, args.coco_images, num_classes=model.num_classes)
         where = f"the COCO folder {args.coco}"
     else:
         dataset, where = loop.recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from mrcnn_course.__main__ import main
-from mrcnn_course.training import data
+from mrcnn_course.training import coco, data
 from mrcnn_course.training.loop import Recipe, train
 
 TINY = Recipe(epochs=1, images_per_epoch=4, batch_size=4, val_images=4, shown_images=1, image_size=64)
@@ -47,7 +47,7 @@ def test_evaluate_on_generated_scenes(checkpoint, capsys):
 
 
 def test_evaluate_on_a_coco_folder(checkpoint, tmp_path, capsys):
-    data.export_coco(data.ShapesDataset(3, 64, seed=5), tmp_path / "coco")
+    coco.export_coco(data.ShapesDataset(3, 64, seed=5), tmp_path / "coco")
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--coco", str(tmp_path / "coco")]) == 0
     assert f"on the COCO folder {tmp_path / 'coco'} (3 images)" in capsys.readouterr().out
 

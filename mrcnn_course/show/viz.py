@@ -106,7 +106,7 @@ def to_display(image: Tensor) -> np.ndarray:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(
             f"expected an image Tensor[3, H, W], got {shape}; "
-            "convert a PIL image or an H x W x 3 array with data.to_image_tensor first"
+            "convert a PIL image or an H x W x 3 array with images.to_image_tensor first"
         )
     image = image.detach().cpu()
     image = image.float() / 255 if image.dtype == torch.uint8 else image.float()

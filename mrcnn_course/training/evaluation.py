@@ -29,7 +29,8 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
-from mrcnn_course.training.data import CocoFolder, SceneSet, coco_annotations, collate
+from mrcnn_course.training.coco import CocoFolder, coco_annotations
+from mrcnn_course.training.data import SceneSet, collate
 from mrcnn_course.training.encoding import encode_detections
 
 MAP_NAMES = ("box_map", "box_map50", "mask_map", "mask_map50")

@@ -3,7 +3,7 @@
     model = mrcnn_course.load_pretrained_small()      # eval mode, ready: model([image])
     recipe = pretrained_recipe()                      # the command, seed, recipe, versions, final figures
 
-mrcnn_course/pretrained/ holds maskrcnn_small.pt (the state_dict in float16, half the size; the
+mrcnn_course/training/pretrained/ holds maskrcnn_small.pt (the state_dict in float16, half the size; the
 weights are widened back to float32 when loaded) and recipe.json beside it. A test checks that
 recipe.json's recipe and model configuration are today's defaults, so the shipped model cannot
 silently drift away from what `python -m mrcnn_course train` would train.
