@@ -24,7 +24,7 @@ from mrcnn_course.__main__ import main
 from mrcnn_course.model import components, input_image
 from mrcnn_course.model.input_image import check_images_and_targets
 from mrcnn_course.model.maskrcnn import maskrcnn_small
-from mrcnn_course.training import checkpoints, data, evaluation, loop
+from mrcnn_course.training import checkpoints, coco, data, evaluation, images, loop
 from mrcnn_course.training.checkpoints import (
     CHECKPOINT_NAME,
     OutputFolderError,
@@ -270,30 +270,30 @@ BAD_COCO = [
 def test_a_broken_coco_annotation_is_named_when_the_folder_opens(tmp_path, bad, message):
     coco_folder(tmp_path, [bad])
     with pytest.raises(ValueError, match=re.escape(message)):
-        data.CocoFolder(tmp_path)
+        coco.CocoFolder(tmp_path)
 
 
 def test_duplicate_image_ids_and_string_category_ids_are_refused(tmp_path):
     twice = [{"id": 9, "file_name": "x.png"}, {"id": 9, "file_name": "y.png"}]
     coco_folder(tmp_path, [annotation()], images=twice)
     with pytest.raises(ValueError, match=re.escape("image id 9 is given to both x.png and y.png: each image needs")):
-        data.CocoFolder(tmp_path)
+        coco.CocoFolder(tmp_path)
     coco_folder(tmp_path, [annotation()], categories=[{"id": "1", "name": "square"}])
     with pytest.raises(ValueError, match=re.escape("category entry 0 has id '1': category ids are integers")):
-        data.CocoFolder(tmp_path)
+        coco.CocoFolder(tmp_path)
 
 
 def test_category_ids_the_model_cannot_predict_are_refused(tmp_path):
     coco_folder(tmp_path, [annotation(), annotation(id=6, category_id=12)])
-    assert len(data.CocoFolder(tmp_path)) == 1  # without a model in mind, any category is fine
+    assert len(coco.CocoFolder(tmp_path)) == 1  # without a model in mind, any category is fine
     message = (
         "1 annotations have category ids the model cannot predict (it has 6 classes, ids 1 to 5), e.g. "
         "annotations 6 (category 12): they would all count as missed"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
-        data.CocoFolder(tmp_path, num_classes=6)
+        coco.CocoFolder(tmp_path, num_classes=6)
     with pytest.raises(ValueError, match=re.escape(message)):  # evaluate asks before running the model
-        evaluation.evaluate(maskrcnn_small(num_classes=6), data.CocoFolder(tmp_path))
+        evaluation.evaluate(maskrcnn_small(num_classes=6), coco.CocoFolder(tmp_path))
 
 
 def test_every_object_a_crowd_region_makes_map_undefined_not_minus_one():
@@ -307,21 +307,21 @@ def test_every_object_a_crowd_region_makes_map_undefined_not_minus_one():
 def test_a_16_bit_png_is_read_at_its_level(tmp_path):
     levels = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
     Image.fromarray(levels).save(tmp_path / "gray16.png")
-    image = data.to_image_tensor(tmp_path / "gray16.png")
+    image = images.to_image_tensor(tmp_path / "gray16.png")
     assert image.shape == (3, 2, 2)
     assert torch.allclose(image[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]), atol=1e-4)
     assert torch.equal(image[0], image[2])  # gray in all three channels
 
 
 def test_the_command_line_reads_a_coco_folder_of_any_layout(finished_run, tmp_path, capsys):
-    data.export_coco(data.ShapesDataset(2, 64, seed=5), tmp_path / "export")
+    coco.export_coco(data.ShapesDataset(2, 64, seed=5), tmp_path / "export")
     (tmp_path / "export" / "images").rename(tmp_path / "export" / "val2017")
     (tmp_path / "export" / "annotations.json").rename(tmp_path / "export" / "instances.json")
     with pytest.raises(SystemExit):
         main(["evaluate", "--checkpoint", str(finished_run), "--coco", str(tmp_path / "export")])
     assert "on the command line --coco-annotations and --coco-images" in capsys.readouterr().err
-    checkpoint, coco = str(finished_run), str(tmp_path / "export")
-    options = ["--coco", coco, "--coco-annotations", "instances.json", "--coco-images", "val2017"]
+    checkpoint, folder = str(finished_run), str(tmp_path / "export")
+    options = ["--coco", folder, "--coco-annotations", "instances.json", "--coco-images", "val2017"]
     assert main(["evaluate", "--checkpoint", checkpoint, *options]) == 0
     assert "(2 images)" in capsys.readouterr().out
 

@@ -239,7 +239,7 @@ def check_image(i: int, image: Tensor, max_size: int | None) -> Tensor:
     if not isinstance(image, Tensor):
         raise ValueError(
             f"image {i} is a {type(image).__name__}, not a tensor: convert it with "
-            "mrcnn_course.training.data.to_image_tensor"
+            "mrcnn_course.training.images.to_image_tensor"
         )
     if image.dim() != 3 or image.shape[0] != 3:
         hint = " (channels last? use image.permute(2, 0, 1))" if image.dim() == 3 and image.shape[-1] == 3 else ""

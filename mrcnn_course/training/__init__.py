@@ -1,7 +1,9 @@
 """Training and data: scenes, datasets, the training loop and its trace, checkpoints, evaluation.
 
       scenes.py          the synthetic scene painter: squares, circles, triangles, a cartoon dog and cat
-      data.py            datasets (ShapesDataset, CocoFolder), COCO export, images from files
+      data.py            the synthetic dataset: make_scene, ShapesDataset, the target form, CLASSES
+      images.py          to_image_tensor: images from files, PIL, numpy or tensors as Tensor[3, H, W]
+      coco.py            COCO folders: export_coco, CocoFolder (read any COCO folder), their checks
       encoding.py        images and detections as compact JSON text (PNG, COCO run-length masks)
       evaluation.py      box and mask mAP with pycocotools, detection accuracy
       loop.py            train(), the Recipe, train_step: the loop, its schedule and the seed
