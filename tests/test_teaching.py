@@ -14,6 +14,7 @@ import pytest
 from nbclient import NotebookClient
 
 from mrcnn_course.teaching import course, nbgrader_steps, quiz
+from mrcnn_course.teaching.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = [
@@ -88,7 +89,7 @@ def test_release_names_unknown_assignments(tmp_path):
 
 def test_commands_report_bad_input_without_a_traceback(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert course.main(["grades"]) == 2
+    assert main(["grades"]) == 2
     assert "error: no nbgrader_config.py in" in capsys.readouterr().err
 
 

@@ -3,7 +3,8 @@
       grading/            one checker per exercise (checks_<stage>.py), the guard, the learner's components
       quiz.py             sealed multiple-choice keys and immediate feedback (no torch: quizzes load fast)
       nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
-      course.py           release, autograde, grades: `python -m mrcnn_course.teaching release` (make release)
+      course.py           release, autograde, grades, nbgrader's exchange, as functions of the course's root
+      __main__.py         the command line over course.py and dashboard.py: `python -m mrcnn_course.teaching release`
       dashboard.py        the class at a glance from the gradebook: scores, pass rates, failing cases (make dashboard)
       notebook_errors.py  a check run before the cell it needs says which cell to run (no raw NameError)
 

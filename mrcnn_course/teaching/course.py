@@ -1,25 +1,24 @@
 """Teaching with nbgrader: release the lessons and quizzes, autograde a class, write feedback and grades.
 
-    python -m mrcnn_course.teaching release     # solutions/ -> lessons/, quizzes/      (make release)
-    python -m mrcnn_course.teaching autograde   # grading/submitted -> grades, feedback  (make autograde)
-    python -m mrcnn_course.teaching grades      # the gradebook -> grading/grades.csv    (make grades)
-    python -m mrcnn_course.teaching exchange-release NAME...  # lessons/, quizzes/ -> nbgrader's exchange
-    python -m mrcnn_course.teaching exchange-collect NAME...  # the exchange -> grading/submitted
-    python -m mrcnn_course.teaching dashboard   # the gradebook -> grading/dashboard.png   (make dashboard)
+    release(root)                     # solutions/ -> lessons/, quizzes/      (make release)
+    outcomes = autograde(root)        # grading/submitted -> grades, feedback  (make autograde)
+    write_grades(root)                # the gradebook -> grading/grades.csv    (make grades)
+    exchange_release(root, names)     # lessons/, quizzes/ -> nbgrader's exchange
+    exchange_collect(root, names)     # the exchange -> grading/submitted
 
+`python -m mrcnn_course.teaching` runs them from the command line (__main__.py), with the dashboard.
 Run it from the course's root, where nbgrader_config.py is (nbgrader reads it from the current
 directory). Sources: solutions/NN_name (lessons -> lessons/) and solutions/quiz_NN_name (quizzes ->
 quizzes/); learners' work: grading/submitted/<learner>/<assignment>/, next to the gradebook.
 
-Each command runs nbgrader's own converters through nbgrader.apps.NbGraderAPI (the code behind
+Each function runs nbgrader's own converters through nbgrader.apps.NbGraderAPI (the code behind
 `nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`,
 `nbgrader release_assignment`, `nbgrader collect`). Autograding runs in one process, or in `jobs`
 worker processes that each grade one submission at a time into the same gradebook (SQLite, or the
-PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: see --shard). What
+PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: see shard). What
 the course changes in nbgrader's pipelines is in nbgrader_steps.py.
 """
 
-import argparse
 import csv
 import multiprocessing
 import os
@@ -107,7 +106,7 @@ def release(root: Path, names: list[str] | None = None) -> list[Assignment]:
         _generate(api, assignment)
         print(f"released {assignment.release_directory}/{assignment.name}")
     for directory in RELEASE_DIRECTORIES.values():
-        for orphan in sorted(set(_subfolders(root / directory)) - {a.name for a in assignments}):
+        for orphan in sorted(set(subfolders(root / directory)) - {a.name for a in assignments}):
             print(
                 f"warning: {directory}/{orphan} has no source in solutions/: delete it "
                 f"(git rm -r {directory}/{orphan})",
@@ -154,7 +153,9 @@ def exchange_collect(root: Path, names: list[str]) -> list[Assignment]:
     return chosen
 
 
-def _subfolders(folder: Path) -> list[str]:
+def subfolders(folder: Path) -> list[str]:
+    """The names of the folders in `folder` (hidden ones left out; none if it does not exist): learners in
+    grading/submitted, a learner's assignments, the released assignments."""
     return [p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
 
 
@@ -208,12 +209,10 @@ def autograde(
     index, count = shard
     if not 1 <= index <= count:
         raise ValueError(f"shard {index}/{count}: the first number counts from 1 to the second, e.g. 2/3")
-    chosen = sorted(set(_subfolders(submitted)) & set(learners or _subfolders(submitted)))[index - 1 :: count]
+    chosen = sorted(set(subfolders(submitted)) & set(learners or subfolders(submitted)))[index - 1 :: count]
     outcomes, todo = [], []
     for learner in chosen:
-        for name in sorted(
-            set(_subfolders(submitted / learner)) & set(assignments or _subfolders(submitted / learner))
-        ):
+        for name in sorted(set(subfolders(submitted / learner)) & set(assignments or subfolders(submitted / learner))):
             if name in known:
                 todo.append((learner, name))
             else:
@@ -331,65 +330,3 @@ def write_grades(root: Path) -> Path:
     with open(path, "w", newline="") as out:
         csv.writer(out).writerows(rows)
     return path
-
-
-def _print_outcomes(outcomes: list[Outcome]) -> int:
-    """The autograding table; returns how many submissions failed."""
-    for o in outcomes:
-        status = f"{o.score:g} / {o.max_score:g}" if o.score is not None else "FAILED"
-        print(f"{o.learner:20} {o.assignment:24} {status}" + (f"\n    {o.error}" if o.error else ""))
-    failed = sum(o.score is None for o in outcomes)
-    print(f"{len(outcomes)} submissions, {failed} failed; feedback in grading/feedback/")
-    return failed
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, _, count = text.partition("/")
-    try:
-        return int(index), int(count)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: write K/N, e.g. 2/3 for the second of three machines") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mrcnn_course.teaching", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    release_cmd = commands.add_parser("release", help="regenerate lessons/ and quizzes/ from solutions/")
-    release_cmd.add_argument("names", nargs="*", help="assignments to release (default: all)")
-    grade_cmd = commands.add_parser("autograde", help="grade grading/submitted and write feedback")
-    grade_cmd.add_argument("--learner", action="append", help="only this learner (repeatable)")
-    grade_cmd.add_argument("--assignment", action="append", help="only this assignment (repeatable)")
-    grade_cmd.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
-    grade_cmd.add_argument(
-        "--shard", type=_shard, default=(1, 1), help="K/N: this machine grades the K-th of every N learners"
-    )
-    commands.add_parser("grades", help="write grading/grades.csv from the gradebook")
-    for command, what in (("exchange-release", "put into nbgrader's exchange"), ("exchange-collect", "collect")):
-        commands.add_parser(command, help=f"{what}: lessons and quizzes alike").add_argument("names", nargs="+")
-    commands.add_parser("dashboard", help="draw the class's results into grading/dashboard.png")
-    args = parser.parse_args(argv)
-    root = Path.cwd()
-    try:
-        if args.command == "release":
-            release(root, args.names or None)
-        elif args.command == "autograde":
-            outcomes = autograde(root, args.learner, args.assignment, jobs=args.jobs, shard=args.shard)
-            return 1 if _print_outcomes(outcomes) else 0
-        elif args.command == "exchange-release":
-            exchange_release(root, args.names)
-        elif args.command == "exchange-collect":
-            exchange_collect(root, args.names)
-        elif args.command == "dashboard":
-            from mrcnn_course.teaching import dashboard  # matplotlib: loaded only for this command
-
-            print(f"wrote {dashboard.save(root)}")
-        else:
-            print(f"wrote {write_grades(root)}")
-    except (FileNotFoundError, ValueError, NbgraderFailed) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

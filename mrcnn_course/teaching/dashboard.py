@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from nbgrader.api import Gradebook
 
-from mrcnn_course.teaching.course import _subfolders, course_api, find_assignments
+from mrcnn_course.teaching.course import course_api, find_assignments, subfolders
 from mrcnn_course.teaching.grading.core import failed_case
 
 MAX_ROWS = 40  # learners shown in the who-has-not-handed-in grid; the title counts the others
@@ -58,7 +58,7 @@ def read_class(root: Path) -> ClassResults:
     pass_rates: dict[tuple[str, str], float] = {}
     max_scores: dict[str, float] = {}
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
-        learners = sorted({s.id for s in gradebook.students} | set(_subfolders(submitted)))
+        learners = sorted({s.id for s in gradebook.students} | set(subfolders(submitted)))
         for assignment in gradebook.assignments:
             submissions = assignment.submissions
             if not submissions:
@@ -72,8 +72,8 @@ def read_class(root: Path) -> ClassResults:
             pass_rates.update({(assignment.name, cell): n / len(submissions) for cell, n in passed.items()})
     assignments = sorted(scores, key=lambda n: (order.get(n, len(order)), n))
     handed_in = {name: set(scores[name]) for name in assignments}
-    for learner in _subfolders(submitted):  # handed in, not graded yet
-        for name in set(_subfolders(submitted / learner)) & set(handed_in):
+    for learner in subfolders(submitted):  # handed in, not graded yet
+        for name in set(subfolders(submitted / learner)) & set(handed_in):
             handed_in[name].add(learner)
     missing = {
         learner: [name for name in assignments if learner not in handed_in[name]]
