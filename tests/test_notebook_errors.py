@@ -1,4 +1,4 @@
-"""mrcnn_course.teaching.notebook_errors in a real kernel, read through nbgrader's Validator (issue 15.5):
+"""mrcnn_course.teaching.notebook_errors in a real kernel, read through nbgrader's Validator:
 a check run before the cells it needs says which cell to run, a quiz answer left None never prints the
 sealed key, and every failure's verdict and hint reach `nbgrader validate` whole (it cuts lines at 87
 characters). About 10 s: one kernel."""

@@ -1,4 +1,4 @@
-"""What a learner sees when a cell runs before the cells it needs, in a notebook (issue 15).
+"""What a learner sees when a cell runs before the cells it needs, in a notebook.
 
 A check cell run before the setup cell, the exercise's function or a quiz answer would show a raw
 NameError, and a quiz's format check would print the cell around it, with its ~600-character sealed
