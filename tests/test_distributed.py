@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from mrcnn_course.training.distributed import broadcast_from_rank_0, is_main_process, start_distributed
+from mrcnn_course.training.distributed import World, is_main_process, start_distributed
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -64,8 +64,13 @@ def test_torchrun_trains_on_two_processes(tmp_path):
 def test_a_single_process_needs_no_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("RANK", raising=False)
-    rank, world, device, started = start_distributed()
-    assert (rank, world, started) == (0, 1, False)
-    assert is_main_process() and broadcast_from_rank_0({"a": 1}, world) == {"a": 1}
+    world, device, started = start_distributed()
+    assert world == World(rank=0, size=1) and world.is_rank_0 and not started
+    assert is_main_process() and world.broadcast_from_rank_0({"a": 1}) == {"a": 1}
+    assert torch.equal(world.sum(torch.ones(2)), torch.ones(2))  # one process: the sum is its own tensor
     monkeypatch.setenv("RANK", "1")
     assert not is_main_process()
+
+
+def test_each_rank_takes_every_size_th_item_from_its_rank_on():
+    assert [World(rank, 3).share(range(8)) for rank in range(3)] == [[0, 3, 6], [1, 4, 7], [2, 5]]

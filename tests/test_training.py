@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from mrcnn_course.model import components
-from mrcnn_course.model.maskrcnn import maskrcnn_small
-from mrcnn_course.training import data, loop
+from mrcnn_course.training import data, loop, training_step
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
-from mrcnn_course.training.loop import QUICK, Recipe, one_cycle, train, validation_losses
+from mrcnn_course.training.loop import train
+from mrcnn_course.training.recipe import Recipe, dataset_seed
 from mrcnn_course.training.stopping import TrainingDiverged
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
 
@@ -68,7 +68,7 @@ def test_the_trace_records_every_figure_of_every_epoch(run):
     assert trace.epochs[-1].train_losses[TOTAL] < trace.epochs[0].train_losses[TOTAL]  # it learns
     assert trace.class_names == list(data.CLASSES) and trace.seed == 3 and trace.config == TINY.to_dict()
     # the fixed validation images and their ground truth are in the trace, drawable without the dataset
-    image, target = data.ShapesDataset(4, 64, loop.dataset_seed(3, 0), TINY.classes)[0]
+    image, target = data.ShapesDataset(4, 64, dataset_seed(3, 0), TINY.classes)[0]
     assert torch.allclose(trace.image(0), image, atol=1 / 255)
     assert torch.equal(trace.target(0)["labels"], target["labels"])
     assert trace.predictions(3, 0)["masks"].shape[-2:] == (64, 64)
@@ -130,19 +130,6 @@ def test_a_killed_run_resumes_to_the_same_trace(run, tmp_path):
     assert "| Epoch | Loss | Accuracy | Observation |" in finished.stdout
 
 
-def test_validation_losses_leave_the_model_and_the_random_stream_alone():
-    torch.manual_seed(0)
-    model = maskrcnn_small(num_classes=len(data.CLASSES)).train()
-    scenes = data.ShapesDataset(4, 64, seed=1)
-    buffers = {k: v.clone() for k, v in model.state_dict().items()}
-    rng = torch.get_rng_state()
-    first = validation_losses(model, scenes, batch_size=2, seed=0)
-    assert torch.equal(torch.get_rng_state(), rng)
-    assert all(torch.equal(v, buffers[k]) for k, v in model.state_dict().items())  # BN statistics too
-    assert model.training and all(m.training for m in model.modules())
-    assert validation_losses(model, scenes, batch_size=2, seed=0) == first  # the same samples every time
-
-
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     poisoned = []
 
@@ -190,53 +177,18 @@ def test_bad_settings_are_refused_clearly(run, tmp_path):
         train(recipe=TINY, out=run[1], resume=True, seed=4)
 
 
-def test_one_cycle_rises_then_falls():
-    factors = [one_cycle(step, 100, 0.25) for step in range(100)]
-    assert factors[0] == pytest.approx(0.04) and factors[25] == 1.0 and factors[-1] < 0.01
-    assert factors[:26] == sorted(factors[:26]) and factors[25:] == sorted(factors[25:], reverse=True)
-    assert one_cycle(0, 1, 0.25) == pytest.approx(0.04)  # a one-step run works too
-
-
-def test_notebooks_train_quickly_under_autograding(monkeypatch):
-    monkeypatch.delenv("AUTOGRADING", raising=False)
-    assert loop.recipe_for_notebooks(epochs=5) == Recipe(epochs=5)
-    monkeypatch.setenv("AUTOGRADING", "1")
-    quick = loop.recipe_for_notebooks(epochs=5)
-    assert quick == Recipe(**QUICK) and quick.epochs * quick.images_per_epoch <= 32
-
-
-def test_fresh_scenes_each_epoch_or_one_set_shuffled_each_epoch():
-    first, second = (loop.epoch_scenes(TINY, epoch) for epoch in (1, 2))
-    assert first[1] == second[1] == list(range(8))
-    assert not torch.equal(first[0][0][0], second[0][0][0])  # new scenes
-    fixed = replace(TINY, fresh_images=False)
-    (dataset_1, order_1), (dataset_2, order_2) = (loop.epoch_scenes(fixed, epoch) for epoch in (1, 2))
-    assert torch.equal(dataset_1[5][0], dataset_2[5][0])  # the same scenes
-    assert sorted(order_1) == sorted(order_2) == list(range(8)) and order_1 != order_2  # in another order
-    assert loop.epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
-
-
-def test_a_step_of_ones_own_trains_and_its_optimizer_limits_the_gradient(run):
-    """train(step=...) runs the given step for every batch (lesson 07 passes the learner's); with the
-    course's step it is the same run as the default. The optimizer it receives clips before updating."""
+def test_a_step_of_ones_own_trains_like_the_courses(run):
+    """train(train_step=...) runs the given step for every batch (lesson 07 passes the learner's); with the
+    course's step it is the same run as the default, and the optimizer it receives is a GradientLimit."""
     calls = []
 
     def my_step(model, optimizer, images, targets):
         calls.append(type(optimizer).__name__)
-        return loop.train_step(model, optimizer, images, targets)
+        return training_step.train_step(model, optimizer, images, targets)
 
     trace = train(recipe=TINY, progress=False, train_step=my_step)
     assert figures(trace) == figures(run[0])
     assert calls == ["GradientLimit"] * (TINY.epochs * TINY.steps_per_epoch)
-
-    model = maskrcnn_small(num_classes=len(data.CLASSES))
-    limited = loop.GradientLimit(torch.optim.SGD(model.parameters(), lr=0.0), model.parameters(), 1.0)
-    for parameter in model.parameters():
-        parameter.grad = torch.full_like(parameter, 10.0)
-    limited.step()
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters()]))
-    assert norm.item() == pytest.approx(1.0, rel=1e-3)
-    assert limited.param_groups[0]["lr"] == 0.0  # the rest is the wrapped optimizer's
 
 
 @pytest.mark.parametrize("returned, shown", [(None, "NoneType"), ({"total": 1.0}, "'total'")])

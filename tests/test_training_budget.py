@@ -9,9 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mrcnn_course.training import loop
+from mrcnn_course.training import training_step
 from mrcnn_course.training.budget import BudgetFit, fit_to_budget
-from mrcnn_course.training.loop import Recipe
+from mrcnn_course.training.recipe import Recipe
 
 TINY = Recipe(epochs=2, images_per_epoch=32, batch_size=4, val_images=8, image_size=64, seed=5)
 
@@ -19,7 +19,7 @@ TINY = Recipe(epochs=2, images_per_epoch=32, batch_size=4, val_images=8, image_s
 def slow_step(model, optimizer, images, targets):
     """The course's step and a quarter of a second more, like a slow component."""
     time.sleep(0.25)
-    return loop.train_step(model, optimizer, images, targets)
+    return training_step.train_step(model, optimizer, images, targets)
 
 
 def test_a_recipe_that_fits_is_kept():

@@ -6,7 +6,10 @@
       coco.py            COCO folders: export_coco, CocoFolder (read any COCO folder), their checks
       encoding.py        images and detections as compact JSON text (PNG, COCO run-length masks)
       evaluation.py      box and mask mAP with pycocotools, detection accuracy
-      loop.py            train(), the Recipe, train_step: the loop, its schedule and the seed
+      recipe.py          Recipe: the data, the schedule and the seed; each epoch's scenes
+      loop.py            train(): a TrainingRun (model, optimizer, schedule, world, checkpoint) and its epochs
+      training_step.py   train_step (lesson 07's reference), the batch it takes, the gradient limit
+      validation.py      after each epoch: the validation losses and metrics (accuracy, mAP, predictions)
       training_trace.py  TrainingTrace: per-epoch losses, accuracy, mAP, predictions, an observation
       budget.py          fit_to_budget: shorten the capstone's run to the course's time budget
       checkpoints.py     save and resume a run exactly (weights, optimizer, random states), with a digest
@@ -15,29 +18,18 @@
       pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
 
 `from mrcnn_course import training` gives this package, with the loop's names at hand:
-training.train, training.Recipe, training.train_step, training.recipe_for_notebooks, training.recipe_scenes, ...
-Uses the model; never pictures or teaching.
+training.train, training.Recipe, training.train_step, training.recipe_scenes, ...
+Uses the model; never pictures or teaching (what only autograding needs is in teaching/autograding.py).
 """
 
-from mrcnn_course.training.loop import (
-    QUICK,
-    Recipe,
-    StepInfo,
-    autograding,
-    dataset_seed,
-    recipe_for_notebooks,
-    recipe_scenes,
-    train,
-    train_step,
-)
+from mrcnn_course.training.loop import StepInfo, train
+from mrcnn_course.training.recipe import Recipe, dataset_seed, recipe_scenes
+from mrcnn_course.training.training_step import train_step
 
 __all__ = [
-    "QUICK",
     "Recipe",
     "StepInfo",
-    "autograding",
     "dataset_seed",
-    "recipe_for_notebooks",
     "recipe_scenes",
     "train",
     "train_step",

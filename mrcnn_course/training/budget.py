@@ -18,22 +18,15 @@ from dataclasses import dataclass, replace
 import torch
 
 from mrcnn_course.model.maskrcnn import MaskRCNN, maskrcnn_small
-from mrcnn_course.training import data, loop
-from mrcnn_course.training.loop import (
-    GradientLimit,
-    Recipe,
-    epoch_scenes,
-    evaluate_on_rank_0,
-    optimizer_for,
-    recipe_scenes,
-    step_batch,
-    validation_losses,
-)
+from mrcnn_course.training import data, training_step
 from mrcnn_course.training.pretrained import load_pretrained_small
+from mrcnn_course.training.recipe import Recipe, epoch_scenes, optimizer_for, recipe_scenes
+from mrcnn_course.training.training_step import GradientLimit, step_batch
+from mrcnn_course.training.validation import validation_losses, validation_metrics
 
-TRAINING_BUDGET = 360.0  # seconds: the course's budget for a notebook's training run, validation included (the default
-# recipe, under 5 minutes of steps as issues 3 and 16 asked, takes about 4.5 minutes on 2 quiet cores: a slower laptop
-# has a minute and a half)
+# seconds: the course's budget for a notebook's training run, validation included: the default recipe's run
+# (benchmarks/TUNING.md's run 20) with room to spare for a slower laptop
+TRAINING_BUDGET = 360.0
 PROBE_STEPS = 3  # timed steps per model, after one untimed step (the first pays for memory allocation)
 PROBE_IMAGES = 8  # validation scenes timed per model
 VALIDATION_SHARE = 0.25  # of the budget, at most, when the recipe has to shrink
@@ -79,7 +72,7 @@ class BudgetFit:
 def fit_to_budget(
     recipe: Recipe | None = None, seconds: float = TRAINING_BUDGET, train_step: Callable | None = None
 ) -> BudgetFit:
-    """Time `train_step` (default training.train_step) and validation with the components active now, on the
+    """Time `train_step` (default training_step.train_step) and validation with the components active now, on the
     recipe's own scenes, and return a BudgetFit whose recipe ends within `seconds`: the recipe itself if it
     fits; else validation is cut to VALIDATION_SHARE of the budget (keeping the shown scenes and a batch)
     and images_per_epoch to the most whole batches (at least one) that fit in the rest.
@@ -89,7 +82,7 @@ def fit_to_budget(
     the shipped trained one, and the run is costed at their mean. The global random state is left as it was.
     """
     asked = recipe or Recipe()
-    train_step = train_step or loop.train_step
+    train_step = train_step or training_step.train_step
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(asked.seed)
         timings = [
@@ -123,5 +116,5 @@ def _time_steps_and_validation(model: MaskRCNN, recipe: Recipe, train_step: Call
     validation = recipe_scenes(recipe, 0, min(PROBE_IMAGES, recipe.val_images))
     started = time.perf_counter()
     validation_losses(model, validation, recipe.batch_size, recipe.seed)
-    evaluate_on_rank_0(model, validation, recipe, rank=0, world=1)
+    validation_metrics(model, validation, recipe)
     return per_step, (time.perf_counter() - started) / len(validation)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrcnn_course.training.distributed import broadcast_from_rank_0
+from mrcnn_course.training.distributed import World
 from mrcnn_course.training.stopping import what_is_kept
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -74,11 +74,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def all_rng_states(world: int) -> list[dict]:
-    """[rng_state() of process 0, of process 1, ...] on every process (just [rng_state()] when world is 1)."""
-    if world == 1:
+def all_rng_states(world: World) -> list[dict]:
+    """[rng_state() of process 0, of process 1, ...] on every process (just [rng_state()] in one process)."""
+    if world.size == 1:
         return [rng_state()]
-    states: list[Any] = [None] * world  # filled by all_gather_object
+    states: list[Any] = [None] * world.size  # filled by all_gather_object
     torch.distributed.all_gather_object(states, rng_state())  # every process's state, for an exact resume
     return states
 
@@ -165,7 +165,7 @@ def warn_if_not_exact(saved: dict | None, now: dict) -> None:
             f"this resume will not repeat the uninterrupted run exactly ({', '.join(changed)}): the losses "
             f"will drift from it{advice}",
             ResumeNotExact,
-            stacklevel=3,
+            stacklevel=5,  # the line that called train(): warn_if_not_exact < TrainingRun.restore < start < train
         )
 
 
@@ -197,30 +197,30 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return 2 * 3 * weights + 10**7
 
 
-def on_rank_0(rank: int, world: int, write: Callable[[], None]) -> None:
+def on_rank_0(world: World, write: Callable[[], None]) -> None:
     """Run `write` on rank 0, the process that writes the files, and raise its OutputFolderError on every
     rank, so that none is left waiting for the others in its next collective."""
     problem = None
-    if rank == 0:
+    if world.is_rank_0:
         try:
             write()
         except OutputFolderError as error:
             problem = str(error)
-    problem = broadcast_from_rank_0(problem, world)
+    problem = world.broadcast_from_rank_0(problem)
     if problem is not None:
         raise OutputFolderError(problem)
 
 
-def check_output_on_rank_0(folder: Path, needed_bytes: int, rank: int, world: int) -> None:
+def check_output_on_rank_0(folder: Path, needed_bytes: int, world: World) -> None:
     """check_output_folder by rank 0, its verdict raised on every rank."""
-    on_rank_0(rank, world, lambda: check_output_folder(folder, needed_bytes))
+    on_rank_0(world, lambda: check_output_folder(folder, needed_bytes))
 
 
-def save_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path, rank: int = 0, world: int = 1) -> None:
+def save_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path, world: World) -> None:
     """Rank 0 writes the checkpoint, then the trace (a TrainingTrace) at trace_path. If the folder fails (full,
     removed, read-only), every rank raises an OutputFolderError that says which epoch's work is lost and which
     checkpoint is kept."""
-    on_rank_0(rank, world, lambda: write_run(checkpoint_path, checkpoint, trace, trace_path))
+    on_rank_0(world, lambda: write_run(checkpoint_path, checkpoint, trace, trace_path))
 
 
 def write_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) -> None:
@@ -255,7 +255,7 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathL
         ) from None
 
 
-def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: int) -> dict | None:
+def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: World) -> dict | None:
     """The checkpoint to continue from, or None for a new run; refuses what would lose or mix up work."""
     if not resume:
         if path is not None and path.exists():
@@ -280,9 +280,9 @@ def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: i
             f"the run in {path.parent} used another recipe (was -> now: {changed}): resume with "
             f"the same settings (only {list(CHANGEABLE_ON_RESUME)} may change), or start a new run in another folder"
         )
-    if checkpoint["world_size"] != world:
+    if checkpoint["world_size"] != world.size:
         raise ValueError(
-            f"the run in {path.parent} ran on {checkpoint['world_size']} processes, not {world}: "
+            f"the run in {path.parent} ran on {checkpoint['world_size']} processes, not {world.size}: "
             f"resume it with the same number"
         )
     return checkpoint

@@ -29,6 +29,7 @@ from mrcnn_course.training.encoding import decode_detections, decode_image
 
 LOSS_PARTS = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask")
 TOTAL = "total"  # the key of the summed loss in train_losses / val_losses
+LOSS_NAMES = (TOTAL, *LOSS_PARTS)  # the keys of every loss dict: the sum, then its parts
 BAR_WIDTH = 20  # characters of the longest loss bar in to_markdown
 _EIGHTHS = " ▏▎▍▌▋▊▉"  # partial blocks, 1/8 to 7/8 of a character
 
@@ -39,7 +40,7 @@ class EpochRecord:
 
     epoch: int  # 1-based
     train_losses: dict[str, float]  # TOTAL and the five LOSS_PARTS
-    val_losses: dict[str, float]  # the same keys, on the validation images (see training.validation_losses)
+    val_losses: dict[str, float]  # the same keys, on the validation images (see validation.validation_losses)
     accuracy: float  # evaluation.detection_accuracy on the validation images
     box_map: float  # COCO mAP@[.5:.95] of the boxes
     box_map50: float  # COCO mAP at IoU 0.5
