@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from mrcnn_course import maskrcnn_small
 from mrcnn_course.model import box_ops, components, torchvision_ops
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.core import build_cases, difference
+from mrcnn_course.teaching.grading.judge import build_cases, difference
 
 EXERCISES = list(grading.EXERCISES.values())
 IDS = [e.component for e in EXERCISES]
@@ -234,7 +234,7 @@ def test_other_components_stay_usable_and_run_the_reference_during_a_check(as_le
 
 
 def test_an_endless_loop_is_stopped_at_the_learners_line_and_an_outer_alarm_survives(monkeypatch):
-    monkeypatch.setattr(grading.NMS, "time_limit", 0.5)
+    monkeypatch.setattr(grading.EXERCISES["nms"], "time_limit", 0.5)
     fired = []
     previous = signal.signal(signal.SIGALRM, lambda *args: fired.append(True))
     signal.setitimer(signal.ITIMER_REAL, 60)

@@ -1,4 +1,4 @@
-"""A check never blames correct code for an earlier helper's mistake (issue 12.2): when the learner's
+"""A check never blames correct code for an earlier helper's mistake: when the learner's
 function calls another exercise of theirs by name (lesson 04's roi_align calls interpolation_weights),
 the helper is checked first, and one that fails its check is replaced by the package's for that check,
 which says so."""
@@ -29,7 +29,7 @@ def notebook(**replace: str) -> dict:
     return namespace
 
 
-NO_ZERO_OUTSIDE = {"    weights = weights * ~outside[..., None]\n": ""}  # the issue's wrong interpolation_weights
+NO_ZERO_OUTSIDE = {"    weights = weights * ~outside[..., None]\n": ""}  # a usual wrong interpolation_weights
 
 
 def test_right_roi_align_with_a_wrong_helper_passes_with_the_packages_helper_and_says_so(capsys):

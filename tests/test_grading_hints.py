@@ -1,4 +1,4 @@
-"""mrcnn_course.teaching.grading.hints and the lessons' exercise cells (issue 15.4): each exercise states
+"""mrcnn_course.teaching.grading.hints and the lessons' exercise cells: each exercise states
 its contract (arguments and results with shapes, the rules and traps) and keeps its steps out of sight
 until the learner asks (grading.hint); no step is a near-copy of a line of the solution."""
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.hints import STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
+STEPS = {name: e.steps for name, e in {**grading.EXERCISES, **grading.HELPER_EXERCISES}.items()}
 NAME = re.compile(r"[\w.]+(=[\w.]+)?")  # a name, or a keyword argument: a step may name what to call
 
 

@@ -1,4 +1,4 @@
-"""mrcnn_course.teaching.grading.checks_roi_align: interpolation_weights, a helper exercise that is not a component
+"""mrcnn_course.teaching.grading.exercises_roi_align: interpolation_weights, a helper exercise that is not a component
 (tests/test_grading.py covers roi_align and map_levels with every other component's exercise)."""
 
 import copy
@@ -10,8 +10,10 @@ import torchvision
 
 from mrcnn_course.model import components
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.checks_roi_align import INTERPOLATION_WEIGHTS, reference_interpolation_weights
-from mrcnn_course.teaching.grading.core import build_cases, difference
+from mrcnn_course.teaching.grading.exercises_roi_align import reference_interpolation_weights
+from mrcnn_course.teaching.grading.judge import build_cases, difference
+
+INTERPOLATION_WEIGHTS = grading.HELPER_EXERCISES["interpolation_weights"]
 
 
 def bilinear(feature, y, x):

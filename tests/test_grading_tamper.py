@@ -1,4 +1,4 @@
-"""Tampering scores 0 under real autograding (issue 12): nbgrader autograde, the real gradebook.
+"""Tampering scores 0 under real autograding: nbgrader autograde, the real gradebook.
 
 The hidden part of every check runs again outside the learner's kernel (grading/sealed.py, called by
 nbgrader_steps.AutogradingExecute), so what a learner's cell rebinds or patches in the kernel cannot reach

@@ -1,12 +1,14 @@
-"""mrcnn_course.teaching.grading.checks_training: the capstone's train_step, checked by what a step leaves behind
+"""mrcnn_course.teaching.grading.exercises_training: the capstone's train_step, checked by what a step leaves behind
 (the losses it returns, the weights after it) against the reference step on copies of a tiny model."""
 
 import pytest
 import torch
 
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, tiny_model
-from mrcnn_course.training.loop import train_step as reference_train_step
+from mrcnn_course.teaching.grading.exercises_training import tiny_model
+from mrcnn_course.training.training_step import train_step as reference_train_step
+
+TRAIN_STEP = grading.HELPER_EXERCISES["train_step"]
 
 
 def train_step(model, optimizer, images, targets):

@@ -1,4 +1,4 @@
-"""Every rule an exercise states has a visible case (DESIGN.md, "Style to follow" 6; issue 12): each usual
+"""Every rule an exercise states has a visible case (the README's "Writing an exercise"): each usual
 mistake of every exercise's catalogue fails the VISIBLE check alone, the one a learner runs, so a
 learner whose visible checks pass does not lose points to the hidden cases, which only repeat the same
 rules with other values."""
@@ -7,9 +7,8 @@ import copy
 
 import pytest
 
-from mrcnn_course.model import components
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.core import build_cases
+from mrcnn_course.teaching.grading.judge import build_cases, own_components
 
 EXERCISES = {**grading.EXERCISES, **grading.HELPER_EXERCISES}
 MISTAKES = [(exercise, mistake) for exercise in EXERCISES.values() for mistake in exercise.mistakes]
@@ -22,7 +21,7 @@ def words(text: str) -> str:
 def answers_of(exercise, mistake, cases) -> list:
     """What the mistake gives on each case (the right answer where it does not apply)."""
     answers = []
-    with components.using(**{n: components.OWN for n in components.NAMES}):
+    with own_components():
         for case in cases:
             right = exercise.result(exercise.reference_function(), copy.deepcopy(case.args))
             try:
@@ -56,7 +55,7 @@ def test_hidden_cases_repeat_the_visible_rules(exercise):
     assert len({c.name for c in cases}) == len(cases), "case names are what a learner reads: one each"
 
 
-def test_the_five_wrong_answers_of_issue_12_are_in_the_catalogues():
+def test_the_five_usual_wrong_answers_are_in_the_catalogues():
     hints = {name: " ".join(m.hint for m in e.mistakes) for name, e in EXERCISES.items()}
     assert "score_thresh" in hints["filter_proposals"] and "EQUAL" in hints["filter_proposals"]
     assert "from above only" in hints["decode_boxes"]

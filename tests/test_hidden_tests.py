@@ -1,4 +1,4 @@
-"""A self-learner is not surprised (issue 12.6): each lesson says, under its goals, that hidden cases exist
+"""A self-learner is not surprised: each lesson says, under its goals, that hidden cases exist
 and what they cover, and a solution that passes the visible checks passes the hidden ones too.
 
 Each lesson's graded cells are run here in one namespace, as a kernel would, without the rest of the

@@ -1,4 +1,4 @@
-"""Grading that teaches: one checker per exercise, and the learner's components beyond a lesson.
+"""Grading that teaches: one check per exercise, and the learner's components beyond a lesson.
 
 An exercise is one component of mrcnn_course.model.components: the learner writes a function with the
 component's signature, and check_<component>(fn) compares it with the package's own on named cases.
@@ -12,89 +12,57 @@ A failure raises an AssertionError that names the case, shows the inputs, expect
 code is shown at the learner's own line. While a checker runs, the reference and torchvision's op are
 switched off, and a time limit stops endless loops (guard.py says how and its limits).
 
-The checkers, stage by stage (lesson):
+The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     1 input image (01)   check_resize_boxes, check_resize, check_batch_images
     2 backbone (02)      check_bottleneck, check_fpn_top_down
-    3 RPN (03)           check_cell_anchors, check_anchor_grid, check_encode_boxes, check_decode_boxes,
-                         check_box_iou, check_nms, check_filter_proposals
+    3 RPN (03)           check_cell_anchors, check_anchor_grid, check_filter_proposals (exercises_rpn.py),
+                         check_encode_boxes, check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
     4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
     5 box head (05)      check_fastrcnn_loss, check_postprocess_detections
     6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
     training (07)        check_train_step (not a component: the capstone's training step)
 
-Stuck? hint("nms") prints an exercise's steps (hints.py); its docstring in the lesson states only the
-contract, so that a learner can try it as a problem first.
+Stuck? hint("nms") prints an exercise's steps; its docstring in the lesson states only the contract, so
+that a learner can try it as a problem first.
 
 Beyond the lesson: plug_into_model (same output with your functions?), save_component and
 load_components (the capstone runs on the learner's saved components); see learner.py.
 
-Adding a checker for a new exercise (solutions/README.md walks through a lesson):
-    1. in checks_<stage>.py, a function returning the cases: [Case("a name a learner understands",
-       args_in_the_component's_order), ..., Case(..., extra=True) for the hidden ones]; build inputs
-       with torch's generator (run() seeds it), keep them small;
-    2. an Exercise(component, cases, hint, mistakes=(Mistake(hint, wrong_answer_fn), ...), atol, rtol,
-       torchvision_names=(dotted names of torchvision's versions to switch off,));
-       a Mistake's function computes what that usual mistake gives, with the reference;
-    3. def check_<component>(fn, extra=False): run(EXERCISE, fn, extra), exported below;
-    4. tests/test_grading.py picks up every Exercise in EXERCISES: the reference passes, torchvision
-       agrees on every case, and each Mistake's function is caught with its hint.
-An exercise that is not a component (a helper such as interpolation_weights, the capstone's
-train_step) names its reference (Exercise(..., reference=fn)) and, when the return value alone does
-not tell, what a case compares (outcome=...: train_step's losses and the weights after its step); it
-goes in HELPER_EXERCISES, and its module's own test file checks it (tests/test_grading_<stage>.py).
+How it is built:
+    exercise.py          Case, Mistake, Exercise, and the registry (EXERCISES, HELPER_EXERCISES)
+    exercises_<stage>.py each exercise declared once: @exercise(cases=..., hint=..., steps=..., mistakes=...,
+                         fast=..., ...) on its def check_<name>(<name>, extra=False) (README: "Writing an exercise")
+    judge.py             expected outputs, running a case under the guard (an Outcome), comparing (a Difference)
+    core.py              the check in the learner's kernel: run(), its messages, the `exercise` decorator
+    sealed.py            the re-check at autograding, outside the learner's kernel, by the same judge
+    guard.py             the reference out of reach, the time limit, the learner's own line
+    speed.py             the speed case; hints.py: hint(); learner.py: the learner's components beyond a lesson
+tests/test_grading.py picks up every exercise in EXERCISES: the reference passes, torchvision agrees on every
+case, and each Mistake is caught with its hint; tests/test_grading_judge.py runs each through both drivers.
 """
 
-from mrcnn_course.teaching.grading.checks_backbone import BOTTLENECK, FPN_TOP_DOWN, check_bottleneck, check_fpn_top_down
-from mrcnn_course.teaching.grading.checks_box_head import (
-    FASTRCNN_LOSS,
-    POSTPROCESS_DETECTIONS,
-    check_fastrcnn_loss,
-    check_postprocess_detections,
-)
-from mrcnn_course.teaching.grading.checks_box_ops import (
-    BOX_IOU,
-    DECODE_BOXES,
-    ENCODE_BOXES,
-    NMS,
-    check_box_iou,
-    check_decode_boxes,
-    check_encode_boxes,
-    check_nms,
-)
-from mrcnn_course.teaching.grading.checks_input_image import (
-    BATCH_IMAGES,
-    RESIZE,
-    RESIZE_BOXES,
-    check_batch_images,
-    check_resize,
-    check_resize_boxes,
-)
-from mrcnn_course.teaching.grading.checks_mask_head import (
-    MASKRCNN_LOSS,
-    PASTE_MASKS_IN_IMAGE,
-    PROJECT_MASKS_ON_BOXES,
-    check_maskrcnn_loss,
-    check_paste_masks_in_image,
-    check_project_masks_on_boxes,
-)
-from mrcnn_course.teaching.grading.checks_roi_align import (
-    INTERPOLATION_WEIGHTS,
-    MAP_LEVELS,
-    ROI_ALIGN,
-    check_interpolation_weights,
-    check_map_levels,
-    check_roi_align,
-)
-from mrcnn_course.teaching.grading.checks_rpn import (
-    ANCHOR_GRID,
-    CELL_ANCHORS,
-    FILTER_PROPOSALS,
-    check_anchor_grid,
-    check_cell_anchors,
-    check_filter_proposals,
-)
-from mrcnn_course.teaching.grading.checks_training import TRAIN_STEP, check_train_step
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, passed, run
+# isort: off
+# The stages in lesson order: importing one declares its exercises, in this order, in the registry.
+from mrcnn_course.teaching.grading import exercises_input_image
+from mrcnn_course.teaching.grading import exercises_backbone
+from mrcnn_course.teaching.grading import exercises_rpn
+from mrcnn_course.teaching.grading import exercises_box_ops
+from mrcnn_course.teaching.grading import exercises_roi_align
+from mrcnn_course.teaching.grading import exercises_box_head
+from mrcnn_course.teaching.grading import exercises_mask_head
+from mrcnn_course.teaching.grading import exercises_training
+
+# isort: on
+from mrcnn_course.teaching.grading.core import passed, run
+from mrcnn_course.teaching.grading.exercise import EXERCISES, HELPER_EXERCISES, Case, Exercise, Mistake
+from mrcnn_course.teaching.grading.exercises_backbone import *  # noqa: F403 (check_bottleneck, ...: see __all__)
+from mrcnn_course.teaching.grading.exercises_box_head import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_box_ops import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_input_image import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_mask_head import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_roi_align import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_rpn import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_training import *  # noqa: F403
 from mrcnn_course.teaching.grading.guard import ReferenceSwitchedOff, TimeLimitExceeded
 from mrcnn_course.teaching.grading.hints import hint
 from mrcnn_course.teaching.grading.learner import course_home, load_components, plug_into_model, save_component
@@ -102,57 +70,7 @@ from mrcnn_course.teaching.notebook_errors import install
 
 install()  # in a notebook: a check cell run before the cells it needs says which to run (notebook_errors.py)
 
-# Every exercise, by component name, in the order of the lessons.
-EXERCISES: dict[str, Exercise] = {
-    e.component: e
-    for e in (
-        RESIZE_BOXES,
-        RESIZE,
-        BATCH_IMAGES,
-        BOTTLENECK,
-        FPN_TOP_DOWN,
-        CELL_ANCHORS,
-        ANCHOR_GRID,
-        ENCODE_BOXES,
-        DECODE_BOXES,
-        BOX_IOU,
-        NMS,
-        FILTER_PROPOSALS,
-        ROI_ALIGN,
-        MAP_LEVELS,
-        FASTRCNN_LOSS,
-        POSTPROCESS_DETECTIONS,
-        PROJECT_MASKS_ON_BOXES,
-        MASKRCNN_LOSS,
-        PASTE_MASKS_IN_IMAGE,
-    )
-}
-# Exercises that are not components (a helper the learner writes first, the capstone's training step):
-# each names its own reference (Exercise.reference).
-HELPER_EXERCISES: dict[str, Exercise] = {e.component: e for e in (INTERPOLATION_WEIGHTS, TRAIN_STEP)}
-
 __all__ = [
-    "check_resize_boxes",
-    "check_resize",
-    "check_batch_images",
-    "check_bottleneck",
-    "check_fpn_top_down",
-    "check_cell_anchors",
-    "check_anchor_grid",
-    "check_encode_boxes",
-    "check_decode_boxes",
-    "check_box_iou",
-    "check_nms",
-    "check_filter_proposals",
-    "check_interpolation_weights",
-    "check_roi_align",
-    "check_map_levels",
-    "check_fastrcnn_loss",
-    "check_postprocess_detections",
-    "check_project_masks_on_boxes",
-    "check_maskrcnn_loss",
-    "check_paste_masks_in_image",
-    "check_train_step",
     "hint",
     "plug_into_model",
     "save_component",
@@ -168,3 +86,12 @@ __all__ = [
     "ReferenceSwitchedOff",
     "TimeLimitExceeded",
 ]
+# every stage's check_<name> functions
+__all__ += exercises_input_image.__all__
+__all__ += exercises_backbone.__all__
+__all__ += exercises_rpn.__all__
+__all__ += exercises_box_ops.__all__
+__all__ += exercises_roi_align.__all__
+__all__ += exercises_box_head.__all__
+__all__ += exercises_mask_head.__all__
+__all__ += exercises_training.__all__

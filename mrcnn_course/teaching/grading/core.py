@@ -1,18 +1,17 @@
-"""The machinery every checker shares: an Exercise (one component, its named cases, its hints) and
-`run`, which checks a learner's function against the package's own and explains a failure.
+"""The check in the learner's kernel: `run` (what every grading.check_<name> calls) and `exercise`, the
+decorator that declares an exercise and makes its check_<name>.
 
     run(exercise, learner_fn, extra=False)
-      1. the learner's function must take the component's arguments;
-      2. the expected outputs are computed first, with the package's own implementations;
-      3. the learner's function runs on a copy of each case's inputs, with the reference switched off
-         and a time limit (guard.py);
-      4. the first case that differs (or raises) fails the check with an AssertionError whose first
-         lines say which case failed and give a hint (the hint of the usual mistake whose answer
-         matches the learner's, else the exercise's own hint), each line short enough for
-         `nbgrader validate` (MESSAGE_WIDTH); then the inputs, expected against got (shape, dtype,
-         values);
-      5. otherwise it prints "nms: 7 cases passed (compared exactly)" and remembers the function
-         as passed (save_component and plug_into_model use that).
+      1. the learner's function must take the exercise's arguments, and not be the reference itself;
+      2. the judge (judge.py) computes the expected outputs with the package's own implementations, runs
+         the learner's function on a copy of each case's inputs, with the reference switched off and a
+         time limit (guard.py), and finds the first case that fails;
+      3. that case fails the check with an AssertionError whose first lines say which case failed and
+         give a hint (the hint of the usual mistake whose answer matches the learner's, else the
+         exercise's own hint), each line short enough for `nbgrader validate` (MESSAGE_WIDTH); then
+         the inputs, expected against got (shape, dtype, values);
+      4. otherwise the speed case runs (speed.py), and the check prints "nms: 7 cases passed (compared
+         exactly)" and remembers the function as passed (save_component and plug_into_model use that).
 
 A learner's function may call another exercise of theirs by its global name (roi_align calls the
 learner's interpolation_weights). Before the cases run, each such helper gets its own visible check,
@@ -21,185 +20,71 @@ result says so: a check never blames correct code for an earlier helper's mistak
 """
 
 import copy
+import functools
 import inspect
 import re
 import textwrap
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import torch
-from torch import Tensor, nn
-
-from mrcnn_course.model import components
+from mrcnn_course.teaching.grading.exercise import DEFAULT_FAST, Case, Exercise, every_exercise, register
 from mrcnn_course.teaching.grading.guard import (
     ReferenceSwitchedOff,
     TimeLimitExceeded,
     learner_traceback,
     raised_in_learner_code,
-    reference_code,
-    reference_noticed,
-    reference_switched_off,
     time_limit,
 )
-from mrcnn_course.teaching.grading.speed import DEFAULT_FAST, MAX_RATIO, Timing, check_speed
+from mrcnn_course.teaching.grading.judge import (
+    CHANGED_AN_INPUT,
+    RAISED,
+    RAN_THE_REFERENCE,
+    Failure,
+    build_cases,
+    difference,
+    expected_outputs,
+    first_failure,
+    own_components,
+    run_cases,
+    short,
+    switched_off,
+)
+from mrcnn_course.teaching.grading.speed import MAX_RATIO, Timing, check_speed
 
 SPEED_TIME_LIMIT = 120.0  # seconds for a speed case (two measurements): a function this slow is far too slow
-# Functions that passed their checker in this session, by component name.
+# Functions that passed their checker in this session, by exercise name.
 _PASSED: dict[str, Callable] = {}
-# Every exercise, by name (filled as they are defined): the helpers a learner's function may call.
-_BY_NAME: dict[str, "Exercise"] = {}
 # `nbgrader validate` cuts every line of a traceback at 87 characters, 4 of them its indent: the
 # message's lines stay within this width (its first line also carries "AssertionError: ").
 MESSAGE_WIDTH = 80
 
-
-@dataclass
-class Case:
-    """One input to the learner's function, with the name a learner reads when it fails."""
-
-    name: str
-    args: tuple
-    notes: dict[str, str] = field(default_factory=dict)  # argument -> how to show it (e.g. a module)
-    extra: bool = False  # hidden: run only with extra=True (the autograder's hidden tests)
-    compare: Callable[[Any, Any, "Case"], "Difference | None"] | None = None  # instead of `difference`
+Check = TypeVar("Check", bound=Callable[..., None])
 
 
-@dataclass
-class Mistake:
-    """A usual mistake: `answer` computes what it gives (with the reference), `hint` explains it."""
+def exercise(**declaration: Any) -> Callable[[Check], Check]:
+    """Declare an exercise on its check function, in the exercises_<stage>.py of its stage:
 
-    hint: str
-    answer: Callable
+        @exercise(cases=..., hint=..., steps=..., mistakes=..., fast=..., atol=..., torchvision_names=...)
+        def check_nms(nms: Callable, extra: bool = False) -> None:
+            '''Check your nms(boxes, scores, iou_threshold) -> Tensor[K] int64 against the reference.'''
 
+    The keywords are Exercise's fields (exercise.py); the name is the function's, less "check_". The
+    exercise goes into the registry (EXERCISES, or HELPER_EXERCISES when it names its reference), and
+    the check function runs it: the def's body stays empty, its signature and docstring are what a
+    learner reads (Shift-Tab)."""
 
-@dataclass
-class Exercise:
-    """One component to write: its cases, hints, tolerance and torchvision's versions to switch off."""
+    def declare(check: Check) -> Check:
+        declared = register(Exercise(check.__name__.removeprefix("check_"), **declaration))
 
-    component: str
-    cases: Callable[[], list[Case]]  # built on each call, deterministically
-    hint: str  # shown when no Mistake matches: the usual pitfalls of this exercise
-    mistakes: tuple[Mistake, ...] = ()
-    atol: float = 0.0  # floats are close when |got - expected| <= atol + rtol * |expected|;
-    rtol: float = 0.0  # integers and booleans are always compared exactly
-    torchvision_names: tuple[str, ...] = ()  # e.g. ("torchvision.ops.nms",): out of reach during the check
-    time_limit: float = 30.0  # seconds for all cases together
-    # An exercise that is not a component (a helper such as interpolation_weights, or train_step) names its
-    # reference here; `outcome(fn, args)` is what a case compares (default: fn(*args); train_step's is its
-    # losses and the weights after its step). Mistakes' answers go through the same outcome.
-    reference: Callable | None = None
-    outcome: Callable[[Callable, tuple], Any] | None = None
+        @functools.wraps(check)
+        def checked(fn: Callable, extra: bool = False) -> None:
+            __tracebackhide__ = True  # IPython and pytest skip this frame
+            run(declared, fn, extra)
 
-    def __post_init__(self) -> None:
-        _BY_NAME.setdefault(self.component, self)
+        return checked  # type: ignore[return-value]  # the same signature, as functools.wraps says
 
-    def reference_function(self) -> Callable:
-        return self.reference or components.COMPONENTS[self.component].own
-
-    def result(self, fn: Callable, args: tuple) -> Any:
-        return self.outcome(fn, args) if self.outcome else fn(*args)
-
-    def tolerance_text(self) -> str:
-        if self.atol == self.rtol == 0:
-            return "compared exactly"
-        return f"floats within {self.atol:g} + {self.rtol:g} x |expected|, integers exactly"
-
-
-@dataclass
-class Difference:
-    """Where the learner's output first differs from the expected one, and how."""
-
-    where: str  # "output[1]['boxes']"
-    expected: str
-    got: str
-    detail: str
-
-
-def _number(x: float) -> str:
-    return f"{x:.6g}" if isinstance(x, float) else str(x)
-
-
-def _values(t: Tensor) -> str:
-    def nested(v):
-        return "[" + ", ".join(nested(i) for i in v) + "]" if isinstance(v, list) else _number(v)
-
-    return nested(t.tolist())
-
-
-def short(value: Any) -> str:
-    """A one-line description: "Tensor[2, 4] float32 [[0, 0, 10, 10], [1, 1, 5, 5]]"."""
-    if isinstance(value, Tensor):
-        text = f"Tensor[{', '.join(str(s) for s in value.shape)}] {str(value.dtype).replace('torch.', '')}"
-        if value.numel() == 0:
-            return text + " (empty)"
-        return text + (" " + _values(value) if value.numel() <= 12 else "")
-    if isinstance(value, nn.Module):
-        return f"{type(value).__name__} ({sum(p.numel() for p in value.parameters())} parameters)"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {short(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (Tensor, nn.Module)) for v in value):
-        shown = ", ".join(short(v) if not isinstance(v, Tensor) else short(v).split(" [")[0] for v in value[:5])
-        more = ", ..." if len(value) > 5 else ""
-        return f"{type(value).__name__} of {len(value)}: {shown}{more}"
-    return repr(value)
-
-
-def difference(expected: Any, got: Any, atol: float, rtol: float, where: str = "output") -> Difference | None:
-    """The first place where `got` differs from `expected` (None if they agree)."""
-
-    def differs(detail: str) -> Difference:
-        return Difference(where, short(expected), short(got), detail)
-
-    if isinstance(expected, Tensor):
-        if not isinstance(got, Tensor):
-            return differs(f"expected a tensor, got {type(got).__name__}")
-        if got.shape != expected.shape:
-            return differs(f"the shape differs: expected {tuple(expected.shape)}, got {tuple(got.shape)}")
-        if got.dtype != expected.dtype:
-            return differs(f"the dtype differs: expected {expected.dtype}, got {got.dtype}")
-        exact = not expected.is_floating_point() or atol == rtol == 0
-        got_cpu, expected_cpu = got.detach().cpu(), expected.detach().cpu()
-        if exact:
-            close = got_cpu == expected_cpu
-            if expected.is_floating_point():
-                close |= got_cpu.isnan() & expected_cpu.isnan()
-        else:
-            close = torch.isclose(got_cpu, expected_cpu, rtol=rtol, atol=atol, equal_nan=True)
-        if bool(close.all()):
-            return None
-        first = tuple(int(i) for i in (~close).nonzero()[0])
-        error = (got_cpu.double() - expected_cpu.double()).abs()
-        tolerance = "compared exactly" if exact else f"tolerance {atol:g} + {rtol:g} x |expected|"
-        return differs(
-            f"the values differ: max abs error {_number(float(error.nan_to_num(float('inf')).max()))}; "
-            f"first difference at index {first}: expected {_number(expected_cpu[first].item())}, "
-            f"got {_number(got_cpu[first].item())} ({tolerance})"
-        )
-    if isinstance(expected, (list, tuple)):
-        if not isinstance(got, (list, tuple)):
-            return differs(f"expected a {type(expected).__name__} of {len(expected)}, got {type(got).__name__}")
-        if len(got) != len(expected):
-            return differs(f"expected {len(expected)} items, got {len(got)}")
-        for i, (e, g) in enumerate(zip(expected, got)):
-            found = difference(e, g, atol, rtol, f"{where}[{i}]")
-            if found:
-                return found
-        return None
-    if isinstance(expected, dict):
-        if not isinstance(got, dict):
-            return differs(f"expected a dict, got {type(got).__name__}")
-        if set(got) != set(expected):
-            return differs(f"the keys differ: expected {sorted(expected)}, got {sorted(got)}")
-        for key in expected:
-            found = difference(expected[key], got[key], atol, rtol, f"{where}[{key!r}]")
-            if found:
-                return found
-        return None
-    if got != expected:
-        return differs(f"expected {expected!r}, got {got!r}")
-    return None
+    return declare
 
 
 def passed(name: str) -> Callable | None:
@@ -241,24 +126,8 @@ def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
         ) from None
 
 
-def _changed_argument(originals: tuple, given: tuple, names: list[str]) -> str | None:
-    for name, before, after in zip(names, originals, given):
-        if isinstance(before, (Tensor, dict, list, tuple)):
-            found = difference(before, after, 0.0, 0.0, name)
-            if found:
-                return found.where
-    return None
-
-
 def _inputs_text(case: Case, names: list[str]) -> str:
     return "\n".join(f"    {n} = {case.notes.get(n) or short(v)}" for n, v in zip(names, case.args))
-
-
-def build_cases(exercise: Exercise, extra: bool = False) -> list[Case]:
-    """The exercise's cases (with the hidden ones if extra), the same on every call."""
-    with torch.random.fork_rng(devices=[]):  # the cases' random draws leave the learner's generator alone
-        torch.manual_seed(0)
-        return [c for c in exercise.cases() if extra or not c.extra]
 
 
 def _learner_helpers(exercise: Exercise, fn: Callable) -> dict[str, tuple[Exercise, Callable]]:
@@ -271,12 +140,13 @@ def _learner_helpers(exercise: Exercise, fn: Callable) -> dict[str, tuple[Exerci
         current = codes.pop()
         names.update(current.co_names)
         codes += [c for c in current.co_consts if isinstance(c, types.CodeType)]
+    every = every_exercise()
     found = {}
-    for name in sorted(names & set(_BY_NAME) - {exercise.component}):
+    for name in sorted(names & set(every) - {exercise.component}):
         helper = scope.get(name)
         module = (getattr(helper, "__module__", "") or "").split(".")[0]
         if callable(helper) and module not in ("mrcnn_course", "torchvision"):
-            found[name] = (_BY_NAME[name], helper)
+            found[name] = (every[name], helper)
     return found
 
 
@@ -284,64 +154,33 @@ def _failing_helpers(exercise: Exercise, fn: Callable) -> dict[str, str]:
     """The learner's helpers (see _learner_helpers) that fail their own visible check: name -> why."""
     failing = {}
     for name, (helper_exercise, helper) in _learner_helpers(exercise, fn).items():
-        cases = build_cases(helper_exercise)
-        failure, case, _ = _first_failure(helper_exercise, helper, cases)
+        failure = _judged(helper_exercise, helper, build_cases(helper_exercise))
         if failure is not None:
+            error = failure.outcome.error
             failing[name] = (
                 "it is not written yet"
-                if failure[0] == "raised" and isinstance(failure[1], NotImplementedError)
-                else f"it fails its own check, case '{case.name}'"
+                if isinstance(error, NotImplementedError)
+                else f"it fails its own check, case '{failure.case.name}'"
             )
     return failing
 
 
-def _first_failure(exercise: Exercise, fn: Callable, cases: list[Case], replaced: dict | None = None) -> tuple:
-    """Run `fn` on the cases: (failure, case, got) of the first that fails, failure None if none does.
-    `replaced` (name -> function) rebinds names in fn's globals for the run (a helper's reference)."""
-    reference = exercise.reference_function()
-    names = list(inspect.signature(reference).parameters)
-    with components.using(**{n: components.OWN for n in components.NAMES}):
-        expected = [exercise.result(reference, copy.deepcopy(c.args)) for c in cases]
-    stop = (
-        f"check_{exercise.component} stopped your {exercise.component} after {exercise.time_limit:g} s: does a "
-        f"loop never end, or loop in Python over every element? (the cases are small)"
-    )
+def _judged(exercise: Exercise, fn: Callable, cases: list, replaced: dict | None = None) -> Failure | None:
+    """The judge's verdict on `fn` (judge.py): the first failing case, or None. `replaced` (name -> function)
+    rebinds names in fn's globals for the run (a failing helper's reference)."""
+    expected = expected_outputs(exercise, cases)
     scope = getattr(fn, "__globals__", {})
     saved = {name: scope[name] for name in replaced or {}}
     scope.update(replaced or {})
-    code = reference_code(exercise.component, exercise.torchvision_names, reference)
     try:
-        with (
-            reference_switched_off(exercise.component, exercise.torchvision_names, fn),
-            time_limit(exercise.time_limit, stop),
-            reference_noticed(code) as reached,  # also a reference captured before the check, any route
-        ):
-            for case, want in zip(cases, expected):
-                given = copy.deepcopy(case.args)
-                try:
-                    got = exercise.result(fn, given)
-                except Exception as error:  # the learner's bug (or the time limit): report their line
-                    return ("raised", error), case, None
-                if reached:
-                    used = ReferenceSwitchedOff(
-                        f"your {exercise.component} ran the reference ({reached[0]}), bound before the check "
-                        f"switched it off: write the computation yourself"
-                    )
-                    return ("raised", used), case, None
-                changed = _changed_argument(case.args, given, names)
-                if changed:
-                    return ("changed", changed), case, got
-                compare = case.compare or (lambda e, g, c: difference(e, g, exercise.atol, exercise.rtol))
-                found = compare(want, got, case)
-                if found:
-                    return ("differs", found), case, got
+        return first_failure(exercise, cases, expected, run_cases(exercise, fn, cases))
     finally:
         scope.update(saved)
-    return None, None, None
 
 
-def _speed_case(exercise: Exercise, fn: Callable) -> tuple[Timing | None, str | None]:
-    """The speed case of a component that runs in training (speed.py): (timing, failure message or None)."""
+def speed_case(exercise: Exercise, fn: Callable, reference: Callable | None = None) -> tuple[Timing | None, str | None]:
+    """The speed case of a component that runs in training (speed.py): (timing, failure message or None).
+    `reference`: the package's function, if taken before any learner code ran (sealed.py)."""
     if exercise.reference is not None:  # a helper or train_step: timed inside the component that uses it
         return None, None
     name = exercise.component
@@ -349,10 +188,7 @@ def _speed_case(exercise: Exercise, fn: Callable) -> tuple[Timing | None, str | 
     with time_limit(SPEED_TIME_LIMIT, stop):
         try:
             return check_speed(
-                name,
-                exercise.reference_function(),
-                fn,
-                lambda: reference_switched_off(name, exercise.torchvision_names, fn),
+                name, reference or exercise.reference_function(), fn, lambda: switched_off(exercise, fn), exercise.fast
             )
         except TimeLimitExceeded:
             return None, f"check_{name}: speed case failed: {stop}. {DEFAULT_FAST}."
@@ -368,15 +204,15 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     names = list(inspect.signature(reference).parameters)
     cases = build_cases(exercise, extra)
     failing = _failing_helpers(exercise, fn)
-    replaced = {helper: _BY_NAME[helper].reference_function() for helper in failing}
-    failure, case, got = _first_failure(exercise, fn, cases, replaced)
+    replaced = {helper: every_exercise()[helper].reference_function() for helper in failing}
+    failure = _judged(exercise, fn, cases, replaced)
     helpers_note = [
         f"your {helper} was replaced by the package's for this check: {why}. Fix it and run "
         f"check_{helper}, then this check again."
         for helper, why in failing.items()
     ]
     if failure is None:
-        timing, slow = (None, None) if extra else _speed_case(exercise, fn)
+        timing, slow = (None, None) if extra else speed_case(exercise, fn)
         if slow:  # its paragraphs in lines nbgrader validate shows whole, the verdict first
             _PASSED.pop(name, None)
             paragraphs = [part.strip() for part in slow.split("\n")]
@@ -398,8 +234,8 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
             _PASSED[name] = fn
         return
     _PASSED.pop(name, None)
-    error = failure[1]
-    if failure[0] == "raised" and isinstance(error, NotImplementedError) and raised_in_learner_code(error):
+    error = failure.outcome.error
+    if isinstance(error, NotImplementedError) and raised_in_learner_code(error):
         raise NotImplementedError(
             _wrapped(
                 f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
@@ -407,7 +243,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
                 first=len("NotImplementedError: "),
             )
         ) from None
-    message = _explain(exercise, case, names, failure, got, helpers_note)
+    message = _explain(exercise, failure, names, helpers_note)
     raise AssertionError(message) from None
 
 
@@ -426,25 +262,27 @@ def _wrapped(text: str, indent: str = "", first: int = 0) -> str:
     return "\n".join([lines[0][first:], *lines[1:]])
 
 
-def _explain(
-    exercise: Exercise, case: Case, names: list[str], failure: tuple, got: Any, notes: list[str] | tuple = ()
-) -> str:
+def _explain(exercise: Exercise, failure: Failure, names: list[str], notes: list[str] | tuple = ()) -> str:
     """The failure's message: the verdict and the hint first, in short lines; then the details."""
-    name = exercise.component
-    kind, detail = failure
+    name, case, outcome, detail = exercise.component, failure.case, failure.outcome, failure.difference
     verdict = f"check_{name}: case '{case.name}' failed."
     hint, details = exercise.hint, ["  inputs:", _inputs_text(case, names)]
-    if kind == "raised":
-        what = "was stopped" if isinstance(detail, TimeLimitExceeded) else f"raised {type(detail).__name__}"
+    if outcome.kind in (RAISED, RAN_THE_REFERENCE):
+        error = outcome.error or ReferenceSwitchedOff(
+            f"your {name} ran the reference ({outcome.detail}), bound before the check switched it off: "
+            f"write the computation yourself"
+        )
+        what = "was stopped" if isinstance(error, TimeLimitExceeded) else f"raised {type(error).__name__}"
         verdict = f"check_{name}: case '{case.name}' failed: your {name} {what}."
         details += [f"  your {name} {what}; your code, where it was:"]
-        details += ["    " + line for line in learner_traceback(detail).splitlines()]
-    elif kind == "changed":
+        details += ["    " + line for line in learner_traceback(error).splitlines()]
+    elif outcome.kind == CHANGED_AN_INPUT:
         hint = (
-            f"your {name} changed its input {detail} in place: the model still needs it. "
+            f"your {name} changed its input {outcome.detail} in place: the model still needs it. "
             f"Work on a copy (dict(target), boxes.clone()) or build new tensors."
         )
-    else:
+    elif detail is not None:
+        got = outcome.output
         details += [
             f"  in your {detail.where}:",
             f"    expected: {detail.expected}",
@@ -464,7 +302,7 @@ def _explain(
 def _matching_mistake(exercise: Exercise, case: Case, got: Any) -> str | None:
     """The hints of the usual mistakes whose answer is the learner's (computed with the reference)."""
     hints = []
-    with components.using(**{n: components.OWN for n in components.NAMES}):
+    with own_components():
         for mistake in exercise.mistakes:
             try:
                 wrong = exercise.result(mistake.answer, copy.deepcopy(case.args))

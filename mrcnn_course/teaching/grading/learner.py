@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from mrcnn_course.model import components
-from mrcnn_course.teaching.grading.core import difference, passed
+from mrcnn_course.teaching.grading.core import passed
+from mrcnn_course.teaching.grading.judge import difference
 
 
 def course_home() -> Path:

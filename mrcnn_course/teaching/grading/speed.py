@@ -1,4 +1,4 @@
-"""Speed cases: is the learner's function fast enough to train on? (issue 12: the capstone trains on it)
+"""Speed cases: is the learner's function fast enough to train on? The capstone trains on it.
 
 The capstone (lesson 07) trains the model on the learner's components within a fixed time budget: a
 function 10x slower than the package's costs scenes the model never learns from. So each component that
@@ -28,8 +28,9 @@ from typing import Any
 import torch
 
 from mrcnn_course.model import components
+from mrcnn_course.teaching.grading.judge import own_components
 
-MAX_RATIO = 3.0  # slower than this fails (the issue's limit): the capstone then trains on clearly fewer scenes
+MAX_RATIO = 3.0  # slower than this fails: the capstone then trains on clearly fewer scenes
 ROUNDS = 5  # alternating rounds per measurement; the median ratio counts
 MIN_ROUND = 0.01  # seconds of CPU per function per round, at least (a fast function runs several times)
 GIVE_UP = 2.0  # seconds: one call slower than this and MAX_RATIO x the package's needs no repeats
@@ -143,7 +144,7 @@ def measure(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with components.using(**{n: components.OWN for n in components.NAMES}):
+        with own_components():
             package = _cpu_seconds(reference, args, 1)  # warm-up, and how many calls make a round
             package = _cpu_seconds(reference, args, 1)
         with switched_off():
@@ -153,7 +154,7 @@ def measure(
         times = max(1, min(50, round(MIN_ROUND / max(package, 1e-6))))
         ratios, learner_times, package_times = [], [], []
         for _ in range(ROUNDS):
-            with components.using(**{n: components.OWN for n in components.NAMES}):
+            with own_components():
                 package = _cpu_seconds(reference, args, times)
             with switched_off():
                 learner = _cpu_seconds(fn, args, times)
@@ -174,24 +175,8 @@ def capstone_calls(inputs: StepInputs) -> int:
     return steps * inputs.calls_per_step + recipe.epochs * recipe.val_images * inputs.calls_per_scene
 
 
-# How to make each component fast, when its speed case fails: where the time usually goes.
-FAST = {
-    "nms": "no Python step per box: the IoU matrix of a block of boxes once, then a few tensor passes "
-    "(keep = ~overlaps[keep].any(dim=0) until it stops changing), as exercise 6 shows",
-    "box_iou": "broadcast boxes1[:, None] against boxes2[None]: one tensor operation per step, no loop over boxes",
-    "filter_proposals": "topk per level on the whole batch at once, one components.batched_nms per image; no "
-    "Python loop over boxes or anchors",
-    "roi_align": "all RoIs at once: gather the four neighbours of every sample point with indexing, no Python loop "
-    "over RoIs or bins",
-    "project_masks_on_boxes": "one roi_align call on all the image's masks, not one call per box",
-    "maskrcnn_loss": "gather every RoI's true-class channel with one indexing step, one BCE call for all RoIs",
-    "fastrcnn_loss": "select the true class's 4 deltas with indexing, one loss call for all RoIs",
-}
-DEFAULT_FAST = "work on whole tensors (broadcasting, indexing, torch functions): no Python loop over boxes or pixels"
-
-
-def explain(name: str, timing: Timing, inputs: StepInputs) -> str:
-    """The failure message: how much slower, what it costs the capstone, how to make it fast."""
+def explain(name: str, timing: Timing, inputs: StepInputs, advice: str) -> str:
+    """The failure message: how much slower, what it costs the capstone, how to make it fast (`advice`)."""
     calls = capstone_calls(inputs)
     minutes = calls * max(timing.learner - timing.package, 0.0) / 60
     where = []
@@ -206,19 +191,24 @@ def explain(name: str, timing: Timing, inputs: StepInputs) -> str:
         f"of {ROUNDS} alternating rounds, measured twice).\n"
         f"  The capstone calls it {' and '.join(where)}, {calls:,} times in all: about {minutes:.1f} more minutes "
         f"than the package's, which fit_to_budget takes from the scenes your model learns from.\n"
-        f"  To make it fast: {FAST.get(name, DEFAULT_FAST)}."
+        f"  To make it fast: {advice}."
     )
 
 
 def check_speed(
-    name: str, reference: Callable, fn: Callable, switched_off: Callable[[], AbstractContextManager]
+    name: str,
+    reference: Callable,
+    fn: Callable,
+    switched_off: Callable[[], AbstractContextManager],
+    advice: str,
 ) -> tuple[Timing | None, str | None]:
-    """(the timing, None) if fn is fast enough, (the timing, the failure message) if not; (None, None) for a
-    component that no training step calls (e.g. bottleneck in the capstone's ResNet of basic blocks)."""
+    """(the timing, None) if fn is fast enough, (the timing, the failure message, ending with `advice`) if not;
+    (None, None) for a component that no training step calls (e.g. bottleneck in the capstone's ResNet of
+    basic blocks)."""
     inputs = step_inputs().get(name)
     if inputs is None:
         return None, None
     timing = measure(reference, fn, inputs.args, switched_off)
     if timing.ratio > MAX_RATIO:  # a busy moment can look like a slow function: measure again
         timing = min(timing, measure(reference, fn, inputs.args, switched_off), key=lambda t: t.ratio)
-    return timing, explain(name, timing, inputs) if timing.ratio > MAX_RATIO else None
+    return timing, explain(name, timing, inputs, advice) if timing.ratio > MAX_RATIO else None

@@ -1,4 +1,13 @@
-"""Checkers for the box operations of stage 3: encode_boxes, decode_boxes, box_iou, nms (lesson 03)."""
+"""The exercises of the box operations of stage 3: encode_boxes, decode_boxes, box_iou, nms (lesson 03)."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_encode_boxes",
+    "check_decode_boxes",
+    "check_box_iou",
+    "check_nms",
+]
 
 import math
 from collections.abc import Callable
@@ -6,7 +15,9 @@ from collections.abc import Callable
 import torch
 
 from mrcnn_course.model import box_ops
-from mrcnn_course.teaching.grading.core import Case, Difference, Exercise, Mistake, difference, run, short
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
+from mrcnn_course.teaching.grading.judge import Difference, difference, short
 
 BOX_HEAD_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 RPN_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
@@ -50,12 +61,17 @@ def _encode_cases() -> list[Case]:
     ]
 
 
-ENCODE_BOXES = Exercise(
-    "encode_boxes",
-    _encode_cases,
+@exercise(
+    cases=_encode_cases,
     hint="with centres and sizes (widths are x2 - x1, no +1): dx = wx * (gx - px) / pw, dy = wy * (gy - py) / ph, "
     "dw = ww * log(gw / pw), dh = wh * log(gh / ph), where g is the reference (matched) box and p the "
     "proposal; return Tensor[N, 4].",
+    steps=(
+        "The proposals' widths and heights (no + 1) and their centres.",
+        "The same for the reference boxes.",
+        "Each of the four formulas of the docstring is one line of tensor arithmetic (torch.log for the sizes).",
+        "Stack the four results as the columns of the answer.",
+    ),
     mistakes=(
         Mistake(
             "the weights were left out: multiply dx, dy, dw, dh by wx, wy, ww, wh (e.g. 10, 10, 5, 5).",
@@ -82,12 +98,8 @@ ENCODE_BOXES = Exercise(
         "torchvision.models.detection._utils.BoxCoder.encode",
     ),
 )
-
-
 def check_encode_boxes(encode_boxes: Callable, extra: bool = False) -> None:
     """Check your encode_boxes(reference_boxes, proposals, weights) -> Tensor[N, 4] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(ENCODE_BOXES, encode_boxes, extra)
 
 
 def _decode_cases() -> list[Case]:
@@ -125,12 +137,20 @@ def _clamped_both_ways(deltas, boxes, weights, clip):
     return box_ops.decode_boxes(deltas, boxes, weights, clip)
 
 
-DECODE_BOXES = Exercise(
-    "decode_boxes",
-    _decode_cases,
+@exercise(
+    cases=_decode_cases,
     hint="undo encode_boxes: divide the deltas by the weights; clamp dw and dh at `clip` (above only) BEFORE "
     "exp; centre = d * size + centre, size = exp(d) * size; corners = centre -/+ size / 2; deltas hold 4 "
     "numbers per class (use deltas[:, 0::4] etc.); return Tensor[N, C, 4].",
+    steps=(
+        "The boxes' widths, heights and centres, each kept as a column (N, 1) so that it broadcasts over "
+        "the C classes.",
+        "dx, dy, dw, dh of every class: every 4th column of deltas, starting at 0, 1, 2 and 3 (N, C each), "
+        "each divided by its weight.",
+        "Limit dw and dh from above only (Tensor.clamp with max).",
+        "New centres: move each centre by d times the size; new sizes: the size times exp(d).",
+        "The four corners from the new centres and sizes, stacked on a new last axis: (N, C, 4).",
+    ),
     mistakes=(
         Mistake(
             "the weights were left out: divide the deltas by (wx, wy, ww, wh) first.",
@@ -153,12 +173,8 @@ DECODE_BOXES = Exercise(
         "torchvision.models.detection._utils.BoxCoder.decode",
     ),
 )
-
-
 def check_decode_boxes(decode_boxes: Callable, extra: bool = False) -> None:
     """Check your decode_boxes(deltas, boxes, weights, clip) -> Tensor[N, C, 4] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(DECODE_BOXES, decode_boxes, extra)
 
 
 def _iou_cases() -> list[Case]:
@@ -188,12 +204,20 @@ def _iou_without_clamp(boxes1, boxes2):
     return intersection / union
 
 
-BOX_IOU = Exercise(
-    "box_iou",
-    _iou_cases,
+@exercise(
+    cases=_iou_cases,
     hint="intersection: top-left = max of the top-lefts, bottom-right = min of the bottom-rights, sides clamped "
     "at 0 (no overlap -> 0); union = area1 + area2 - intersection; broadcast boxes1[:, None] against "
     "boxes2[None] to get Tensor[N, M]; boxes are (x1, y1, x2, y2).",
+    steps=(
+        "The overlap of every pair at once: index boxes1 with [:, None] and boxes2 with [None, :]. Its "
+        "top-left is the larger of the two top-lefts, its bottom-right the smaller of the two "
+        "bottom-rights (torch.max and torch.min of two tensors): (N, M, 2) each.",
+        "Its width and height: bottom-right minus top-left, never below 0.",
+        "Its area, and the area of each box of either list.",
+        "The intersection over the union, with the areas broadcast the same way as the corners.",
+    ),
+    fast="broadcast boxes1[:, None] against boxes2[None]: one tensor operation per step, no loop over boxes",
     mistakes=(
         Mistake(
             "boxes are (x1, y1, x2, y2), not (x, y, w, h).",
@@ -221,12 +245,8 @@ BOX_IOU = Exercise(
         "torchvision.ops.boxes._box_inter_union",
     ),
 )
-
-
 def check_box_iou(box_iou: Callable, extra: bool = False) -> None:
     """Check your box_iou(boxes1, boxes2) -> Tensor[N, M] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(BOX_IOU, box_iou, extra)
 
 
 def _same_set_by_score(expected, got, case: Case) -> Difference | None:
@@ -283,12 +303,26 @@ def _nms_cases() -> list[Case]:
     ]
 
 
-NMS = Exercise(
-    "nms",
-    _nms_cases,
+@exercise(
+    cases=_nms_cases,
     hint="sort by score, highest first; take the best box still alive, keep it, and drop every remaining box "
     "whose IoU with it is > iou_threshold (strictly); repeat. Return the kept boxes' indices into the "
     "ORIGINAL boxes, as int64, by decreasing score (also for no boxes: torch.empty(0, dtype=torch.int64)).",
+    steps=(
+        "Sort: the indices by decreasing score (Tensor.argsort), and the boxes in that order.",
+        "Work through the sorted boxes in blocks of a fixed size (128 is good): a block's IoU matrix stays "
+        "small whatever the number of boxes.",
+        "In a block: a boolean matrix saying which better box would suppress which worse one: IoU above the "
+        "threshold (components.box_iou), upper triangle only (a box can only suppress the boxes after it).",
+        "Settle the block (Cluster-NMS, Zheng et al. 2020): start with every box kept; a box stays kept when "
+        "no KEPT box before it suppresses it; recompute until nothing changes, so that a suppressed box "
+        "suppresses nothing. Each pass is one tensor operation over the matrix.",
+        "Record the original indices of the block's kept boxes; drop the block, and every later box that one "
+        "of them suppresses (one IoU of the kept boxes against all the rest).",
+        "Concatenate the recorded indices, int64 (also when there are none).",
+    ),
+    fast="no Python step per box: the IoU matrix of a block of boxes once, then a few tensor passes "
+    "(keep = ~overlaps[keep].any(dim=0) until it stops changing), as exercise 6 shows",
     mistakes=(
         Mistake(
             "NMS suppresses IoU > t, strictly: an IoU of exactly t is kept.",
@@ -319,9 +353,5 @@ NMS = Exercise(
         "torchvision.ops.boxes.batched_nms",
     ),
 )
-
-
 def check_nms(nms: Callable, extra: bool = False) -> None:
     """Check your nms(boxes, scores, iou_threshold) -> Tensor[K] int64 against the reference (exact indices)."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(NMS, nms, extra)

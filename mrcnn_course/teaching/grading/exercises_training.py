@@ -1,10 +1,14 @@
-"""Checker for the capstone's training step: train_step (lesson 07).
+"""The exercise of the capstone's training step: train_step (lesson 07).
 
-train_step is not a component: the model never calls it. Its reference is loop.train_step,
+train_step is not a component: the model never calls it. Its reference is training_step.train_step,
 and a case compares what a step leaves behind, not only what it returns: the losses it reports and
 the model's weights after the step. Both steps start from copies of the same tiny model and
 optimizer, and draw the same random anchors and RoIs (the same seed).
 """
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = ["check_train_step"]
 
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +17,11 @@ import torch
 
 from mrcnn_course.model.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
 from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
-from mrcnn_course.training import (
-    data,  # loop.train_step is the reference: the step train() takes
-    loop,
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
+from mrcnn_course.training import (  # training_step.train_step, the step train() takes, is the reference
+    data,
+    training_step,
 )
 from mrcnn_course.training.training_trace import TOTAL
 
@@ -134,15 +139,20 @@ def _step_without(*left_out: str) -> Callable:
 
 
 def _tensors_returned(model, optimizer, images, targets):
-    losses = loop.train_step(model, optimizer, images, targets)
+    losses = training_step.train_step(model, optimizer, images, targets)
     return {name: torch.tensor(value) for name, value in losses.items()}
 
 
-TRAIN_STEP = Exercise(
-    "train_step",
-    _step_cases,
+@exercise(
+    cases=_step_cases,
     hint="losses = model(images, targets) (a dict of five); loss = their sum; optimizer.zero_grad(); "
     "loss.backward(); optimizer.step(); return {'total': loss.item(), and each loss's name: its .item()}.",
+    steps=(
+        "Ask the model for its losses on the batch.",
+        "Add them up.",
+        "Clear the gradients, backpropagate the sum, and let the optimizer take its step.",
+        "The record: the total and each loss by name, each as a Python number (Tensor.item).",
+    ),
     mistakes=(
         Mistake("the weights did not move: call optimizer.step() after loss.backward().", _step_without("step")),
         Mistake(
@@ -162,13 +172,9 @@ TRAIN_STEP = Exercise(
     ),
     atol=1e-5,
     rtol=1e-4,
-    reference=loop.train_step,
+    reference=training_step.train_step,
     outcome=_after_the_step,
 )
-
-
 def check_train_step(train_step: Callable, extra: bool = False) -> None:
     """Check your train_step(model, optimizer, images, targets) -> {name: float} against the reference step,
     on copies of the same tiny model: the losses it returns and the weights it leaves."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(TRAIN_STEP, train_step, extra)

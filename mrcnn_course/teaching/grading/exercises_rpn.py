@@ -1,5 +1,13 @@
-"""Checkers for stage 3's anchors and proposals: cell_anchors, anchor_grid, filter_proposals (lesson 03).
-The box operations (encode/decode, IoU, NMS) are in checks_box_ops.py."""
+"""The exercises of stage 3's anchors and proposals: cell_anchors, anchor_grid, filter_proposals (lesson 03).
+The box operations (encode/decode, IoU, NMS) are in exercises_box_ops.py."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_cell_anchors",
+    "check_anchor_grid",
+    "check_filter_proposals",
+]
 
 import inspect
 import math
@@ -8,7 +16,8 @@ from collections.abc import Callable
 import torch
 
 from mrcnn_course.model import components, rpn
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 ANCHOR_GENERATOR = "torchvision.models.detection.anchor_utils.AnchorGenerator"
 
@@ -31,12 +40,19 @@ def _unrounded(sizes, aspect_ratios) -> torch.Tensor:
     return torch.stack([-widths, -heights, widths, heights], dim=1) / 2
 
 
-CELL_ANCHORS = Exercise(
-    "cell_anchors",
-    _cell_cases,
+@exercise(
+    cases=_cell_cases,
     hint="aspect ratio = height / width and the area stays size^2: h = size * sqrt(r), w = size / sqrt(r); "
     "each anchor is (-w/2, -h/2, w/2, h/2), rounded with torch.round; order: for each ratio, every size; "
     "return Tensor[A, 4] float32.",
+    steps=(
+        "Turn the sizes and the ratios into float32 tensors.",
+        "From each ratio, the factor for the height (its square root) and for the width (one over it).",
+        "Every (ratio, size) pair at once: a column of factors times a row of sizes (broadcasting), "
+        "flattened so that the ratio changes slowest.",
+        "From the widths and heights, the four corners of a box centred on the origin, one row per anchor.",
+        "Round.",
+    ),
     mistakes=(
         Mistake(
             "the aspect ratio is height / width (r = 2 is a tall box), not width / height.",
@@ -58,12 +74,8 @@ CELL_ANCHORS = Exercise(
     ),
     torchvision_names=(f"{ANCHOR_GENERATOR}.generate_anchors",),
 )
-
-
 def check_cell_anchors(cell_anchors: Callable, extra: bool = False) -> None:
     """Check your cell_anchors(sizes, aspect_ratios) -> Tensor[A, 4] against the reference (exactly)."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(CELL_ANCHORS, cell_anchors, extra)
 
 
 def _grid_cases() -> list[Case]:
@@ -86,12 +98,18 @@ def _locations_first(cell, grid_size, stride, order=(1, 0, 2, 3)):
     return grid.permute(*order).reshape(-1, 4)
 
 
-ANCHOR_GRID = Exercise(
-    "anchor_grid",
-    _grid_cases,
+@exercise(
+    cases=_grid_cases,
     hint="location (i, j) (row i, column j) is centred on x = j * stride_x, y = i * stride_y, with no "
     "half-stride offset; add the shift (x, y, x, y) to every cell anchor; order: row by row, then "
     "column, then the A anchors of the location; grid_size is (H, W) and stride (stride_y, stride_x).",
+    steps=(
+        "The x of every column and the y of every row: torch.arange of the grid's size, times the stride.",
+        "Every (y, x) location with torch.meshgrid (indexing='ij'), both flattened: row by row.",
+        "One shift per location, (x, y, x, y): a Tensor[H * W, 4].",
+        "Every cell anchor on every location: add a (locations, 1, 4) view of the shifts to a (1, A, 4) view "
+        "of the cell anchors, then flatten to rows of 4.",
+    ),
     mistakes=(
         Mistake(
             "there is no half-stride offset: location (i, j) is centred on (j * stride_x, i * stride_y).",
@@ -116,12 +134,8 @@ ANCHOR_GRID = Exercise(
     ),
     torchvision_names=(f"{ANCHOR_GENERATOR}.grid_anchors", f"{ANCHOR_GENERATOR}.forward"),
 )
-
-
 def check_anchor_grid(anchor_grid: Callable, extra: bool = False) -> None:
     """Check your anchor_grid(cell, grid_size, stride) -> Tensor[H * W * A, 4] against the reference (exactly)."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(ANCHOR_GRID, anchor_grid, extra)
 
 
 def _proposal_case(
@@ -227,14 +241,26 @@ def _reference_with(**changes):
     return wrong
 
 
-FILTER_PROPOSALS = Exercise(
-    "filter_proposals",
-    _proposal_cases,
+@exercise(
+    cases=_proposal_cases,
     hint="1. per level (objectness.split(num_anchors_per_level, dim=1)), the top pre_nms_top_n logits (topk), "
     "indices offset into all R anchors; 2. scores = sigmoid of those logits; then per image: 3. clip to "
     "(H, W) (components.clip_boxes_to_image); 4. drop boxes with a side < min_size "
     "(components.remove_small_boxes) and scores < score_thresh; 5. NMS per level "
     "(components.batched_nms(boxes, scores, levels, nms_thresh)); 6. keep the first post_nms_top_n.",
+    steps=(
+        "Give objectness the shape (N, R), and make a tensor that says which level each of the R anchors "
+        "is on (torch.full per level, concatenated).",
+        "Split the logits level by level (Tensor.split); in each, the indices of its best logits "
+        "(Tensor.topk, at most the level's size), shifted by where the level starts in R; join them.",
+        "For each image: its chosen boxes, logits and levels; probabilities from the logits; the boxes "
+        "clipped to the image (components.clip_boxes_to_image).",
+        "Keep the indices that components.remove_small_boxes returns, and of those the ones whose score "
+        "is at least score_thresh.",
+        "components.batched_nms with the levels as its groups; the first post_nms_top_n of its answer.",
+    ),
+    fast="topk per level on the whole batch at once, one components.batched_nms per image; no "
+    "Python loop over boxes or anchors",
     mistakes=(
         Mistake(
             "the scores are probabilities: apply torch.sigmoid to the logits.",
@@ -272,9 +298,5 @@ FILTER_PROPOSALS = Exercise(
     rtol=1e-5,
     torchvision_names=("torchvision.models.detection.rpn.RegionProposalNetwork.filter_proposals",),
 )
-
-
 def check_filter_proposals(filter_proposals: Callable, extra: bool = False) -> None:
     """Check your filter_proposals(...) -> (boxes per image, scores per image) against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(FILTER_PROPOSALS, filter_proposals, extra)

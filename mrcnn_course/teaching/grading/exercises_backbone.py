@@ -1,4 +1,8 @@
-"""Checkers for stage 2, the backbone: bottleneck and fpn_top_down (lesson 02)."""
+"""The exercises of stage 2, the backbone: bottleneck and fpn_top_down (lesson 02)."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = ["check_bottleneck", "check_fpn_top_down"]
 
 from collections.abc import Callable
 
@@ -7,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrcnn_course.model import backbone
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 
 def _randomize(module: nn.Module) -> nn.Module:
@@ -51,12 +56,18 @@ def _shortcut(block, x):
     return x if block.downsample is None else block.downsample(x)
 
 
-BOTTLENECK = Exercise(
-    "bottleneck",
-    _bottleneck_cases,
+@exercise(
+    cases=_bottleneck_cases,
     hint="out = relu(bn1(conv1(x))); out = relu(bn2(conv2(out))); out = bn3(conv3(out)); the shortcut is x, "
     "or block.downsample(x) when it is not None; return relu(out + shortcut). Don't call block(x): "
     "that is the function you are writing.",
+    steps=(
+        "Run x through the first 1x1 convolution and its batch norm, then a ReLU (F.relu).",
+        "The same with the 3x3 convolution (it carries the stride) and its batch norm, then a ReLU.",
+        "Then the last 1x1 convolution and its batch norm, with no ReLU yet.",
+        "Choose the shortcut: x itself, unless the block has a downsample module, which maps x to the branch's shape.",
+        "Add the branch and the shortcut, and only then apply the last ReLU.",
+    ),
     mistakes=(
         Mistake(
             "the last ReLU is missing: it comes AFTER adding the shortcut.",
@@ -75,12 +86,8 @@ BOTTLENECK = Exercise(
     rtol=1e-4,
     torchvision_names=("torchvision.models.resnet.Bottleneck.forward",),
 )
-
-
 def check_bottleneck(bottleneck: Callable, extra: bool = False) -> None:
     """Check your bottleneck(block, x) -> Tensor[N, 4 * width, H / stride, W / stride] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(BOTTLENECK, bottleneck, extra)
 
 
 def _fpn_case(
@@ -130,13 +137,21 @@ def _p6_from_c5(features, lateral_convs, output_convs):
     return maps[:-1] + [F.max_pool2d(lateral_convs[-1](features[-1]), kernel_size=1, stride=2)]
 
 
-FPN_TOP_DOWN = Exercise(
-    "fpn_top_down",
-    _fpn_cases,
+@exercise(
+    cases=_fpn_cases,
     hint="start at the coarsest level: top_down = lateral(C5), P5 = output(top_down); then for each finer "
     "level: top_down = lateral(C_l) + nearest upsampling of top_down to the lateral's size; P_l = "
     "output(top_down) (the 3x3 output is NOT sent down); P6 = max_pool2d(P5, kernel_size=1, stride=2); "
     "return [P2, ..., P5, P6], finest first.",
+    steps=(
+        "Start at the coarsest level: its lateral 1x1 convolution gives the running sum, and the 3x3 "
+        "convolution of that sum is the coarsest P.",
+        "Walk to the finer levels one by one, from the second coarsest down to the finest.",
+        "At each level: the lateral of its C, plus the running sum upsampled (nearest) to exactly the "
+        "lateral's height and width (F.interpolate with size=): that is the new running sum.",
+        "That level's P is its 3x3 convolution of the running sum; keep the list finest first (insert at the front).",
+        "Finally append P6: the coarsest P pooled with kernel 1 and stride 2.",
+    ),
     mistakes=(
         Mistake(
             "P6 is missing: append max_pool2d(P5, kernel_size=1, stride=2).",
@@ -161,9 +176,5 @@ FPN_TOP_DOWN = Exercise(
     rtol=1e-4,
     torchvision_names=("torchvision.ops.feature_pyramid_network.FeaturePyramidNetwork.forward",),
 )
-
-
 def check_fpn_top_down(fpn_top_down: Callable, extra: bool = False) -> None:
     """Check your fpn_top_down(features, lateral_convs, output_convs) -> [P2..P6] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(FPN_TOP_DOWN, fpn_top_down, extra)

@@ -1,4 +1,12 @@
-"""Checkers for stage 6, the mask head: project_masks_on_boxes, maskrcnn_loss, paste_masks_in_image (lesson 06)."""
+"""The exercises of stage 6, the mask head: project_masks_on_boxes, maskrcnn_loss, paste_masks_in_image (lesson 06)."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_project_masks_on_boxes",
+    "check_maskrcnn_loss",
+    "check_paste_masks_in_image",
+]
 
 from collections.abc import Callable
 
@@ -6,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from mrcnn_course.model import components, mask_head, roi_align
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 ROI_HEADS = "torchvision.models.detection.roi_heads"
 
@@ -71,13 +80,20 @@ def _whole_mask_resized(gt_masks, boxes, matched_idxs, M):
     return F.interpolate(gt_masks[matched_idxs][:, None].float(), size=(M, M), mode="bilinear")[:, 0]
 
 
-PROJECT_MASKS_ON_BOXES = Exercise(
-    "project_masks_on_boxes",
-    _projection_cases,
+@exercise(
+    cases=_projection_cases,
     hint="each RoI reads its matched object's mask: rois = Tensor[K, 5] of (matched index, x1, y1, x2, y2); "
     "components.roi_align(gt_masks[:, None] as float (Tensor[G, 1, H, W]), rois, (M, M), 1.0, -1, False) "
     "crops and resizes every mask at once (spatial_scale 1: the masks are at image size; sampling_ratio "
     "-1: adaptive); drop the channel axis: Tensor[K, M, M].",
+    steps=(
+        "RoI Align's boxes, Tensor[K, 5]: in front of each box, the index of its matched object (it picks "
+        "the 'image', here the mask, the box reads), in the boxes' dtype.",
+        "Give the masks a channel axis and make them float.",
+        "components.roi_align with an (M, M) output, scale 1, sampling ratio -1, not aligned.",
+        "Drop the channel axis.",
+    ),
+    fast="one roi_align call on all the image's masks, not one call per box",
     mistakes=(
         Mistake(
             "mask targets use adaptive sampling (sampling_ratio -1, as torchvision), not 2.",
@@ -98,12 +114,8 @@ PROJECT_MASKS_ON_BOXES = Exercise(
     rtol=1e-4,
     torchvision_names=(f"{ROI_HEADS}.project_masks_on_boxes",),
 )
-
-
 def check_project_masks_on_boxes(project_masks_on_boxes: Callable, extra: bool = False) -> None:
     """Check your project_masks_on_boxes(gt_masks, boxes, matched_idxs, M) -> Tensor[K, M, M]."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(PROJECT_MASKS_ON_BOXES, project_masks_on_boxes, extra)
 
 
 def _loss_case(
@@ -160,14 +172,21 @@ def _targets_from_whole_masks(*args):
         return mask_head.maskrcnn_loss(*args)
 
 
-MASKRCNN_LOSS = Exercise(
-    "maskrcnn_loss",
-    _loss_cases,
+@exercise(
+    cases=_loss_cases,
     hint="labels = each RoI's matched object's label (gt_labels[i][mask_matched_idxs[i]], concatenated); targets "
     "= components.project_masks_on_boxes(gt_masks[i], proposals[i], mask_matched_idxs[i], M) per image, "
     "concatenated (Tensor[K, M, M]); if there are none, return mask_logits.sum() * 0; else the logits of "
     "each RoI's OWN class, mask_logits[torch.arange(K), labels], and F.binary_cross_entropy_with_logits "
     "against the targets (a mean over every pixel of every RoI).",
+    steps=(
+        "Each RoI's class: index each image's labels with its matched indices; concatenate.",
+        "Each image's targets from components.project_masks_on_boxes (M is the logits' last size); concatenate.",
+        "With no targets, return a zero that keeps the graph.",
+        "For each RoI, the logits of its own class: index the first two axes with torch.arange(K) and the classes.",
+        "F.binary_cross_entropy_with_logits against the targets.",
+    ),
+    fast="gather every RoI's true-class channel with one indexing step, one BCE call for all RoIs",
     mistakes=(
         Mistake(
             "only the ground-truth class's channel is compared with the target: the other classes' masks get "
@@ -199,12 +218,8 @@ MASKRCNN_LOSS = Exercise(
     rtol=1e-4,
     torchvision_names=(f"{ROI_HEADS}.maskrcnn_loss",),
 )
-
-
 def check_maskrcnn_loss(maskrcnn_loss: Callable, extra: bool = False) -> None:
     """Check your maskrcnn_loss(mask_logits, proposals, gt_masks, gt_labels, mask_matched_idxs) -> a scalar."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(MASKRCNN_LOSS, maskrcnn_loss, extra)
 
 
 def _paste_case(
@@ -231,14 +246,22 @@ def _paste_cases() -> list[Case]:
     ]
 
 
-PASTE_MASKS_IN_IMAGE = Exercise(
-    "paste_masks_in_image",
-    _paste_cases,
+@exercise(
+    cases=_paste_cases,
     hint="pad each M x M mask with `padding` zeros (F.pad) and grow its box about the centre by (M + 2 * padding) "
     "/ M; truncate the grown corners to integers (.to(torch.int64)); per mask: w = x2 - x1 + 1, h = y2 - y1 "
     "+ 1 (at least 1), F.interpolate(mask[None], size=(h, w), mode='bilinear', align_corners=False), then "
     "copy the part inside the image to [y1:y2 + 1, x1:x2 + 1] of a zero Tensor[T, 1, H, W]; img_shape is "
     "(H, W).",
+    steps=(
+        "Pad the masks (F.pad) and work out the growth factor.",
+        "Grow every box: the same centre, half-width and half-height times the factor; integer corners.",
+        "Start from an all-zero output.",
+        "For each mask: its box's width and height in whole pixels, counting the last one; resize the "
+        "mask to that size (F.interpolate).",
+        "Intersect the box with the image; if anything is left, copy the matching part of the resized "
+        "mask there (offset by the box's corner).",
+    ),
     mistakes=(
         Mistake(
             "pad the mask with `padding` zeros and grow the box by (M + 2 * padding) / M before pasting: the "
@@ -258,9 +281,5 @@ PASTE_MASKS_IN_IMAGE = Exercise(
     rtol=1e-4,
     torchvision_names=(f"{ROI_HEADS}.paste_masks_in_image", f"{ROI_HEADS}.paste_mask_in_image"),
 )
-
-
 def check_paste_masks_in_image(paste_masks_in_image: Callable, extra: bool = False) -> None:
     """Check your paste_masks_in_image(masks, boxes, img_shape, padding) -> Tensor[T, 1, H, W]."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(PASTE_MASKS_IN_IMAGE, paste_masks_in_image, extra)

@@ -1,4 +1,12 @@
-"""Checkers for stage 1, the input image: resize_boxes, resize, batch_images (lesson 01)."""
+"""The exercises of stage 1, the input image: resize_boxes, resize, batch_images (lesson 01)."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_resize_boxes",
+    "check_resize",
+    "check_batch_images",
+]
 
 import math
 from collections.abc import Callable
@@ -7,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from mrcnn_course.model import input_image
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 TRANSFORM = "torchvision.models.detection.transform"
 
@@ -28,11 +37,17 @@ def _resize_boxes_cases() -> list[Case]:
     ]
 
 
-RESIZE_BOXES = Exercise(
-    "resize_boxes",
-    _resize_boxes_cases,
+@exercise(
+    cases=_resize_boxes_cases,
     hint="sizes are (height, width): x1 and x2 scale by new_width / original_width, y1 and y2 by "
     "new_height / original_height; boxes are (x1, y1, x2, y2); return Tensor[G, 4] (also for G = 0).",
+    steps=(
+        "Work out two ratios: the new height over the old one, the new width over the old one.",
+        "Take the four columns of the boxes apart (Tensor.unbind along dim 1).",
+        "Scale the two x columns with the width ratio and the two y columns with the height ratio.",
+        "Put the four columns back together in their order (torch.stack along dim 1); with no boxes this "
+        "still gives Tensor[0, 4].",
+    ),
     mistakes=(
         Mistake(
             "x was scaled by the height ratio and y by the width ratio: sizes are (height, width).",
@@ -47,12 +62,8 @@ RESIZE_BOXES = Exercise(
     rtol=1e-5,
     torchvision_names=(f"{TRANSFORM}.resize_boxes",),
 )
-
-
 def check_resize_boxes(resize_boxes: Callable, extra: bool = False) -> None:
     """Check your resize_boxes(boxes, original_size, new_size) -> Tensor[G, 4] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(RESIZE_BOXES, resize_boxes, extra)
 
 
 def _image(height: int, width: int) -> torch.Tensor:
@@ -105,14 +116,23 @@ def _boxes_not_rescaled(image, min_size, max_size, target=None):
     return resized, new_target
 
 
-RESIZE = Exercise(
-    "resize",
-    _resize_cases,
+@exercise(
+    cases=_resize_cases,
     hint="scale = min(min_size / short side, max_size / long side); "
     "F.interpolate(image[None], scale_factor=scale, mode='bilinear', recompute_scale_factor=True, "
     "align_corners=False)[0]; masks: nearest on (G, 1, H, W) floats, back to uint8; boxes: "
     "resize_boxes from (H, W) to the new size; return (image, None) without a target, else a NEW dict "
     "(dict(target)) that keeps the other entries (labels).",
+    steps=(
+        "From the image's height and width, compute the scale with the min/max-size rule.",
+        "Resize the image with F.interpolate: it wants a batch, so add a leading axis and take it away "
+        "afterwards; bilinear, align_corners=False, recompute_scale_factor=True.",
+        "With no target you are done: return the image and None.",
+        "Make a shallow copy of the target dict, so the caller's stays as it was.",
+        "Masks, if any: resize them by the same scale as one-channel floats (the default mode, nearest, "
+        "and recompute_scale_factor=True), then drop the channel and go back to uint8.",
+        "Boxes, if any: components.resize_boxes from the old (H, W) to the resized image's size.",
+    ),
     mistakes=(
         Mistake("max_size was ignored: scale = min(min_size / short side, max_size / long side).", _without_max_size),
         Mistake(
@@ -125,12 +145,8 @@ RESIZE = Exercise(
     rtol=1e-5,
     torchvision_names=(f"{TRANSFORM}._resize_image_and_masks", f"{TRANSFORM}.GeneralizedRCNNTransform.resize"),
 )
-
-
 def check_resize(resize: Callable, extra: bool = False) -> None:
     """Check your resize(image, min_size, max_size, target=None) -> (image, target) against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(RESIZE, resize, extra)
 
 
 def _batch_cases() -> list[Case]:
@@ -153,11 +169,17 @@ def _images_bottom_right(images, size_divisible=32):
     return moved
 
 
-BATCH_IMAGES = Exercise(
-    "batch_images",
-    _batch_cases,
+@exercise(
+    cases=_batch_cases,
     hint="the batch is Tensor[N, 3, Hp, Wp] of zeros, Hp = the largest height rounded UP to a multiple of "
     "size_divisible (math.ceil(h / d) * d), Wp likewise; copy each image into the top-left corner.",
+    steps=(
+        "Find the largest height and the largest width over the images.",
+        "Round each up to the next multiple of size_divisible (math.ceil of the quotient).",
+        "Make an all-zero batch of shape (N, 3, Hp, Wp) with Tensor.new_zeros on the first image: it "
+        "keeps the images' dtype and device.",
+        "Copy each image into the top-left corner of its slot, slicing with its own height and width.",
+    ),
     mistakes=(
         Mistake(
             "the sides were not rounded up to a multiple of size_divisible.",
@@ -178,9 +200,5 @@ BATCH_IMAGES = Exercise(
     rtol=0.0,
     torchvision_names=(f"{TRANSFORM}.GeneralizedRCNNTransform.batch_images",),
 )
-
-
 def check_batch_images(batch_images: Callable, extra: bool = False) -> None:
     """Check your batch_images(images, size_divisible=32) -> Tensor[N, 3, Hp, Wp] against the reference."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(BATCH_IMAGES, batch_images, extra)

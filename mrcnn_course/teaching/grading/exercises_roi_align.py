@@ -1,4 +1,4 @@
-"""Checkers for stage 4, RoI Align: interpolation_weights (a helper), roi_align, map_levels (lesson 04).
+"""The exercises of stage 4, RoI Align: interpolation_weights (a helper), roi_align, map_levels (lesson 04).
 
 interpolation_weights is not a component (the model never calls it alone): bilinear interpolation
 along one axis, with RoI Align's rules at the border. Its reference is roi_align.sampling_taps, the
@@ -6,12 +6,21 @@ package's own per-axis reading, at a single point. While it is checked, that and
 switched off.
 """
 
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_interpolation_weights",
+    "check_roi_align",
+    "check_map_levels",
+]
+
 from collections.abc import Callable
 
 import torch
 
 from mrcnn_course.model import roi_align
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 ROI_ALIGN_OPS = (
     "torchvision.ops.roi_align",
@@ -59,13 +68,20 @@ def _swapped(coords, length):
     return reference_interpolation_weights(coords.floor() + 1 - (coords - coords.floor()), length)
 
 
-INTERPOLATION_WEIGHTS = Exercise(
-    "interpolation_weights",
-    _weights_cases,
+@exercise(
+    cases=_weights_cases,
     hint="a coordinate outside [-1, length] weighs nothing; otherwise clamp it at 0 from below; low = floor, high = "
     "low + 1, except at or past the last cell (low >= length - 1): low = high = length - 1 and the coordinate "
     "= low; t = coordinate - low; weight 1 - t on cell low and t on cell high (F.one_hot(low, length) * (1 - t) "
     "+ F.one_hot(high, length) * t, with t[..., None]) -> Tensor[*S, length].",
+    steps=(
+        "Remember which coordinates lie outside [-1, length]: they will weigh nothing.",
+        "Bring the coordinates into [0, length - 1]: one clamp gives both border rules.",
+        "The low neighbour is the floor, as an integer tensor; the high one is the next cell, but never past the last.",
+        "t: how far each coordinate is past its low neighbour.",
+        "Rows of weights from F.one_hot of each neighbour, scaled by its weight (give the weights a "
+        "trailing axis so they broadcast); then zero the rows of the coordinates of step 1.",
+    ),
     mistakes=(
         Mistake(
             "a coordinate outside [-1, length] has no weight at all (RoI Align reads 0 there): only "
@@ -94,12 +110,8 @@ INTERPOLATION_WEIGHTS = Exercise(
     torchvision_names=EVERY_ROI_ALIGN,
     reference=reference_interpolation_weights,
 )
-
-
 def check_interpolation_weights(interpolation_weights: Callable, extra: bool = False) -> None:
     """Check your interpolation_weights(coords, length) -> Tensor[*S, length] against RoI Align's reading."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(INTERPOLATION_WEIGHTS, interpolation_weights, extra)
 
 
 def _rois(image_sizes: list[tuple[int, int]], per_image: int, scale: float = 1.0) -> torch.Tensor:
@@ -190,14 +202,30 @@ def _summed_not_averaged(input, boxes, output_size, spatial_scale, sampling_rati
     return roi_align.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned) * sampling_ratio**2
 
 
-ROI_ALIGN = Exercise(
-    "roi_align",
-    _roi_align_cases,
+@exercise(
+    cases=_roi_align_cases,
     hint="per box: corners * spatial_scale, minus 0.5 if aligned; width and height clamped at 1 if not aligned; "
     "bin = size / bins; points per bin per axis: sampling_ratio, or ceil(size / bins) when it is <= 0; point i "
     "of bin b at start + b * bin + (i + 0.5) * bin / points; a bin's row weights are the MEAN of its points' "
     "interpolation_weights (the same for columns); each box's output is rows @ feature @ columns^T, read from "
     "the box's own image (column 0 of boxes); return Tensor[K, C, PH, PW].",
+    steps=(
+        "PH and PW from output_size; the zero output Tensor[K, C, PH, PW]; with no boxes, return it.",
+        "The corners in cells (scaled, and shifted if aligned); each box's width and height (clamped "
+        "unless aligned) and the size of one of its bins.",
+        "The number of points per bin along each axis: one number per box.",
+        "A helper for one axis: every box's bin weights, Tensor[K, bins, length]. Compute the coordinates "
+        "of all points of all bins at once (broadcast a box axis, a bin axis and a point axis), take their "
+        "interpolation_weights, and average over each bin's points. Boxes may have different numbers of "
+        "points: make room for the most and weigh the extra ones 0.",
+        "The helper gives the rows (along H) and the columns (along W).",
+        "Output = rows @ feature map @ columns transposed, per box, but only a few weights of a bin are not 0: "
+        "keep the largest few rows and columns (topk), number every (row, column) cell of every bin in the map "
+        "laid out channels last, one row per cell, weigh it by row weight times column weight, and let "
+        "F.embedding_bag sum each bin's cells in one pass; reshape to (K, C, PH, PW).",
+    ),
+    fast="all RoIs at once: gather the four neighbours of every sample point with indexing, no Python loop "
+    "over RoIs or bins",
     mistakes=(
         Mistake(
             "spatial_scale was not applied: box corners are in image pixels; multiply them by spatial_scale "
@@ -231,14 +259,10 @@ ROI_ALIGN = Exercise(
     rtol=1e-4,
     torchvision_names=ROI_ALIGN_OPS,
 )
-
-
 def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
     """Check your roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned).
 
     It returns Tensor[K, C, PH, PW]."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(ROI_ALIGN, roi_align, extra)
 
 
 def _squares(*sides: float) -> torch.Tensor:
@@ -301,12 +325,17 @@ def _levels_unclamped(boxes, k_min, k_max, canonical_scale=224, canonical_level=
     return roi_align.map_levels(boxes, -100, 100, canonical_scale, canonical_level, eps) - 100 - k_min
 
 
-MAP_LEVELS = Exercise(
-    "map_levels",
-    _map_levels_cases,
+@exercise(
+    cases=_map_levels_cases,
     hint="k = floor(canonical_level + log2(sqrt(w * h) / canonical_scale) + eps) for every box of every image "
     "(concatenated, image after image), clamped to [k_min, k_max]; return k - k_min as int64 (an index into "
     "the pooled levels P{k_min}..P{k_max}).",
+    steps=(
+        "Join every image's boxes into one tensor.",
+        "Each box's scale: the side of the square of the same area.",
+        "Apply the formula of the docstring (torch.log2, torch.floor).",
+        "Clamp, make it int64, and subtract k_min.",
+    ),
     mistakes=(
         Mistake(
             "return k - k_min, an index into the pooled maps (0 for P{k_min}), not the level k itself.",
@@ -325,9 +354,5 @@ MAP_LEVELS = Exercise(
     ),
     torchvision_names=("torchvision.ops.poolers.LevelMapper.__call__", "torchvision.ops.poolers.initLevelMapper"),
 )
-
-
 def check_map_levels(map_levels: Callable, extra: bool = False) -> None:
     """Check your map_levels(boxes, k_min, k_max, canonical_scale, canonical_level, eps) -> Tensor[K] int64."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(MAP_LEVELS, map_levels, extra)

@@ -1,4 +1,11 @@
-"""Checkers for stage 5, the box head: fastrcnn_loss and postprocess_detections (lesson 05)."""
+"""The exercises of stage 5, the box head: fastrcnn_loss and postprocess_detections (lesson 05)."""
+
+# This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
+# its check function (core.exercise), and grading/__init__.py exports them.
+__all__ = [
+    "check_fastrcnn_loss",
+    "check_postprocess_detections",
+]
 
 import inspect
 from collections.abc import Callable
@@ -7,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from mrcnn_course.model import box_head, components
-from mrcnn_course.teaching.grading.core import Case, Exercise, Mistake, run
+from mrcnn_course.teaching.grading.core import exercise
+from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 ROI_HEADS = "torchvision.models.detection.roi_heads"
 
@@ -63,13 +71,21 @@ def _box_loss_with(
     return F.cross_entropy(class_logits, labels), loss / max(count, 1)
 
 
-FASTRCNN_LOSS = Exercise(
-    "fastrcnn_loss",
-    _fastrcnn_cases,
+@exercise(
+    cases=_fastrcnn_cases,
     hint="concatenate the images' labels and targets; classification: F.cross_entropy(class_logits, labels) over "
     "all RoIs; box: only positive RoIs (label > 0), only their ground-truth class's 4 deltas "
     "(box_regression reshaped to (K, C, 4), indexed [positive, labels[positive]]), smooth L1 with beta 1/9, "
     "summed, divided by the number of ALL RoIs; return (classification_loss, box_loss).",
+    steps=(
+        "Concatenate the labels and the regression targets of all images.",
+        "The cross-entropy of the class logits against the labels.",
+        "Find the positive RoIs (torch.where).",
+        "View the deltas as (K, C, 4) and pick, for each positive RoI, the 4 deltas of its own class "
+        "(index with two index tensors at once).",
+        "Smooth L1 against those RoIs' targets, beta 1/9, reduction 'sum', divided by K.",
+    ),
+    fast="select the true class's 4 deltas with indexing, one loss call for all RoIs",
     mistakes=(
         Mistake(
             "smooth L1 uses beta = 1/9 (torchvision's value), not the default 1.",
@@ -97,12 +113,8 @@ FASTRCNN_LOSS = Exercise(
     rtol=1e-4,
     torchvision_names=(f"{ROI_HEADS}.fastrcnn_loss",),
 )
-
-
 def check_fastrcnn_loss(fastrcnn_loss: Callable, extra: bool = False) -> None:
     """Check your fastrcnn_loss(class_logits, box_regression, labels, regression_targets) -> (Tensor, Tensor)."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(FASTRCNN_LOSS, fastrcnn_loss, extra)
 
 
 def _proposals(count: int, height: int, width: int) -> torch.Tensor:
@@ -211,15 +223,22 @@ def _with_setting(name: str, change) -> Callable:
     return wrong
 
 
-POSTPROCESS_DETECTIONS = Exercise(
-    "postprocess_detections",
-    _postprocess_cases,
+@exercise(
+    cases=_postprocess_cases,
     hint="softmax over the classes; decode every RoI's box for every class (components.decode_boxes(box_regression, "
     "proposals, weights, clip) with the proposals concatenated, clip = log(1000 / 16)); per image: clip to its "
     "size (components.clip_boxes_to_image), drop column 0 (background), flatten so each (RoI, class) is one "
     "candidate with its label, keep scores > score_thresh (strictly), drop boxes with a side < 0.01 "
     "(components.remove_small_boxes), NMS per class (components.batched_nms with the labels), keep the first "
     "detections_per_img; return three lists (boxes, scores, labels), one entry per image.",
+    steps=(
+        "Probabilities from the logits; every box of every class decoded at once (components.decode_boxes).",
+        "Split the scores and boxes back into images (each image's number of proposals).",
+        "For each image: clip its boxes; a labels tensor shaped like its scores, each column its class "
+        "index; drop the background column of boxes, scores and labels, and flatten all three.",
+        "Keep the candidates above the threshold, then those components.remove_small_boxes keeps.",
+        "components.batched_nms with the labels as its groups, cut at detections_per_img.",
+    ),
     mistakes=(
         Mistake(
             "background (class 0) is not a detection: drop the first column of scores and boxes.", _with_background
@@ -251,9 +270,5 @@ POSTPROCESS_DETECTIONS = Exercise(
     rtol=1e-5,
     torchvision_names=(f"{ROI_HEADS}.RoIHeads.postprocess_detections",),
 )
-
-
 def check_postprocess_detections(postprocess_detections: Callable, extra: bool = False) -> None:
     """Check your postprocess_detections(...) -> (boxes, scores, labels), each a list of one tensor per image."""
-    __tracebackhide__ = True  # IPython and pytest skip this frame
-    run(POSTPROCESS_DETECTIONS, postprocess_detections, extra)
