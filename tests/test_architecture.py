@@ -4,6 +4,13 @@
 
 Within training, the data layer (scenes, data, images, coco, encoding, evaluation) imports nothing of
 the loop or its trace: a low module never reaches up for a constant.
+
+No module imports in a circle, counting every import statement that can run: at a module's top and inside
+functions (an import deferred into a function still ties the two modules together, and only moves the
+failure from import time to call time). Not counted: imports under `if TYPE_CHECKING:`, which never run
+(components.py names the stage functions there so that editors show the forwarders' signatures), and
+look-ups by dotted name (components finds a component's implementations by module name when asked for).
+`from package import name` counts as importing package.name when that is a module, else the package.
 """
 
 import ast
@@ -22,15 +29,68 @@ DATA_LAYER = {"scenes", "data", "images", "coco", "encoding", "evaluation"}
 TRAINING_TOP = {"loop", "training_trace", "budget", "pretrained"}
 
 
-def imported_modules(path: Path) -> set[str]:
-    """The mrcnn_course modules a file imports (at its top or inside functions)."""
+def module_name(path: Path) -> str:
+    """mrcnn_course/model/rpn.py -> "mrcnn_course.model.rpn"; a package's __init__.py -> the package."""
+    parts = ["mrcnn_course", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imported_modules(path: Path, runtime_only: bool = False) -> set[str]:
+    """The mrcnn_course modules a file imports (at its top or inside functions; with runtime_only, not those
+    under `if TYPE_CHECKING:`), each resolved to a module: `from a.b import c` names a.b.c if that is a module."""
+    tree = ast.parse(path.read_text())
+    type_checking_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if runtime_only and id(node) in type_checking_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mrcnn_course"):
-            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                names.add(submodule if submodule in MODULES else node.module)
         elif isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names if alias.name.startswith("mrcnn_course")}
-    return names
+    return names & MODULES.keys()
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One circle (a path back to its start) for each group of modules that import each other."""
+    circles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                circles.append(path[path.index(imported) :] + [imported])
+            elif imported not in done:
+                visit(imported, path + [imported])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    return circles
+
+
+def test_no_module_imports_in_a_circle():
+    graph = {module: imported_modules(path, runtime_only=True) for module, path in MODULES.items()}
+    circles = [" -> ".join(circle) for circle in import_circles(graph)]
+    assert circles == [], "import circles:\n" + "\n".join(circles)
+
+
+def test_a_circle_is_found_however_long():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert import_circles(graph) == [["a", "b", "c", "a"]]
+    assert import_circles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
 
 def layer_of(module: str) -> str | None:

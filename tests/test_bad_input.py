@@ -1,8 +1,9 @@
-"""Bad input gets a clear error and loses nothing (issue 13): training targets, images, the recipe, COCO
-folders, output folders, divergence, checkpoints, thread counts and Ctrl-C. Every test asserts the message.
+"""Bad input to training gets a clear error and loses nothing: the recipe, COCO folders, output folders,
+divergence, checkpoints, thread counts and Ctrl-C. Every test asserts the message. (The model's own input
+check, on images and targets, is tested in test_input_checks.py.)
 
-The model's input check runs on tensors alone (fast); the training cases run tiny recipes (64-px scenes,
-one or two steps an epoch) and the command line's Ctrl-C runs in a subprocess (marked slow).
+The cases run tiny recipes (64-px scenes, one or two steps an epoch) and the command line's Ctrl-C runs in
+a subprocess (marked slow).
 """
 
 import json
@@ -21,8 +22,7 @@ import torch
 from PIL import Image
 
 from mrcnn_course.__main__ import main
-from mrcnn_course.model import components, input_image
-from mrcnn_course.model.input_image import check_images_and_targets
+from mrcnn_course.model import components
 from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.training import checkpoints, coco, data, evaluation, images, loop
 from mrcnn_course.training.checkpoints import (
@@ -52,153 +52,6 @@ def finished_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("finished")
     train(recipe=TINY, out=out, progress=False)
     return out
-
-
-def target(boxes=((2.0, 2, 20, 20), (10, 10, 40, 30)), labels=(1, 2), size=(64, 64), **changes) -> dict:
-    """A good two-object target for a 64 x 64 image, with `changes` replacing its entries."""
-    good = {
-        "boxes": torch.tensor(boxes, dtype=torch.float32),
-        "labels": torch.as_tensor(labels),
-        "masks": torch.ones(len(boxes), *size, dtype=torch.uint8),
-    }
-    return {**good, **changes}
-
-
-# ----- training targets (the model's input check) -----
-BAD_TARGETS = [
-    (
-        target(labels=(1, 7)),
-        "target 0 object 1 has label 7 but the model has 6 classes (labels 1 to 5, 0 is the "
-        "background): build the model with num_classes=8",
-    ),
-    (
-        target(labels=((1,), (2,))),
-        "target 0 labels have shape (2, 1): expected Tensor[G], one label per box (labels.flatten()",
-    ),
-    (
-        target(masks=torch.ones(1, 64, 64, dtype=torch.uint8)),
-        "target 0 masks have shape (1, 64, 64) for 2 boxes: expected Tensor[G, H, W], one mask per box",
-    ),
-    (target(labels=(1, 2, 3)), "target 0 has 3 labels for 2 boxes: give one label per box"),
-    (
-        target(masks=torch.ones(2, 32, 32, dtype=torch.uint8)),
-        "target 0 masks are 32 x 32 but image 0 is 64 x 64: each mask covers its whole image",
-    ),
-    (target(labels=(0, 2)), "target 0 object 0 has label 0: labels start at 1 (0 is the background"),
-    (target(labels=(1, -1)), "target 0 object 1 has label -1: labels start at 1"),
-    (target(boxes=((5.0, 5, 2, 9), (1, 1, 9, 9))), "target 0 box 0 is [5.0, 5.0, 2.0, 9.0]: boxes need x2 > x1"),
-    (
-        target(boxes=((1.0, 1, float("nan"), 9), (1, 1, 9, 9))),
-        "target 0 box 0 is [1.0, 1.0, nan, 9.0]: box coordinates must be finite",
-    ),
-    (target(boxes=((0.0, 0, 1, 1, 1),)), "target 0 boxes have shape (1, 5): expected Tensor[G, 4]"),
-    (target(labels=torch.tensor([1, 2], dtype=torch.int32)), "target 0 labels have dtype torch.int32: expected int64"),
-    ({"boxes": torch.zeros(0, 4)}, "target 0 has no 'labels'"),
-]
-
-
-@pytest.mark.parametrize("bad, message", BAD_TARGETS)
-def test_bad_training_targets_are_named_with_the_fix(bad, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        check_images_and_targets([torch.rand(3, 64, 64)], [bad], training=True, num_classes=6)
-
-
-def test_the_model_checks_targets_against_its_own_classes():
-    """The model passes its num_classes to the check: no IndexError from deep inside cross_entropy."""
-    model = maskrcnn_small(num_classes=3).train()
-    with pytest.raises(ValueError, match=re.escape("has label 5 but the model has 3 classes")):
-        model([torch.rand(3, 64, 64)], [target(labels=(1, 5))])
-    with pytest.raises(ValueError, match=re.escape("1 images but 2 targets")):
-        model([torch.rand(3, 64, 64)], [target(), target()])
-
-
-# ----- images -----
-def with_value(value: float, at=(1, 2, 3)) -> torch.Tensor:
-    image = torch.rand(3, 64, 64)
-    image[at] = value
-    return image
-
-
-BAD_IMAGES = [
-    (with_value(float("nan")), "image 0 has 1 NaN or infinite values (the first at channel 1, row 2, column 3)"),
-    (with_value(float("inf")), "image 0 has 1 NaN or infinite values"),
-    (torch.rand(3, 64, 64) * 255, "expected floats in [0, 1]; divide 0-255 values by 255"),
-    (torch.randn(3, 64, 64), "the model normalizes them (ImageNet mean and std) itself"),
-    (
-        torch.rand(3, 2, 500),
-        "image 0 is 2 x 500 (height x width): resized so its long side is at most 128, its "
-        "short side would be 0 pixels; crop it",
-    ),
-    (torch.rand(64, 64, 3), "expected Tensor[3, H, W] (channels last? use image.permute(2, 0, 1))"),
-    (torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8), "(for uint8 pixels use image.float() / 255)"),
-    (np.zeros((8, 8, 3)), "image 0 is a ndarray, not a tensor: convert it with"),
-]
-
-
-@pytest.mark.parametrize("image, message", BAD_IMAGES)
-def test_bad_images_are_named_with_the_fix(image, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        check_images_and_targets([image], max_size=128)
-
-
-def test_a_slight_overshoot_of_bicubic_resampling_is_accepted():
-    overshoot = torch.rand(3, 64, 64) * 1.1 - 0.05  # [-0.05, 1.05]
-    assert check_images_and_targets([overshoot])[0] is overshoot
-
-
-def test_a_batch_that_is_one_tensor_or_empty_is_refused():
-    with pytest.raises(ValueError, match=re.escape("got one tensor of shape (1, 3, 8, 8): pass [image]")):
-        check_images_and_targets(torch.rand(1, 3, 8, 8))
-    with pytest.raises(ValueError, match="images is empty"):
-        check_images_and_targets([])
-    with pytest.raises(ValueError, match="in training mode the model needs targets"):
-        check_images_and_targets([torch.rand(3, 8, 8)], None, training=True)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
-def test_float64_and_float16_images_are_converted(dtype):
-    image = torch.rand(3, 64, 64)
-    model = maskrcnn_small(num_classes=6).eval()
-    with torch.no_grad():
-        expected, got = model([image])[0], model([image.to(dtype)])[0]
-    assert check_images_and_targets([image.to(dtype)])[0].dtype == torch.float32
-    if dtype == torch.float64:  # float64 -> float32 is exact for these values: the same detections
-        assert torch.equal(expected["boxes"], got["boxes"])
-    assert got["masks"].dtype == torch.float32
-
-
-def test_pasting_many_large_masks_stays_within_the_memory_limit(monkeypatch):
-    """Above PASTE_MEMORY_LIMIT the masks are pasted a chunk at a time and kept as bool (100 masks of a
-    4000 x 4000 photo: 1.6 GB instead of 6.4 GB); a small limit shows it on a small image."""
-    masks = torch.rand(5, 1, 28, 28)
-    boxes = torch.tensor([[4.0, 4, 40, 50], [0, 0, 63, 63], [10, 20, 30, 25], [50, 50, 70, 70], [1, 2, 3, 4]])
-    probabilities = input_image.paste_masks_within_memory(masks, boxes, (64, 64))
-    assert probabilities.dtype == torch.float32  # under the limit: torchvision's probabilities
-    monkeypatch.setattr(input_image, "PASTE_MEMORY_LIMIT", 2 * 64 * 64 * 4)  # two float masks at a time
-    with pytest.warns(UserWarning, match=r"5 masks of 64 x 64 as float probabilities would take .* returned as bool"):
-        bounded = input_image.paste_masks_within_memory(masks, boxes, (64, 64))
-    assert bounded.dtype == torch.bool and torch.equal(bounded, probabilities > 0.5)
-
-
-PASTE_PEAK = """
-import resource, torch
-from mrcnn_course.model import input_image
-input_image.PASTE_MEMORY_LIMIT = 2**24  # 16 MB of float masks at a time
-masks, boxes = torch.rand(24, 1, 28, 28), torch.tensor([[0.0, 0, 1999, 1999]]).repeat(24, 1)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-pasted = input_image.paste_masks_within_memory(masks, boxes, (2000, 2000))
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, pasted.dtype)
-"""
-
-
-@pytest.mark.slow
-def test_pasting_masks_into_a_large_image_is_bounded_in_memory():
-    """24 masks of 2000 x 2000 take 384 MB as float; pasted within a 16 MB limit the peak grows by the bool
-    output (96 MB) and one chunk, not by the float masks (in a process of its own, to measure its peak)."""
-    result = subprocess.run([sys.executable, "-c", PASTE_PEAK], capture_output=True, text=True, timeout=120)
-    grown, dtype = result.stdout.split()
-    assert dtype == "torch.bool" and "returned as bool masks" in result.stderr
-    assert int(grown) < 0.6 * 24 * 2000 * 2000 * 4, f"the peak grew by {int(grown) / 1e6:.0f} MB"
 
 
 # ----- the recipe -----

@@ -1,6 +1,8 @@
 """components: which implementation runs, switching, restoring, and clear errors."""
 
+import ast
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,3 +102,14 @@ def test_print_model_names_the_swapped_components():
     assert "components: all the package's own" in repr(model)
     with components.using(nms="torchvision"):
         assert "components: nms=torchvision" in repr(model)
+
+
+def test_type_checkers_see_each_forwarder_as_the_packages_own_function():
+    """components.py imports every component's own function under `if TYPE_CHECKING:` (never at run time:
+    the stage modules import components), so editors and type checkers show the real signature."""
+    tree = ast.parse(Path(components.__file__).read_text())
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    imported = {
+        alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    assert imported == {name: f"mrcnn_course.model.{c.module}" for name, c in components.COMPONENTS.items()}

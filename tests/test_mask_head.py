@@ -1,11 +1,14 @@
 """Stage 6 against torchvision: head layout, mask targets, mask loss, pasting masks into the image."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskPredictor
 
-from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model import mask_head, torchvision_ops
 from mrcnn_course.model.mask_head import (
     MaskRCNNHeads,
     MaskRCNNPredictor,
@@ -86,3 +89,37 @@ def test_select_class_masks_takes_each_detections_own_class():
     masks = select_class_masks(logits, [torch.tensor([2, 0]), torch.tensor([3])])
     assert [m.shape for m in masks] == [(2, 1, 28, 28), (1, 1, 28, 28)]
     torch.testing.assert_close(masks[1][0, 0], logits[2, 3].sigmoid())
+
+
+def test_pasting_many_large_masks_stays_within_the_memory_limit(monkeypatch):
+    """Above PASTE_MEMORY_LIMIT the masks are pasted a chunk at a time and kept as bool (100 masks of a
+    4000 x 4000 photo: 1.6 GB instead of 6.4 GB); a small limit shows it on a small image."""
+    masks = torch.rand(5, 1, 28, 28)
+    boxes = torch.tensor([[4.0, 4, 40, 50], [0, 0, 63, 63], [10, 20, 30, 25], [50, 50, 70, 70], [1, 2, 3, 4]])
+    probabilities = mask_head.paste_masks_within_memory(masks, boxes, (64, 64))
+    assert probabilities.dtype == torch.float32  # under the limit: torchvision's probabilities
+    monkeypatch.setattr(mask_head, "PASTE_MEMORY_LIMIT", 2 * 64 * 64 * 4)  # two float masks at a time
+    with pytest.warns(UserWarning, match=r"5 masks of 64 x 64 as float probabilities would take .* returned as bool"):
+        bounded = mask_head.paste_masks_within_memory(masks, boxes, (64, 64))
+    assert bounded.dtype == torch.bool and torch.equal(bounded, probabilities > 0.5)
+
+
+PASTE_PEAK = """
+import resource, torch
+from mrcnn_course.model import mask_head
+mask_head.PASTE_MEMORY_LIMIT = 2**24  # 16 MB of float masks at a time
+masks, boxes = torch.rand(24, 1, 28, 28), torch.tensor([[0.0, 0, 1999, 1999]]).repeat(24, 1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pasted = mask_head.paste_masks_within_memory(masks, boxes, (2000, 2000))
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, pasted.dtype)
+"""
+
+
+@pytest.mark.slow
+def test_pasting_masks_into_a_large_image_is_bounded_in_memory():
+    """24 masks of 2000 x 2000 take 384 MB as float; pasted within a 16 MB limit the peak grows by the bool
+    output (96 MB) and one chunk, not by the float masks (in a process of its own, to measure its peak)."""
+    result = subprocess.run([sys.executable, "-c", PASTE_PEAK], capture_output=True, text=True, timeout=120)
+    grown, dtype = result.stdout.split()
+    assert dtype == "torch.bool" and "returned as bool masks" in result.stderr
+    assert int(grown) < 0.6 * 24 * 2000 * 2000 * 4, f"the peak grew by {int(grown) / 1e6:.0f} MB"

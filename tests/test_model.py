@@ -10,6 +10,7 @@ matched masks agree on >= 99.9% of pixels. Both on a batch of several sizes and 
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -17,20 +18,19 @@ from torchvision.ops import FrozenBatchNorm2d
 
 import mrcnn_course
 from mrcnn_course.model import components
+from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
 
-pytestmark = pytest.mark.slow  # R-50-FPN models, several images: tens of seconds on 2 cores
+SLOW = pytest.mark.slow  # R-50-FPN models, several images: tens of seconds on 2 cores
 
 # Smaller than the default 800 px so the suite stays fast; both models get the same keywords.
 KWARGS = dict(min_size=320, max_size=512, box_score_thresh=0.0)
 
 
-def images(seed: int = 0) -> list[torch.Tensor]:
+def images(seed: int = 0, sizes=((300, 400), (400, 260), (333, 517))) -> list[torch.Tensor]:
+    """Smooth random images (the random network sees some structure), by default of several sizes and aspect ratios."""
     g = torch.Generator().manual_seed(seed)
-    # several sizes and aspect ratios; smooth images so that the random network sees some structure
-    sizes = [(300, 400), (400, 260), (333, 517)]
     return [
-        torch.nn.functional.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear")[0]
-        for h, w in sizes
+        F.interpolate(torch.rand(1, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear")[0] for h, w in sizes
     ]
 
 
@@ -60,11 +60,13 @@ def run(model, mode: str, ops: str):
         return [model([img])[0] for img in images()]
 
 
+@SLOW
 def test_state_dict_keys_are_torchvisions(models):
     ours, theirs = models
     assert list(ours.state_dict()) == list(theirs.state_dict())
 
 
+@SLOW
 @pytest.mark.parametrize("mode", ["batch", "single"])
 def test_same_outputs_with_torchvision_ops(models, reference, mode):
     got = run(models[0], mode, "torchvision")
@@ -88,6 +90,7 @@ def match_detections(reference: dict, got: dict) -> tuple[float, float]:
     return matched.float().mean().item(), (ref_masks == got_masks).float().mean().item()
 
 
+@SLOW
 @pytest.mark.parametrize("mode", ["batch", "single"])
 def test_matching_detections_with_own_ops(models, reference, mode):
     got = run(models[0], mode, "own")
@@ -97,6 +100,7 @@ def test_matching_detections_with_own_ops(models, reference, mode):
         assert mask_agreement >= 0.999, f"masks agree on {mask_agreement:.3%} of pixels"
 
 
+@SLOW
 def test_coco_checkpoint_layout_loads_strictly():
     """torchvision's COCO weights use FrozenBatchNorm2d (no num_batches_tracked): they load as they are."""
     torch.manual_seed(1)
@@ -114,6 +118,7 @@ def test_coco_checkpoint_layout_loads_strictly():
     torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=0, atol=1e-3)
 
 
+@SLOW
 def test_training_losses_equal_torchvisions_with_the_same_seed(models):
     ours, theirs = models
     imgs = images()[:2]
@@ -137,6 +142,7 @@ def test_training_losses_equal_torchvisions_with_the_same_seed(models):
         torch.testing.assert_close(got[k], expected[k], rtol=1e-4, atol=1e-5)
 
 
+@SLOW
 def test_model_calls_through_components(models):
     calls = []
 
@@ -149,6 +155,7 @@ def test_model_calls_through_components(models):
     assert calls, "the model must call NMS through mrcnn_course.model.components"
 
 
+@SLOW
 def test_small_model_trains_and_predicts():
     model = mrcnn_course.maskrcnn_small(num_classes=4)
     image = torch.rand(3, 128, 128)
@@ -164,11 +171,13 @@ def test_small_model_trains_and_predicts():
     assert out["masks"].shape[1:] == (1, 128, 128) and len(out["boxes"]) == len(out["labels"]) == len(out["scores"])
 
 
+@SLOW
 def test_bad_input_is_explained_before_anything_runs(models):
     with pytest.raises(ValueError, match="channels last"):
         models[0]([torch.rand(64, 64, 3)])
 
 
+@SLOW
 def test_torchvision_is_not_imported_unless_asked_for():
     import subprocess
     import sys
@@ -183,3 +192,45 @@ def test_torchvision_is_not_imported_unless_asked_for():
         "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def float64_scenes() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Two smooth float32 images of different sizes, and a target each with float64 boxes."""
+    imgs = images(sizes=((128, 128), (96, 160)))
+    targets = []
+    for img, boxes in zip(imgs, [[[10.0, 20, 100, 110], [50, 60, 120, 90]], [[0.0, 0, 40, 30]]]):
+        boxes = torch.tensor(boxes, dtype=torch.float64)
+        masks = torch.zeros(len(boxes), *img.shape[-2:], dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "labels": torch.arange(1, len(boxes) + 1), "masks": masks})
+    return imgs, targets
+
+
+def test_in_float64_the_model_equals_torchvisions_float64_model():
+    """model.double() runs in float64 (float32 images are converted to it) and gives torchvision's detections
+    and losses, with the package's own components, to float64's precision (not float32's)."""
+    torch.manual_seed(0)
+    theirs = torchvision_maskrcnn_small(num_classes=4).double().eval()
+    ours = mrcnn_course.maskrcnn_small(num_classes=4).double().eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    imgs, targets = float64_scenes()
+    with torch.no_grad():
+        got, expected = ours(imgs), theirs([img.double() for img in imgs])
+    for a, b in zip(got, expected):
+        assert len(b["boxes"]) > 0 and torch.equal(a["labels"], b["labels"])
+        for key in ("boxes", "scores", "masks"):
+            assert a[key].dtype == torch.float64
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-9)
+    ours.train(), theirs.train()
+    torch.manual_seed(5)
+    got_losses = ours(imgs, targets)
+    torch.manual_seed(5)
+    expected_losses = theirs([img.double() for img in imgs], targets)
+    assert got_losses.keys() == expected_losses.keys() and len(got_losses) == 5
+    for key, loss in got_losses.items():
+        assert loss.dtype == torch.float64, key
+        if key == "loss_objectness":  # torchvision's RPN makes its labels float32, so this loss comes back float32
+            torch.testing.assert_close(loss, expected_losses[key].double(), rtol=1e-6, atol=0)
+        else:
+            torch.testing.assert_close(loss, expected_losses[key], rtol=1e-10, atol=0)

@@ -206,8 +206,9 @@ class BackboneWithFPN(nn.Module):
 
     def forward(self, images: Tensor) -> "OrderedDict[str, Tensor]":
         """The FPN maps of a batch, computed in channels-last memory order (the layout oneDNN's CPU
-        convolutions work in: a quarter less time in the small model's backbone, forward and backward, for
-        the same numbers up to rounding; benchmarks/TUNING.md). The maps keep that layout; shapes are as usual."""
+        convolutions work in: less time in the backbone, forward and backward, for the same numbers up to
+        rounding; measured in benchmarks/TUNING.md, "What made the step cheaper"). The maps keep that layout;
+        shapes are as usual."""
         maps = self.fpn(self.body(images.contiguous(memory_format=torch.channels_last)))
         names = [str(i) for i in range(len(maps) - 1)] + ["pool"]
         return OrderedDict(zip(names, maps))

@@ -37,8 +37,9 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         Tensor[N, M]: IoU of boxes1[i] and boxes2[j]; NaN for two zero-area boxes (0 / 0), as torchvision.
 
     One coordinate at a time, (N, 1) against (M,), from contiguous copies of the four columns: a column
-    sliced out of an (N, 4) tensor (boxes[:, 0]) has a stride of 4, and broadcasting it runs 5-6x slower
-    than broadcasting a contiguous one (benchmarks/vs_torchvision.py --nms). The same numbers either way.
+    sliced out of an (N, 4) tensor (boxes[:, 0]) has a stride of 4, and broadcasting it runs several times
+    slower than broadcasting a contiguous one (benchmarks/TUNING.md, "What made the step cheaper"; measured
+    by benchmarks/vs_torchvision.py --nms). The same numbers either way.
     """
     left1, top1, right1, bottom1 = boxes1.T.contiguous()  # 4 x (N,)
     left2, top2, right2, bottom2 = boxes2.T.contiguous()  # 4 x (M,)
@@ -161,8 +162,9 @@ def _later_than(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
 def overlap_matrix(iou: Tensor, iou_threshold: float) -> Tensor:
     """1.0 where iou > iou_threshold (strictly), else 0.0 (NaN: 0.0), as Tensor[N, M] of iou's float type.
 
-    0/1 floats rather than bools: on the CPU a comparison into a bool tensor is about 5x slower than into a
-    float one, and a float matrix lets a matrix product answer "does any kept box overlap j?" at once.
+    0/1 floats rather than bools: on the CPU a comparison into a bool tensor is several times slower than into
+    a float one (benchmarks/TUNING.md, "What made the step cheaper"), and a float matrix lets a matrix product
+    answer "does any kept box overlap j?" at once.
     """
     return torch.gt(iou, iou_threshold, out=torch.empty_like(iou))
 

@@ -33,7 +33,26 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # What type checkers and editors see as components.<name>: the package's own function, whose signature and
+    # docstring the forwarder copies when it is made (make_forwarders). Never imported at run time.
+    from mrcnn_course.model.backbone import bottleneck, fpn_top_down  # noqa: F401
+    from mrcnn_course.model.box_head import fastrcnn_loss, postprocess_detections  # noqa: F401
+    from mrcnn_course.model.box_ops import (  # noqa: F401
+        batched_nms,
+        box_iou,
+        clip_boxes_to_image,
+        decode_boxes,
+        encode_boxes,
+        nms,
+        remove_small_boxes,
+    )
+    from mrcnn_course.model.input_image import batch_images, resize, resize_boxes  # noqa: F401
+    from mrcnn_course.model.mask_head import maskrcnn_loss, paste_masks_in_image, project_masks_on_boxes  # noqa: F401
+    from mrcnn_course.model.roi_align import map_levels, roi_align  # noqa: F401
+    from mrcnn_course.model.rpn import anchor_grid, cell_anchors, filter_proposals  # noqa: F401
 
 OWN = "own"
 TORCHVISION = "torchvision"
@@ -55,16 +74,17 @@ class Component:
     def own(self) -> Callable:
         """The package's own implementation, mrcnn_course.model.<module>.<name>.
 
-        Looked up by name: the stage modules import this module, so it cannot import them at its top.
+        Looked up by name when asked for: the stage modules import this module, so it never imports them.
         """
         return getattr(importlib.import_module(f"mrcnn_course.model.{self.module}"), self.name)
 
     @property
     def torchvision(self) -> Callable | None:
-        """torchvision's version with this component's signature, or None if it has none."""
-        from mrcnn_course.model import torchvision_ops  # imported on request only: torchvision is optional
+        """torchvision's version with this component's signature, or None if it has none.
 
-        return getattr(torchvision_ops, self.name, None)
+        Looked up by name when asked for: torchvision is optional, and torchvision_ops imports the stage modules.
+        """
+        return getattr(importlib.import_module("mrcnn_course.model.torchvision_ops"), self.name, None)
 
 
 _COMPONENTS = [
@@ -230,13 +250,19 @@ def _forwarder(component: Component) -> Callable:
 
 def __getattr__(name: str) -> Callable[..., Any]:
     """Only for names that are not components (the forwarders are module globals, made below): say which
-    names exist. Also tells a type checker that components.<name> is a function."""
+    names exist."""
     raise AttributeError(f"mrcnn_course.model.components has no {name!r}; the components are: {', '.join(NAMES)}")
 
 
+def make_forwarders() -> None:
+    """Make the module-level functions, one per component: components.nms(...) calls the active NMS.
+
+    Each copies its stage function's signature and docstring, so it needs the stage modules complete; they
+    import this module, so this module cannot import them while it is itself imported. The model package
+    calls this in its __init__.py, which Python runs before any of the package's modules is imported.
+    """
+    for component in _COMPONENTS:
+        globals()[component.name] = _forwarder(component)
+
+
 reset()
-# Module-level functions, one per component: components.nms(...) calls the active NMS. The model package
-# imports this module first (mrcnn_course/model/__init__.py), so by the time the forwarders copy the stage
-# functions' signatures, the stage modules (which import this one) are complete.
-for _component in _COMPONENTS:
-    globals()[_component.name] = _forwarder(_component)

@@ -21,6 +21,7 @@ threshold them yourself (0.5 is usual).
 Left out: mask scoring, class-agnostic masks, point-based refinement (PointRend).
 """
 
+import warnings
 from collections import OrderedDict
 
 import torch
@@ -33,6 +34,9 @@ MASK_THRESHOLD = 0.5  # a pasted mask's pixel is "on" above this probability (as
 # itself returns probabilities, as torchvision's does, and never thresholds)
 
 MASK_PADDING = 1  # pixels of zeros around a 28x28 mask before pasting (30x30)
+# Bytes of float masks pasted at once: 100 detections on a 4000 x 4000 photo would take 6.4 GB as float32
+# probabilities, so above this the masks are pasted in chunks and kept as bool (probability > MASK_THRESHOLD).
+PASTE_MEMORY_LIMIT = 2**29
 
 
 class MaskRCNNHeads(nn.Sequential):
@@ -55,9 +59,9 @@ class MaskRCNNHeads(nn.Sequential):
         """Tensor[K, C_fpn, 14, 14] -> Tensor[K, layers[-1], 14, 14], in channels-last memory order.
 
         Channels-last (each pixel's channels side by side) is the layout oneDNN's CPU convolutions work in:
-        on K x 64 x 14 x 14 RoIs it makes this head and the predictor's transposed convolution (10x, on its
-        own) several times faster than the default layout, for the same numbers up to rounding
-        (benchmarks/TUNING.md).
+        on K x 64 x 14 x 14 RoIs it makes this head, and the predictor's transposed convolution above all,
+        faster than the default layout, for the same numbers up to rounding (benchmarks/TUNING.md, "What
+        made the step cheaper").
         """
         return super().forward(features.contiguous(memory_format=torch.channels_last))
 
@@ -156,4 +160,27 @@ def paste_masks_in_image(
         x0, x_end, y0, y_end = max(x1, 0), min(x2 + 1, width), max(y1, 0), min(y2 + 1, height)
         if x_end > x0 and y_end > y0:
             pasted[i, 0, y0:y_end, x0:x_end] = resized[y0 - y1 : y_end - y1, x0 - x1 : x_end - x1]
+    return pasted
+
+
+def paste_masks_within_memory(masks: Tensor, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+    """components.paste_masks_in_image, bounded in memory: Tensor[T, 1, M, M] probabilities and boxes
+    Tensor[T, 4] -> Tensor[T, 1, H, W], float probabilities while they fit in PASTE_MEMORY_LIMIT bytes;
+    above it (many detections on a large photo) pasted a chunk at a time and kept as bool
+    (probability > MASK_THRESHOLD, a quarter of the memory), with a warning that says so."""
+    height, width = image_size
+    bytes_per_mask = height * width * masks.element_size()
+    if len(masks) * bytes_per_mask <= PASTE_MEMORY_LIMIT:
+        return components.paste_masks_in_image(masks, boxes, image_size)
+    warnings.warn(
+        f"{len(masks)} masks of {height} x {width} as float probabilities would take "
+        f"{len(masks) * bytes_per_mask / 1e9:.1f} GB: they are returned as bool masks (probability > "
+        f"{MASK_THRESHOLD}); pass a smaller image, or lower box_detections_per_img, to get probabilities",
+        stacklevel=2,
+    )
+    chunk = max(1, PASTE_MEMORY_LIMIT // bytes_per_mask)
+    pasted = torch.zeros((len(masks), 1, height, width), dtype=torch.bool, device=masks.device)
+    for start in range(0, len(masks), chunk):
+        part = slice(start, start + chunk)
+        pasted[part] = components.paste_masks_in_image(masks[part], boxes[part], image_size) > MASK_THRESHOLD
     return pasted

@@ -22,13 +22,9 @@ from mrcnn_course.model import components
 from mrcnn_course.model.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
 from mrcnn_course.model.box_head import FastRCNNPredictor, TwoMLPHead, select_training_samples
 from mrcnn_course.model.box_ops import BoxCoder
-from mrcnn_course.model.input_image import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    GeneralizedRCNNTransform,
-    check_images_and_targets,
-)
-from mrcnn_course.model.mask_head import MaskRCNNHeads, MaskRCNNPredictor, select_class_masks
+from mrcnn_course.model.input_checks import check_images_and_targets
+from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD, GeneralizedRCNNTransform
+from mrcnn_course.model.mask_head import MaskRCNNHeads, MaskRCNNPredictor, paste_masks_within_memory, select_class_masks
 from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
 from mrcnn_course.model.prediction_trace import PredictionTrace, record_trace
 from mrcnn_course.model.roi_align import MultiScaleRoIAlign
@@ -222,7 +218,10 @@ class MaskRCNN(nn.Module):
     ) -> list[dict[str, Tensor]] | dict[str, Tensor]:
         """Eval: N dicts of boxes (T, 4), labels (T,), scores (T,), masks (T, 1, H, W) probabilities.
         Train: {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}."""
-        images = check_images_and_targets(images, targets, self.training, self.num_classes, self.transform.max_size)
+        dtype = next(self.parameters()).dtype  # the model runs in its weights' dtype: images are converted to it
+        images, targets = check_images_and_targets(
+            images, targets, self.training, self.num_classes, self.transform.max_size, dtype
+        )
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         # 1. Input image: normalize, resize, pad into one batch (targets rescaled alike)
         batch, targets = self.transform(images, targets)
@@ -234,8 +233,11 @@ class MaskRCNN(nn.Module):
         if self.training:
             return {**rpn_losses, **self.roi_heads(features, proposals, batch.image_sizes, targets)}
         detections = self.roi_heads(features, proposals, batch.image_sizes)
-        # back to each image's own size, masks pasted into it
-        return self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        # back to each image's own size: boxes rescaled (stage 1), then masks pasted at their boxes (stage 6)
+        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        for detection, size in zip(detections, original_sizes):
+            detection["masks"] = paste_masks_within_memory(detection["masks"], detection["boxes"], size)
+        return detections
 
     def extra_repr(self) -> str:
         """print(model) starts with the components that are not the package's own (see components.summary)."""
@@ -264,13 +266,13 @@ class SmallConfig:
     )
     fpn_channels: int = 64  # a quarter of R-50's 256: the mask head's cost grows with its square
     # The 128-px scenes are enlarged to 192 px inside the model (stage 1): small objects get more pixels on P2 and
-    # in RoI Align, for a tenth to a fifth more time a step; mask mAP@0.5 0.967 in 900 steps, against 0.951 in
-    # 1200 steps at 128 px (benchmarks/TUNING.md). Detections come back in the scene's own pixels.
+    # in RoI Align, for a little more time a step, and fewer steps reach a higher mask mAP (benchmarks/TUNING.md,
+    # run 20 against runs 14-18). Detections come back in the scene's own pixels.
     min_size: int = 192
     max_size: int = 192
     anchor_sizes: tuple = ((8,), (16,), (32,), (64,), (128,))  # R-50's sizes scaled by 128/512
-    # training proposals: 300 per level before NMS, 150 after: as accurate as 600/300 on these scenes and
-    # about 10% faster a step when the RPN's NMS was a third of the forward pass (issue 3; benchmarks/TUNING.md)
+    # training proposals: 300 per level before NMS, 150 after: as accurate as 600/300 on these scenes, and a
+    # faster step while the RPN's NMS was a large part of the forward pass (benchmarks/TUNING.md, runs 4 and 6)
     rpn_pre_nms_top_n_train: int = 300
     rpn_post_nms_top_n_train: int = 150
     rpn_pre_nms_top_n_test: int = 300

@@ -187,7 +187,9 @@ class MultiScaleRoIAlign(nn.Module):
     ):
         super().__init__()
         self.featmap_names = featmap_names
-        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+        self.output_size = (
+            (output_size, output_size) if isinstance(output_size, int) else (output_size[0], output_size[1])
+        )
         self.sampling_ratio = sampling_ratio
         self.canonical_scale = canonical_scale
         self.canonical_level = canonical_level

@@ -260,7 +260,7 @@ class RegionProposalNetwork(nn.Module):
                 continue
             matched = match_to_ground_truth(self.proposal_matcher, gt_boxes, anchors_per_image)
             matched_boxes.append(gt_boxes[matched.clamp(min=0)])  # negative codes -> any box; masked out below
-            labels_per_image = (matched >= 0).to(torch.float32)
+            labels_per_image = (matched >= 0).to(anchors_per_image.dtype)  # the objectness logits' dtype
             labels_per_image[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
             labels.append(labels_per_image)
         return labels, matched_boxes
