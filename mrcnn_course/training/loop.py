@@ -22,7 +22,7 @@ drawn in the training process: num_workers=0 keeps the data order simple and exa
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,6 +55,7 @@ from mrcnn_course.training.recipe import (
     optimizer_for,
     recipe_scenes,
     schedule_for,
+    with_overrides,
 )
 from mrcnn_course.training.stopping import CtrlC, check_losses, interrupted
 from mrcnn_course.training.training_step import GradientLimit, loss_tensor, step_batch
@@ -151,17 +152,6 @@ def train(
             dist.destroy_process_group()
     run.trace.model = run.model.eval()
     return run.trace
-
-
-def with_overrides(recipe: Recipe, overrides: dict) -> Recipe:
-    """`recipe` with the fields named in `overrides` changed; a clear error for a name that is no field."""
-    try:
-        return replace(recipe, **overrides)
-    except TypeError:
-        raise TypeError(
-            f"unknown recipe settings {sorted(set(overrides) - {f.name for f in fields(Recipe)})}: "
-            f"choose from {[f.name for f in fields(Recipe)]}"
-        ) from None
 
 
 class TrainingRun:

@@ -12,7 +12,7 @@ with benchmarks/train_shapes.py; benchmarks/TUNING.md lists the runs that chose 
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -81,6 +81,17 @@ class Recipe:
     def to_dict(self) -> dict:
         """JSON-ready (tuples as lists), as stored in TrainingTrace.config."""
         return json.loads(json.dumps(asdict(self)))
+
+
+def with_overrides(recipe: Recipe, overrides: dict) -> Recipe:
+    """`recipe` with the fields named in `overrides` changed; a clear error for a name that is no field."""
+    try:
+        return replace(recipe, **overrides)
+    except TypeError:
+        raise TypeError(
+            f"unknown recipe settings {sorted(set(overrides) - {f.name for f in fields(Recipe)})}: "
+            f"choose from {[f.name for f in fields(Recipe)]}"
+        ) from None
 
 
 def one_cycle(step: int, total_steps: int, warmup: float) -> float:
