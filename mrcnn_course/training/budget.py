@@ -1,13 +1,14 @@
 """Fitting a training run into the course's time budget, whatever the components and the machine.
 
-    recipe, report = fit_to_budget(Recipe(), train_step=my_train_step)   # with the components that will train
-    print(report); trace = train(recipe=recipe, train_step=my_train_step)
+    fit = fit_to_budget(Recipe(), train_step=my_train_step)   # with the components that will train
+    print(fit); trace = train(recipe=fit.recipe, train_step=my_train_step)
 
-The default recipe trains in under 5 minutes on 2 CPU cores with the package's components. A learner's
-components can be slower (an IoU or a RoI Align that runs for every image of every step), and so can a laptop:
-fit_to_budget times a few real training steps and validation scenes with whatever is active, and,
-if the recipe would run over, trains on fewer scenes per epoch and validates on fewer (the epochs and
-the schedule's shape stay), so the run still ends within the budget and says what it gave up.
+The default recipe fits the budget on 2 CPU cores with the package's components (benchmarks/TUNING.md's
+run 20 times it). A learner's components can be slower (an IoU or a RoI Align that runs for every image
+of every step), and so can a laptop: fit_to_budget times a few real training steps and validation scenes
+with whatever is active, and, if the recipe would run over, trains on fewer scenes per epoch and validates
+on fewer (the epochs and the schedule's shape stay), so the run still ends within the budget and says
+what it gave up.
 """
 
 import math

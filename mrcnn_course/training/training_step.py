@@ -2,7 +2,7 @@
 
     images, targets = step_batch(dataset, order, recipe.batch_size, step)    # this process's share, collated
     optimizer = GradientLimit(optimizer_for(model, recipe), model.parameters(), recipe.grad_clip)
-    losses = train_step(model, optimizer, images, targets)                   # {TOTAL: 1.93, 'loss_mask': 0.52, ...}
+    losses = train_step(model, optimizer, images, targets)                   # {TOTAL: float, 'loss_mask': float, ...}
     loss_tensor(losses, device)                                              # Tensor[6] float64, in LOSS_NAMES order
 
 train_step is the reference of lesson 07's exercise; train(train_step=...) runs a learner's own instead,

@@ -1,6 +1,6 @@
 """What train() measures on the validation scenes after each epoch: the losses, then the metrics.
 
-    val_losses = validation_losses(model, scenes, batch_size=8, seed=0)   # {TOTAL: 1.02, 'loss_mask': 0.31, ...}
+    val_losses = validation_losses(model, scenes, batch_size=8, seed=0)   # {TOTAL: float, 'loss_mask': float, ...}
     metrics = validation_metrics(model, scenes, recipe)                    # accuracy, four mAPs, shown predictions
     trace = new_trace(recipe, scenes)                                      # no epochs yet: the shown scenes
 
