@@ -3,6 +3,7 @@
       grading/            one checker per exercise (checks_<stage>.py), the guard, the learner's components
       quiz.py             sealed multiple-choice keys and immediate feedback (no torch: quizzes load fast)
       nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
+      autograding.py      what a notebook does under AUTOGRADING=1: autograding(), recipe_for_notebooks (QUICK)
       course.py           release, autograde, grades, nbgrader's exchange, as functions of the course's root
       __main__.py         the command line over course.py and dashboard.py: `python -m mrcnn_course.teaching release`
       dashboard.py        the class at a glance from the gradebook: scores, pass rates, failing cases (make dashboard)
