@@ -167,8 +167,8 @@ def _judge(name: str, cases: list[Case], expected: list, result: dict | None) ->
     ratio = result.get("speed")
     if isinstance(ratio, float) and ratio > MAX_RATIO:
         return f"the speed case: {ratio:.1f}x slower than the package's (the limit is {MAX_RATIO:g}x)"
-    if result.get("slow"):
-        return "the speed case: it was stopped, far too slow for training"
+    if isinstance(result.get("slow"), str):  # stopped, far too slow, or raised
+        return f"the speed case: {result['slow'].splitlines()[0][:400]}"
     return None
 
 
@@ -199,11 +199,14 @@ def run_learner(run_folder: str) -> None:
         outcomes = run_cases(exercise, fn, cases[job["name"]], forbidden[job["name"]])
         timing, slow = None, None
         if all(o.kind == OK for o in outcomes):
-            timing, slow = speed_case(exercise, fn, references[job["name"]])
+            try:
+                timing, slow = speed_case(exercise, fn, references[job["name"]])
+            except Exception as error:  # noqa: BLE001 (the learner's code raised on the speed case's inputs)
+                slow = f"your {exercise.component} raised {type(error).__name__}: {str(error)[:300]}"
         results[key] = {
             "outcomes": [(o.kind, _plain(o.output), o.detail) for o in outcomes],
             "speed": None if timing is None else float(timing.ratio),
-            "slow": slow is not None,
+            "slow": slow,
         }
     torch.save(results, Path(run_folder) / "results.pt")
 
