@@ -3,6 +3,7 @@ agrees with every expected answer), the guard (reference out of reach, time limi
 line), and the learner's components (save, load, plug into the model)."""
 
 import copy
+import inspect
 import signal
 import time
 
@@ -16,6 +17,7 @@ from nbclient import NotebookClient
 from mrcnn_course import maskrcnn_small
 from mrcnn_course.model import box_ops, components, torchvision_ops
 from mrcnn_course.teaching import grading
+from mrcnn_course.teaching.grading import exercise
 from mrcnn_course.teaching.grading.judge import build_cases, difference
 
 EXERCISES = list(grading.EXERCISES.values())
@@ -370,3 +372,15 @@ def test_plug_into_model_with_targets_compares_the_training_losses_and_leaves_th
     grading.core._PASSED["fastrcnn_loss"] = doubled  # as if it had passed: the comparison must tell
     grading.plug_into_model(model, [torch.rand(3, 64, 64)], targets=targets, fastrcnn_loss=doubled)
     assert "same output as the reference: no: in output['loss_" in capsys.readouterr().out
+
+
+def test_every_exercise_is_declared_once_and_exported_as_its_check():
+    """The registry, the stages' __all__ and grading.check_<name> name the same exercises, each with a real
+    function (signature and docstring) that a learner's Shift-Tab shows."""
+    stages = [m for name, m in vars(grading).items() if name.startswith("exercises_")]
+    exported = [check for stage in stages for check in stage.__all__]
+    every = exercise.every_exercise()
+    assert sorted(exported) == sorted(f"check_{name}" for name in every)
+    for name in every:
+        check = getattr(grading, f"check_{name}")
+        assert list(inspect.signature(check).parameters) == [name, "extra"] and check.__doc__
