@@ -34,6 +34,18 @@ def images(seed: int = 0, sizes=((300, 400), (400, 260), (333, 517))) -> list[to
     ]
 
 
+def box_targets(imgs: list[torch.Tensor], boxes_per_image: list, dtype=torch.float32) -> list[dict]:
+    """A target per image: the boxes (x1, y1, x2, y2), labels 1, 2, ..., and each box filled as its mask."""
+    targets = []
+    for img, boxes in zip(imgs, boxes_per_image):
+        boxes = torch.tensor(boxes, dtype=dtype)
+        masks = torch.zeros(len(boxes), *img.shape[-2:], dtype=torch.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "labels": torch.arange(1, len(boxes) + 1), "masks": masks})
+    return targets
+
+
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
@@ -122,13 +134,7 @@ def test_coco_checkpoint_layout_loads_strictly():
 def test_training_losses_equal_torchvisions_with_the_same_seed(models):
     ours, theirs = models
     imgs = images()[:2]
-    targets = []
-    for img, boxes in zip(imgs, [[[10.0, 20, 100, 150], [50, 60, 200, 220]], [[0.0, 0, 40, 30]]]):
-        boxes = torch.tensor(boxes)
-        masks = torch.zeros(len(boxes), *img.shape[-2:], dtype=torch.uint8)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
-            masks[i, y1:y2, x1:x2] = 1
-        targets.append({"boxes": boxes, "labels": torch.arange(1, len(boxes) + 1), "masks": masks})
+    targets = box_targets(imgs, [[[10.0, 20, 100, 150], [50, 60, 200, 220]], [[0.0, 0, 40, 30]]])
     ours.train(), theirs.train()
     try:
         torch.manual_seed(5)
@@ -194,19 +200,6 @@ def test_torchvision_is_not_imported_unless_asked_for():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def float64_scenes() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Two smooth float32 images of different sizes, and a target each with float64 boxes."""
-    imgs = images(sizes=((128, 128), (96, 160)))
-    targets = []
-    for img, boxes in zip(imgs, [[[10.0, 20, 100, 110], [50, 60, 120, 90]], [[0.0, 0, 40, 30]]]):
-        boxes = torch.tensor(boxes, dtype=torch.float64)
-        masks = torch.zeros(len(boxes), *img.shape[-2:], dtype=torch.uint8)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
-            masks[i, y1:y2, x1:x2] = 1
-        targets.append({"boxes": boxes, "labels": torch.arange(1, len(boxes) + 1), "masks": masks})
-    return imgs, targets
-
-
 def test_in_float64_the_model_equals_torchvisions_float64_model():
     """model.double() runs in float64 (float32 images are converted to it) and gives torchvision's detections
     and losses, with the package's own components, to float64's precision (not float32's)."""
@@ -214,7 +207,8 @@ def test_in_float64_the_model_equals_torchvisions_float64_model():
     theirs = torchvision_maskrcnn_small(num_classes=4).double().eval()
     ours = mrcnn_course.maskrcnn_small(num_classes=4).double().eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
-    imgs, targets = float64_scenes()
+    imgs = images(sizes=((128, 128), (96, 160)))  # float32: the model converts them to its weights' dtype
+    targets = box_targets(imgs, [[[10.0, 20, 100, 110], [50, 60, 120, 90]], [[0.0, 0, 40, 30]]], torch.float64)
     with torch.no_grad():
         got, expected = ours(imgs), theirs([img.double() for img in imgs])
     for a, b in zip(got, expected):
