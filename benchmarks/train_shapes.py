@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/train_shapes.py --only ours --epochs 6 --lr 3e-3    # a tuning run
     .venv/bin/python benchmarks/train_shapes.py --model rpn_pre_nms_top_n_train=300  # a SmallConfig change
 
-For each model (ours: mrcnn_course.maskrcnn_small; torchvision's: torchvision.models.detection.MaskRCNN
+For each model (ours: mrcnn_course.model.maskrcnn.maskrcnn_small; torchvision's: torchvision.models.detection.MaskRCNN
 built with the same SmallConfig by torchvision_ops.torchvision_maskrcnn_small) it trains with the same
-recipe (loop.Recipe, the course's default unless options change it) and prints the wall time, the
+recipe (Recipe, the course's default unless options change it) and prints the wall time, the
 training time (the steps only, without the per-epoch evaluation), the steps, the final losses, and
 box and mask mAP and mAP@0.5 on 200 held-out scenes that neither training nor validation saw.
 
@@ -31,6 +31,7 @@ from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig
 from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
 from mrcnn_course.training import data, evaluation, loop
 from mrcnn_course.training.pretrained import HELD_OUT_EPOCH
+from mrcnn_course.training.recipe import Recipe, recipe_scenes
 
 HELD_OUT = 200
 GOAL_MASK_MAP50, GOAL_SECONDS, GOAL_STEP_RATIO = 0.95, 300, 0.80
@@ -58,7 +59,7 @@ def parse_config(settings: list[str]) -> SmallConfig:
     return replace(SmallConfig(), **changes)
 
 
-def train_and_evaluate(which: str, recipe: loop.Recipe, config: SmallConfig) -> dict:
+def train_and_evaluate(which: str, recipe: Recipe, config: SmallConfig) -> dict:
     """Train a new `which` model by `recipe`; its times, final losses and held-out figures."""
     step_seconds = []
     last = [time.perf_counter()]
@@ -80,7 +81,7 @@ def train_and_evaluate(which: str, recipe: loop.Recipe, config: SmallConfig) -> 
     trace = loop.train(build(which, config), recipe, on_step=on_step, on_epoch=on_epoch, progress=False)
     wall = time.perf_counter() - start
     steps = recipe.epochs * recipe.steps_per_epoch
-    held_out = evaluation.evaluate(trace.model, loop.recipe_scenes(recipe, HELD_OUT_EPOCH, HELD_OUT))
+    held_out = evaluation.evaluate(trace.model, recipe_scenes(recipe, HELD_OUT_EPOCH, HELD_OUT))
     return {
         "model": which,
         "wall": wall,
@@ -92,11 +93,11 @@ def train_and_evaluate(which: str, recipe: loop.Recipe, config: SmallConfig) -> 
     }
 
 
-def alternated_step_ratio(recipe: loop.Recipe, config: SmallConfig, steps: int = 12) -> tuple[float, float]:
+def alternated_step_ratio(recipe: Recipe, config: SmallConfig, steps: int = 12) -> tuple[float, float]:
     """Median seconds per training step of ours and torchvision's, alternating step by step on the same batches."""
     models = {which: build(which, config).train() for which in ("ours", "torchvision")}
     optimizers = {w: torch.optim.AdamW(m.parameters(), lr=recipe.lr / 10) for w, m in models.items()}
-    scenes = loop.recipe_scenes(recipe, 1, recipe.batch_size * steps)
+    scenes = recipe_scenes(recipe, 1, recipe.batch_size * steps)
     times = {w: [] for w in models}
     for step in range(steps):
         images, targets = data.collate(
@@ -137,7 +138,7 @@ def main() -> None:
         help="change a SmallConfig default for this run (both models), e.g. rpn_pre_nms_top_n_train=300",
     )
     parser.add_argument("--ratio-steps", type=int, default=12, help="alternated steps for the step-time ratio")
-    for f in fields(loop.Recipe):
+    for f in fields(Recipe):
         if f.type in (int, float, "int", "float"):
             parser.add_argument(
                 "--" + f.name.replace("_", "-"),
@@ -147,8 +148,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = replace(
-        loop.Recipe(),
-        **{f.name: getattr(args, f.name) for f in fields(loop.Recipe) if getattr(args, f.name, None) is not None},
+        Recipe(),
+        **{f.name: getattr(args, f.name) for f in fields(Recipe) if getattr(args, f.name, None) is not None},
     )
     print(
         f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "

@@ -21,8 +21,8 @@ import time
 import torch
 import torchvision
 
-import mrcnn_course
 from mrcnn_course.model import box_ops, components, roi_align, rpn
+from mrcnn_course.model.maskrcnn import maskrcnn_resnet50_fpn, maskrcnn_small
 from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
 
 
@@ -50,11 +50,11 @@ def model_pair(which: str):
     torch.manual_seed(0)
     if which == "R-50-FPN 800px":
         theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
-        ours = mrcnn_course.maskrcnn_resnet50_fpn()
+        ours = maskrcnn_resnet50_fpn()
         image = torch.rand(3, 800, 800)
     else:
         theirs = torchvision_maskrcnn_small(num_classes=6)
-        ours = mrcnn_course.maskrcnn_small(num_classes=6)
+        ours = maskrcnn_small(num_classes=6)
         image = torch.rand(3, 128, 128)
     ours.load_state_dict(theirs.state_dict())
     return ours.eval(), theirs.eval(), image

@@ -6,7 +6,7 @@
     python -m mrcnn_course export-pretrained --checkpoint runs/default/checkpoint.pt   (maintainers)
 
 `train` writes OUT/checkpoint.pt and OUT/trace.json after every epoch and OUT/curves.png at the end,
-and prints the trace's table. Every option defaults to the course's recipe (loop.Recipe).
+and prints the trace's table. Every option defaults to the course's recipe (Recipe).
 
 Errors are one line, "error: ...", exit code 1 (2 for a bad option); Ctrl-C stops training between two
 steps, says which checkpoint is kept, and exits with 130.
@@ -24,6 +24,7 @@ import torch
 from mrcnn_course.training import loop
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint
 from mrcnn_course.training.distributed import is_main_process
+from mrcnn_course.training.recipe import Recipe, recipe_scenes
 from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted
 from mrcnn_course.training.training_trace import TOTAL
 
@@ -69,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "end. Under torchrun each process trains on its share of every batch.",
     )
     train.add_argument("--out", required=True, type=Path, help="folder for the checkpoint, trace and curves")
-    defaults = loop.Recipe()
-    types = {f.name: f.type for f in fields(loop.Recipe)}
+    defaults = Recipe()
+    types = {f.name: f.type for f in fields(Recipe)}
     for name, text in RECIPE_OPTIONS.items():
         train.add_argument(
             "--" + name.replace("_", "-"),
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from mrcnn_course.show.viz import draw_training_curves
 
-    recipe = loop.Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images)
+    recipe = Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images)
     if args.resume:
         checkpoint = load_checkpoint(args.out / CHECKPOINT_NAME)
         if isinstance(checkpoint, dict) and checkpoint.get("epoch", 0) >= recipe.epochs:
@@ -184,7 +185,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset = coco.CocoFolder(args.coco, args.coco_annotations, args.coco_images, num_classes=model.num_classes)
         where = f"the COCO folder {args.coco}"
     else:
-        dataset, where = loop.recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
+        dataset, where = recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
     result = evaluation.evaluate(model, dataset)
     print(f"{args.checkpoint} on {where} ({len(dataset)} images):")
     for name in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy"):

@@ -60,7 +60,11 @@ def _grade_id(cell) -> str | None:
 def _lesson_source() -> nbformat.NotebookNode:
     """Lesson 03's box_iou and nms exercises and their checks, after one import cell."""
     rpn = nbformat.read(ROOT / "solutions" / "03_rpn" / "03_rpn.ipynb", 4)
-    cells = [nbformat.v4.new_code_cell("import torch\n\nfrom mrcnn_course import components, grading")]
+    cells = [
+        nbformat.v4.new_code_cell(
+            "import torch\n\nfrom mrcnn_course.model import components\nfrom mrcnn_course.teaching import grading"
+        )
+    ]
     for exercise, check in CHECKS.items():
         cells += [c for c in rpn.cells if _grade_id(c) in (exercise, check)]
     return nbformat.v4.new_notebook(cells=cells, metadata=rpn.metadata)
@@ -125,7 +129,8 @@ def _failed_case(exercise: str, mistakes: list[tuple[str, str]]) -> str | None:
     process, as the hidden test calls it), or None when the function passes."""
     import torch
 
-    from mrcnn_course import components, grading
+    from mrcnn_course.model import components
+    from mrcnn_course.teaching import grading
 
     code = next(c for c in _lesson_source().cells if _grade_id(c) == exercise).source
     for right, wrong in mistakes:

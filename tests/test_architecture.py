@@ -1,4 +1,4 @@
-"""The package's folders are its architecture: dependencies run one way, and the short names resolve.
+"""The package's folders are its architecture: dependencies run one way, and each module has one address.
 
     teaching -> show -> training -> model      (an arrow: may import; never against the arrows)
 
@@ -15,6 +15,7 @@ look-ups by dotted name (components finds a component's implementations by modul
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,21 +121,45 @@ def test_the_data_layer_does_not_reach_up_into_the_loop_or_its_trace():
     assert offences == []
 
 
-def test_every_short_name_resolves_in_a_fresh_interpreter():
-    code = "import mrcnn_course\nfor name in mrcnn_course.__all__:\n    getattr(mrcnn_course, name)\n"
-    code += "print(len(mrcnn_course.__all__))"
+def test_every_module_has_one_address_and_imports_in_a_fresh_interpreter():
+    """No package re-exports its modules' names (a name has one address, the module that defines it), and
+    every module imports by that address alone."""
+    re_exported = [
+        f"{module_name(init)} imports {alias.name} from {node.module}"
+        for init in sorted(PACKAGE.rglob("__init__.py"))
+        if init.parent.name != "grading"  # the grading package is the checks' address: grading.check_<name>
+        for node in ast.parse(init.read_text()).body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mrcnn_course")
+        for alias in node.names
+        if not (PACKAGE.joinpath(*node.module.split(".")[1:], f"{alias.name}.py")).exists()
+    ]
+    assert re_exported == []
+    with pytest.raises(AttributeError):
+        mrcnn_course.data  # noqa: B018  (no short names)
+    modules = [module_name(path) for path in sorted(PACKAGE.rglob("*.py")) if path.name != "__main__.py"]
+    code = "import importlib\nfor name in " + repr(modules) + ":\n    importlib.import_module(name)\nprint('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert int(result.stdout) == len(mrcnn_course.__all__) >= 30
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
-def test_an_unknown_short_name_lists_the_known_ones():
-    with pytest.raises(AttributeError, match="its short names are: model, input_image, backbone"):
-        mrcnn_course.no_such_name  # noqa: B018
+def test_notebooks_and_the_readme_import_each_module_by_its_address():
+    """`from mrcnn_course import data` (a short name) does not resolve: every import names the module's path."""
+    root = PACKAGE.parent
+    files = [*root.glob("solutions/*/*.ipynb"), *root.glob("demos/*.ipynb"), root / "README.md"]
+    files += [*root.glob("tests/**/*.py"), *root.glob("benchmarks/*.py")]
+    offences = [
+        f"{path.relative_to(root)}: {line.strip()}"
+        for path in files
+        if path != Path(__file__)
+        for line in path.read_text().replace("\\n", "\n").splitlines()
+        if re.search(r"from mrcnn_course import |\bmrcnn_course\.(train|maskrcnn_small|data|viz)\b", line)
+        and "re.search" not in line
+    ]
+    assert offences == []
 
 
 def test_a_quiz_notebook_does_not_import_torch():
-    code = "import sys\nfrom mrcnn_course import quiz\nprint('torch' in sys.modules)"
+    code = "import sys\nfrom mrcnn_course.teaching import quiz\nprint('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
 

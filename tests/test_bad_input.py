@@ -32,7 +32,8 @@ from mrcnn_course.training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from mrcnn_course.training.loop import Recipe, train
+from mrcnn_course.training.loop import train
+from mrcnn_course.training.recipe import Recipe
 from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted, interrupted
 from mrcnn_course.training.training_trace import TrainingTrace
 

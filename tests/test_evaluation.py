@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mrcnn_course import maskrcnn_small
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.training import data, evaluation
 
 SIZE = (24, 32)  # (H, W): small images keep pycocotools quick

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import mrcnn_course
 from mrcnn_course.model import components
 from mrcnn_course.model.input_image import ImageList
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.model.roi_align import roi_align
 from mrcnn_course.show import explorers
 
@@ -51,7 +51,7 @@ def test_nms_explorer_wants_matching_boxes_and_scores():
 
 @pytest.mark.parametrize("height, width", [(128, 128), (100, 140)])
 def test_anchor_explorer_gives_the_models_anchors_level_by_level(height, width):
-    model = mrcnn_course.maskrcnn_small()
+    model = maskrcnn_small()
     generator = model.rpn.anchor_generator
     padded = (-(-height // 32) * 32, -(-width // 32) * 32)
     maps = [torch.zeros(1, 1, -(-padded[0] // 2**l), -(-padded[1] // 2**l)) for l in range(2, 7)]
@@ -102,7 +102,7 @@ def test_roi_align_explorer_explains_an_empty_box():
 @pytest.fixture(scope="module")
 def trace():
     torch.manual_seed(0)
-    return mrcnn_course.maskrcnn_small(box_score_thresh=0.0).trace(image())
+    return maskrcnn_small(box_score_thresh=0.0).trace(image())
 
 
 def test_mask_threshold_explorer_counts_the_pasted_pixels_above_the_threshold(trace):

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 import torchvision
 from nbclient import NotebookClient
 
-from mrcnn_course import maskrcnn_small
 from mrcnn_course.model import box_ops, components, torchvision_ops
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.teaching import grading
 from mrcnn_course.teaching.grading import exercise
 from mrcnn_course.teaching.grading.judge import build_cases, difference
@@ -134,7 +134,7 @@ def test_an_error_in_the_learners_code_shows_their_line_not_torchs():
 @pytest.mark.slow
 def test_in_a_notebook_the_message_points_at_the_cell_and_line_and_hides_the_checker(tmp_path):
     cells = [
-        "from mrcnn_course import grading",
+        "from mrcnn_course.teaching import grading",
         "def box_iou(boxes1, boxes2):\n    widths = boxes1[:, 2] - boxes1[:, 0]\n    return widths[:, 7]",
         "grading.check_box_iou(box_iou)",
     ]

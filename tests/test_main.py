@@ -11,7 +11,8 @@ import pytest
 
 from mrcnn_course.__main__ import main
 from mrcnn_course.training import coco, data
-from mrcnn_course.training.loop import Recipe, train
+from mrcnn_course.training.loop import train
+from mrcnn_course.training.recipe import Recipe
 
 TINY = Recipe(epochs=1, images_per_epoch=4, batch_size=4, val_images=4, shown_images=1, image_size=64)
 

@@ -16,8 +16,8 @@ from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
-import mrcnn_course
 from mrcnn_course.model import components
+from mrcnn_course.model.maskrcnn import maskrcnn_resnet50_fpn, maskrcnn_small
 from mrcnn_course.model.torchvision_ops import torchvision_maskrcnn_small
 
 SLOW = pytest.mark.slow  # R-50-FPN models, several images: tens of seconds on 2 cores
@@ -50,7 +50,7 @@ def box_targets(imgs: list[torch.Tensor], boxes_per_image: list, dtype=torch.flo
 def models():
     torch.manual_seed(0)
     theirs = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, **KWARGS).eval()
-    ours = mrcnn_course.maskrcnn_resnet50_fpn(**KWARGS).eval()
+    ours = maskrcnn_resnet50_fpn(**KWARGS).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return ours, theirs.to(memory_format=torch.channels_last)  # the layout ours computes in (module docstring)
 
@@ -120,7 +120,7 @@ def test_coco_checkpoint_layout_loads_strictly():
     coco_like = TVMaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=91, **KWARGS).eval()
     state = coco_like.state_dict()
     assert not any(k.endswith("num_batches_tracked") for k in state)
-    ours = mrcnn_course.maskrcnn_resnet50_fpn(**KWARGS).eval()
+    ours = maskrcnn_resnet50_fpn(**KWARGS).eval()
     ours.load_state_dict(state, strict=True)
     coco_like = coco_like.to(memory_format=torch.channels_last)  # ours's layout (module docstring)
     image = images()[:1]
@@ -163,7 +163,7 @@ def test_model_calls_through_components(models):
 
 @SLOW
 def test_small_model_trains_and_predicts():
-    model = mrcnn_course.maskrcnn_small(num_classes=4)
+    model = maskrcnn_small(num_classes=4)
     image = torch.rand(3, 128, 128)
     mask = torch.zeros(1, 128, 128, dtype=torch.uint8)
     mask[0, 20:60, 30:90] = 1
@@ -189,8 +189,9 @@ def test_torchvision_is_not_imported_unless_asked_for():
     import sys
 
     code = (
-        "import sys, torch, mrcnn_course\n"
-        "m = mrcnn_course.maskrcnn_small().eval()\n"
+        "import sys, torch\n"
+        "from mrcnn_course.model.maskrcnn import maskrcnn_small\n"
+        "m = maskrcnn_small().eval()\n"
         "m([torch.rand(3, 64, 64)]); m.train()\n"
         "mask = torch.zeros(1, 64, 64, dtype=torch.uint8); mask[0, 5:30, 5:30] = 1\n"
         "m([torch.rand(3, 64, 64)], [{'boxes': torch.tensor([[5., 5, 30, 30]]), 'labels': torch.tensor([1]), "
@@ -205,7 +206,7 @@ def test_in_float64_the_model_equals_torchvisions_float64_model():
     and losses, with the package's own components, to float64's precision (not float32's)."""
     torch.manual_seed(0)
     theirs = torchvision_maskrcnn_small(num_classes=4).double().eval()
-    ours = mrcnn_course.maskrcnn_small(num_classes=4).double().eval()
+    ours = maskrcnn_small(num_classes=4).double().eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     imgs = images(sizes=((128, 128), (96, 160)))  # float32: the model converts them to its weights' dtype
     targets = box_targets(imgs, [[[10.0, 20, 100, 110], [50, 60, 120, 90]], [[0.0, 0, 40, 30]]], torch.float64)

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.slow
 
 KEY = quiz.key("B", "RoI Align reads between the cells: " + "an explanation long enough to be sealed. " * 12)
 CHECK_Q1 = (
-    "from mrcnn_course import quiz  # again: the setup cell may not have run\n"
+    "from mrcnn_course.teaching import quiz  # again: the setup cell may not have run\n"
     f'q1_key = "{KEY}"\nquiz.check("q1", q1, q1_key)'
 )
-CHECK_NMS = "from mrcnn_course import grading  # again: the setup cell may not have run\ngrading.check_nms(nms)"
+AGAIN = "from mrcnn_course.teaching import grading  # again: the setup cell may not have run\n"
+CHECK_NMS = AGAIN + "grading.check_nms(nms)"
 WRONG_IOU = """def box_iou(boxes1, boxes2):
     top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
     bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
@@ -28,7 +29,7 @@ WRONG_IOU = """def box_iou(boxes1, boxes2):
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
     return inter / (area1[:, None] + area2[None, :] - inter)"""
-CHECK_IOU = "from mrcnn_course import grading  # again: the setup cell may not have run\ngrading.check_box_iou(box_iou)"
+CHECK_IOU = AGAIN + "grading.check_box_iou(box_iou)"
 TYPO = "def area(box):\n    return wdth * 2\narea(None)"
 
 CELLS = [  # (source, graded): in the order a hurried learner runs them

@@ -8,16 +8,22 @@ import json
 import pytest
 import torch
 
-import mrcnn_course
 from mrcnn_course.model.maskrcnn import SmallConfig
 from mrcnn_course.training import data, evaluation
-from mrcnn_course.training.loop import Recipe
-from mrcnn_course.training.pretrained import FOLDER, RECIPE, WEIGHTS, model_config_dict, pretrained_recipe
+from mrcnn_course.training.pretrained import (
+    FOLDER,
+    RECIPE,
+    WEIGHTS,
+    load_pretrained_small,
+    model_config_dict,
+    pretrained_recipe,
+)
+from mrcnn_course.training.recipe import Recipe
 
 
 @pytest.fixture(scope="module")
 def model():
-    return mrcnn_course.load_pretrained_small()
+    return load_pretrained_small()
 
 
 def test_the_shipped_files_are_small():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
-import mrcnn_course
+from mrcnn_course.model import box_ops
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.show import stage_viz
 from mrcnn_course.show.explorers import level_anchors
 from mrcnn_course.show.roi_geometry import compare_roi_align_pool
@@ -22,7 +23,7 @@ def scene(size: int = 128) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def trace():
     torch.manual_seed(0)
-    model = mrcnn_course.maskrcnn_small(box_score_thresh=0.0)  # untrained: keep every detection
+    model = maskrcnn_small(box_score_thresh=0.0)  # untrained: keep every detection
     return model.trace(scene())
 
 
@@ -141,7 +142,7 @@ def test_trace_shows_roi_align_on_proposals_of_different_objects(trace):
     proposals, objectness = trace[3].tensors["proposals"], trace[3].tensors["objectness"]
     chosen = stage_viz.distinct_proposals(proposals, objectness, 3)
     assert len(chosen) == 3 and chosen[0] == objectness.argmax()
-    iou = mrcnn_course.model.box_ops.box_iou(proposals[chosen], proposals[chosen])
+    iou = box_ops.box_iou(proposals[chosen], proposals[chosen])
     assert (iou.triu(1) <= stage_viz.DISTINCT_IOU).all()  # no two on the same object
     fig = stage_viz.draw_trace(trace, num_grids=3)
     assert len(fig.axes[3].collections) == 3 * 3  # per box: bin lines x, bin lines y, sampling points

@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-import mrcnn_course
 from mrcnn_course.model import box_ops, components
+from mrcnn_course.model.maskrcnn import maskrcnn_resnet50_fpn, maskrcnn_small
 
 
 @pytest.fixture(scope="module")
 def r50_trace():
     """An 800-px image through the R-50-FPN model (slow: a few seconds on 2 cores; tests using it are slow)."""
     torch.manual_seed(0)
-    model = mrcnn_course.maskrcnn_resnet50_fpn(box_score_thresh=0.0)
+    model = maskrcnn_resnet50_fpn(box_score_thresh=0.0)
     return model.trace(torch.rand(3, 800, 800))
 
 
@@ -58,7 +58,7 @@ def test_markdown_table_has_a_row_per_stage(r50_trace):
 
 
 def test_trace_leaves_training_mode_alone():
-    model = mrcnn_course.maskrcnn_small().train()
+    model = maskrcnn_small().train()
     trace = model.trace(torch.rand(3, 100, 140))
     assert model.training
     assert trace[1].outputs["batch"] == "1x3x160x192"  # 100x140 scaled by 192/140 (max_size): 137x192, padded to 32
@@ -68,7 +68,7 @@ def test_the_trace_records_which_implementation_of_each_component_ran():
     def my_nms(boxes, scores, iou_threshold):
         return box_ops.nms(boxes, scores, iou_threshold)
 
-    model = mrcnn_course.maskrcnn_small().eval()
+    model = maskrcnn_small().eval()
     with components.using(nms=my_nms, roi_align="torchvision"):
         trace = model.trace(torch.rand(3, 64, 64))
     assert list(trace.components) == list(components.NAMES)

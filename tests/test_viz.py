@@ -129,7 +129,7 @@ def test_a_notebook_shows_a_returned_figure_once():
 
     code = (
         "import matplotlib.pyplot as plt  # the inline backend, as in a lesson\nimport torch\n"
-        "from mrcnn_course import viz\n"
+        "from mrcnn_course.show import viz\n"
         "image = torch.rand(3, 32, 32)\n"
         "viz.draw_detections(image, target={'boxes': torch.tensor([[2.0, 2, 20, 20]]), 'labels': torch.tensor([1])})"
     )

@@ -92,7 +92,7 @@ def test_a_missing_trace_file_says_what_to_do(tmp_path):
 
 @pytest.mark.slow
 def test_viewer_follows_a_real_training_run():
-    from mrcnn_course import maskrcnn_small
+    from mrcnn_course.model.maskrcnn import maskrcnn_small
     from mrcnn_course.training.data import CLASSES
     from mrcnn_course.training.loop import train
 

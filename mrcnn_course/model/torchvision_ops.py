@@ -175,7 +175,7 @@ def torchvision_maskrcnn_small(num_classes: int = 6, config=None):
     """torchvision's MaskRCNN built with the course's small configuration (SmallConfig).
 
     Same backbone shape, anchors, heads, sizes and thresholds, and the same state_dict keys as
-    mrcnn_course.maskrcnn_small, so the two can be compared (speed, training) weight for weight.
+    mrcnn_course.model.maskrcnn.maskrcnn_small, so the two can be compared (speed, training) weight for weight.
     """
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead

@@ -5,7 +5,7 @@
 
     viewer = TrainingViewer()                                       # live: empty until the first epoch
     display(viewer)
-    trace = mrcnn_course.train(..., on_epoch=viewer.on_epoch)       # redraws once per epoch
+    trace = loop.train(..., on_epoch=viewer.on_epoch)               # redraws once per epoch
 
 An epoch slider with a Play button (linked in the browser, so Play runs without the kernel's help),
 the loss curve split into its five parts (train and validation) and the accuracy and mAP curves up to

@@ -2,7 +2,7 @@
 
     if autograding(): ...                         # e.g. evaluate on 20 held-out scenes instead of 100
     recipe = recipe_for_notebooks()               # the course's recipe, or QUICK when autograding
-    trace = training.train(recipe=recipe)
+    trace = loop.train(recipe=recipe)
 
 Autograding runs every learner's notebook of a class on the instructor's machine, so a lesson's training
 must take seconds there, not minutes, and nothing a learner wrote is saved there

@@ -11,7 +11,7 @@ key. `install()` gives IPython a handler (InteractiveShell.set_custom_exc) for t
 
 The cell still fails (nbgrader grades it as failed); only what it prints changes. A NameError from
 inside a function (the learner's typo in `nms`) keeps IPython's own traceback, at the learner's line.
-Every check cell imports what it needs itself (`from mrcnn_course import grading` / `quiz`), which
+Every check cell imports what it needs itself (`from mrcnn_course.teaching import grading` / `quiz`), which
 installs the handler, so it is there even when the setup cell never ran. Outside IPython, install()
 does nothing. IPython has one slot for such a handler: installing replaces any other.
 """

@@ -3,7 +3,7 @@
 Each question of a quiz notebook has an answer cell (`q1 = None`, set to "A", "B", "C" or "D") and a
 check cell below it:
 
-    from mrcnn_course import quiz       # again: the cell also runs before the setup cell
+    from mrcnn_course.teaching import quiz  # again: the cell also runs before the setup cell
     q1_key = quiz.key("C", "The RPN scores every anchor ...")   # the quiz's source, in solutions/
     q1_key = "quiz1.5f0c...."                                   # what the released quiz holds
     quiz.check("q1", q1, q1_key)        # a learner's immediate feedback, and the explanation once right

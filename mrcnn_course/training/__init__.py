@@ -17,20 +17,6 @@
       distributed.py     torchrun / DistributedDataParallel helpers
       pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
 
-`from mrcnn_course import training` gives this package, with the loop's names at hand:
-training.train, training.Recipe, training.train_step, training.recipe_scenes, ...
+Import a module by its own address: `from mrcnn_course.training import data, loop`, then `loop.train()`.
 Uses the model; never pictures or teaching (what only autograding needs is in teaching/autograding.py).
 """
-
-from mrcnn_course.training.loop import StepInfo, train
-from mrcnn_course.training.recipe import Recipe, dataset_seed, recipe_scenes
-from mrcnn_course.training.training_step import train_step
-
-__all__ = [
-    "Recipe",
-    "StepInfo",
-    "dataset_seed",
-    "recipe_scenes",
-    "train",
-    "train_step",
-]

@@ -7,7 +7,7 @@
 A run killed at any moment leaves either the previous checkpoint or the new one, never half a file,
 because os.replace swaps the finished file in at once. With the random states of torch, numpy and
 Python restored, and the data order a function of the seed and the epoch, a resumed run continues
-exactly where the checkpoint left off (training.train(resume=True)).
+exactly where the checkpoint left off (loop.train(resume=True)).
 
 What a checkpoint holds (a dict; torch.save format):
     epoch         epochs completed: training resumes at epoch + 1, step 1 (the data position)

@@ -1,6 +1,6 @@
 """Training the small Mask R-CNN on synthetic scenes, with a trace of what it learned, epoch by epoch.
 
-    trace = mrcnn_course.train(epochs=5)                   # the course's recipe, 5 epochs
+    trace = train(epochs=5)                                # the course's recipe, 5 epochs
     trace = train(out="runs/demo")                         # + checkpoint.pt and trace.json each epoch
     trace = train(out="runs/demo", resume=True)            # continue a run that was stopped
     print(trace.to_markdown()); model = trace.model

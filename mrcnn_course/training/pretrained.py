@@ -1,6 +1,6 @@
 """The shipped small model, trained by the course's default recipe, and how it was made.
 
-    model = mrcnn_course.load_pretrained_small()      # eval mode, ready: model([image])
+    model = load_pretrained_small()                   # eval mode, ready: model([image])
     recipe = pretrained_recipe()                      # the command, seed, recipe, versions, final figures
 
 mrcnn_course/training/pretrained/ holds maskrcnn_small.pt (the state_dict in float16, half the size; the
@@ -20,7 +20,7 @@ import torch
 from mrcnn_course.model.maskrcnn import MaskRCNN, SmallConfig, maskrcnn_small
 from mrcnn_course.training import data
 from mrcnn_course.training.checkpoints import load_checkpoint, load_model_state
-from mrcnn_course.training.loop import Recipe, recipe_scenes
+from mrcnn_course.training.recipe import Recipe, recipe_scenes
 
 FOLDER = Path(__file__).parent / "pretrained"
 WEIGHTS = "maskrcnn_small.pt"

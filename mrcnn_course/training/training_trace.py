@@ -1,6 +1,6 @@
 """The training trace: what training did, epoch by epoch, in a form a person (or a viewer) can read.
 
-    trace = mrcnn_course.train(epochs=5)
+    trace = loop.train(epochs=5)
     print(trace.to_markdown())          # | Epoch | Loss | Accuracy | Observation |, with a loss bar chart
     trace.save("runs/demo/trace.json")  # plain JSON: the viewer draws everything from it alone
     trace = TrainingTrace.load("runs/demo/trace.json")
@@ -59,7 +59,7 @@ class TrainingTrace:
     epochs: list[EpochRecord]
     val_images: list[str]  # fixed validation images, PNG as base64 text (see image)
     class_names: list[str]  # label i is class_names[i]; 0 is background
-    config: dict[str, Any]  # the recipe that produced this trace (training.Recipe as a dict)
+    config: dict[str, Any]  # the recipe that produced this trace (recipe.Recipe as a dict)
     seed: int
     val_targets: list[dict] = field(default_factory=list)  # ground truth of val_images, encode_detections form
     # which implementation of each component ran in training: "own", "torchvision", where a supplied

@@ -85,8 +85,8 @@ def step_inputs() -> dict[str, StepInputs]:
     per session (a few seconds), deterministically."""
     if _STEP:
         return _STEP
-    from mrcnn_course.training.loop import Recipe, recipe_scenes
     from mrcnn_course.training.pretrained import load_pretrained_small
+    from mrcnn_course.training.recipe import Recipe, recipe_scenes
 
     recipe = Recipe()
     calls: dict[str, list[tuple]] = {name: [] for name in components.NAMES}
@@ -168,7 +168,7 @@ def measure(
 
 def capstone_calls(inputs: StepInputs) -> int:
     """How many times the capstone's default recipe calls the component: its training steps and validations."""
-    from mrcnn_course.training.loop import Recipe
+    from mrcnn_course.training.recipe import Recipe
 
     recipe = Recipe()
     steps = recipe.epochs * recipe.images_per_epoch // recipe.batch_size
