@@ -10,8 +10,11 @@ folder) once the notebook has run, and it:
   2. builds each exercise's cases, hidden ones included, and their expected outputs with the package's
      reference, here, in the autograder's own process, which never runs a learner's code;
   3. starts a fresh Python (`python -m mrcnn_course.teaching.grading.sealed RUN_FOLDER`, run_learner) that
-     executes the notebook's definitions (solution cells whole; of the other code cells only imports,
-     defs, classes and assignments without calls: no pictures, no training), then runs each learner
+     executes the notebook's definitions cell by cell (solution cells whole; of the other code cells only
+     imports, defs, classes and assignments without calls: no pictures, no training), each cell within
+     CELL_TIME_LIMIT: a cell that keeps running at its top level (an endless loop, training left there) is
+     stopped, and the runner starts again without it (the watcher, _run_watched), so that only the
+     exercises that need what it defines fail (_names_needed says which), then runs each learner
      function on the cases with judge.run_cases: the reference switched off (guard.py), every torchvision
      operator refused at the dispatcher (any route, a captured overload included), every run of the
      reference's own Python code noticed (guard.reference_noticed); it times the speed case too (speed.py).
@@ -25,17 +28,22 @@ package's here, as the check in the kernel does (core.py): the function is judge
 """
 
 import ast
+import builtins
+import dis
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mrcnn_course.teaching.grading.core import speed_case
+from mrcnn_course.teaching.grading.core import _wrapped, speed_case
 from mrcnn_course.teaching.grading.exercise import Case, every_exercise
 from mrcnn_course.teaching.grading.guard import reference_code
 from mrcnn_course.teaching.grading.judge import (
@@ -52,6 +60,12 @@ from mrcnn_course.teaching.grading.speed import MAX_RATIO
 
 CHECK_CALL = re.compile(r"grading\.check_(\w+)\(\s*(\w+)")
 RUNNER_SLACK = 300.0  # seconds for the runner beyond the exercises' own time limits (imports, the speed cases)
+# Seconds for one cell's definitions in the runner. Defining functions takes milliseconds and the lessons'
+# import cells well under a second, so only work left at a cell's top level runs this long; the margin is
+# for a busy grading machine (a cell stopped wrongly costs a learner marks), and stopping an endless loop
+# here adds little to the Execute.timeout the same loop already cost in the kernel.
+CELL_TIME_LIMIT = 10.0
+WATCH_INTERVAL = 0.1  # seconds between the watcher's looks at which cell the runner is defining
 
 
 def checks_of(nb) -> dict[str, list[tuple[str, str]]]:
@@ -66,16 +80,17 @@ def checks_of(nb) -> dict[str, list[tuple[str, str]]]:
     return found
 
 
-def definitions(nb) -> list[str]:
-    """The code the runner executes: solution cells whole; of the other code cells (grade cells excepted),
-    the imports, function and class definitions and call-free assignments (BLOCK = 128), in order."""
+def definitions(nb) -> list[tuple[str, str]]:
+    """The code the runner executes, one (how a learner finds the cell, its code) per cell, in order:
+    solution cells whole; of the other code cells (grade cells excepted), the imports, function and class
+    definitions and call-free assignments (BLOCK = 128)."""
     sources = []
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell.cell_type != "code" or (meta.get("grade") and not meta.get("solution")):
             continue
         if meta.get("solution"):
-            sources.append(cell.source)
+            sources.append((_cell_label(cell.source, "your answer cell"), cell.source))
             continue
         try:
             tree = ast.parse(cell.source)
@@ -88,8 +103,20 @@ def definitions(nb) -> list[str]:
             or (isinstance(node, ast.Assign) and not any(isinstance(n, ast.Call) for n in ast.walk(node.value)))
         ]
         if kept:
-            sources.append(ast.unparse(ast.Module(body=kept, type_ignores=[])))
+            sources.append((_cell_label(cell.source, "your cell"), ast.unparse(ast.Module(body=kept, type_ignores=[]))))
     return sources
+
+
+def _cell_label(source: str, kind: str) -> str:
+    """How a message names a cell: "your answer cell for nms" (the functions it defines), else by its first line."""
+    try:
+        functions = [node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
+    except SyntaxError:
+        functions = []
+    if functions:
+        return f"{kind} for {' and '.join(functions)}"
+    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    return f'{kind} that starts "{first[:40]}"'
 
 
 def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None) -> dict[str, str]:
@@ -109,18 +136,8 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
             jobs.append({"cell": cell_id, "name": name, "function": function})
     limit = timeout or RUNNER_SLACK + sum(every_exercise()[j["name"]].time_limit for j in jobs)
     with tempfile.TemporaryDirectory(prefix="sealed-") as run_folder:
-        torch.save({"definitions": definitions(nb), "jobs": jobs}, Path(run_folder) / "jobs.pt")
-        env = {**os.environ, "AUTOGRADING": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
         try:
-            ran = subprocess.run(
-                [sys.executable, "-m", "mrcnn_course.teaching.grading.sealed", run_folder],
-                cwd=folder,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=limit,
-            )
-            problem = None if ran.returncode == 0 else f"the runner stopped: {ran.stderr.strip()[-800:]}"
+            problem = _run_watched(Path(run_folder), folder, definitions(nb), jobs, limit)
         except subprocess.TimeoutExpired:
             problem = f"the runner took longer than {limit:.0f} s"
         try:
@@ -132,13 +149,77 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
     for cell_id, calls in checks.items():
         reasons = []
         for name, _ in calls:
-            key = (cell_id, name)
-            reason = problem or _judge(name, cases[key], expected[key], results.get(f"{cell_id}/{name}"))
+            key, result = (cell_id, name), results.get(f"{cell_id}/{name}")
+            if isinstance(result, dict) and isinstance(result.get("stopped"), str):
+                reasons.append(_stopped_message(name, result["stopped"]))
+                continue
+            reason = problem or _judge(name, cases[key], expected[key], result)
             if reason:
                 reasons.append(f"check_{name}, run again outside your notebook's kernel: {reason}")
         if reasons:
             verdicts[cell_id] = "\n".join(reasons)
     return verdicts
+
+
+def _run_watched(run_folder: Path, folder: str | os.PathLike, cells: list[tuple[str, str]], jobs: list, limit: float):
+    """Run the runner on `cells` (definitions) and `jobs` until it finishes, within `limit` seconds in all
+    (else subprocess.TimeoutExpired). A cell it defines for longer than CELL_TIME_LIMIT is stopped: the runner
+    is killed, whatever the cell was doing (a loop that catches exceptions, one long tensor operation), and
+    started again without that cell, which it then names to the exercises that need it. Returns why the
+    runner failed (its last words), or None once it has written results.pt."""
+    deadline = time.monotonic() + limit
+    env = {**os.environ, "AUTOGRADING": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+    stopped: dict[int, str] = {}  # cell index -> its label
+    while True:
+        torch.save({"definitions": cells, "stopped": stopped, "jobs": jobs}, run_folder / "jobs.pt")
+        (run_folder / "defining").unlink(missing_ok=True)
+        with open(run_folder / "stderr.txt", "w+") as stderr:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "mrcnn_course.teaching.grading.sealed", str(run_folder)],
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # a learner's prints; to a file or pipe, an endless print could fill it
+                stderr=stderr,
+            )
+            stuck = _watch(runner, run_folder / "defining", deadline, limit)
+            if stuck is None:
+                stderr.seek(0)
+                return None if runner.returncode == 0 else f"the runner stopped: {stderr.read().strip()[-800:]}"
+        stopped[stuck] = cells[stuck][0]
+
+
+def _watch(runner: subprocess.Popen, defining: Path, deadline: float, limit: float) -> int | None:
+    """Wait for the runner to end; kill it if the cell it is defining (the number it writes in `defining`)
+    takes longer than CELL_TIME_LIMIT, and return that cell's index, or past `deadline` (TimeoutExpired)."""
+    cell, since = None, time.monotonic()
+    while runner.poll() is None:
+        now = time.monotonic()
+        try:
+            current: int | None = int(defining.read_text())
+        except (OSError, ValueError):  # not written yet, or removed once every cell is defined
+            current = None
+        if current != cell:
+            cell, since = current, now
+        if now > deadline or (cell is not None and now - since > CELL_TIME_LIMIT):
+            runner.kill()
+            runner.wait()
+            if now > deadline:
+                raise subprocess.TimeoutExpired(runner.args, limit)
+            return cell
+        time.sleep(WATCH_INTERVAL)
+    return None
+
+
+def _stopped_message(name: str, cell: str) -> str:
+    """Why check_<name> fails when the runner stopped `cell`, which defines what it needs: in lines of at most
+    MESSAGE_WIDTH, the first one after nbgrader's "HiddenCheckFailed: "."""
+    return _wrapped(
+        f"check_{name}, run again outside your notebook's kernel: {cell} kept running at the top level and was "
+        f"stopped after {CELL_TIME_LIMIT:g} s: put the work inside a function, or delete it (at grading, a "
+        f"cell is run only to define what it holds).",
+        first=len("HiddenCheckFailed: "),
+    )
 
 
 def _judge(name: str, cases: list[Case], expected: list, result: dict | None) -> str | None:
@@ -184,15 +265,31 @@ def run_learner(run_folder: str) -> None:
     }
     references = {name: e.reference_function() for name, e in exercises.items()}
     namespace: dict[str, Any] = {"__name__": "__main__"}
-    for source in work["definitions"]:
+    defining = Path(run_folder) / "defining"  # which cell runs now, for the watcher (_watch)
+    for index, (_, source) in enumerate(work["definitions"]):
+        if index in work["stopped"]:
+            continue
+        defining.write_text(str(index))
         try:
             exec(compile(source, "<notebook>", "exec"), namespace)  # noqa: S102 (the learner's own notebook)
         except BaseException:  # noqa: BLE001, S110 (a cell that fails defines what it defined before failing)
             pass
+    defining.unlink(missing_ok=True)
+    # a name a stopped cell would have defined, and no other cell did -> that cell's label
+    lost = {
+        name: label
+        for index, label in sorted(work["stopped"].items(), reverse=True)  # the first such cell names it
+        for name in _top_level_names(work["definitions"][index][1])
+        if name not in namespace
+    }
     results: dict[str, dict[str, Any]] = {}
     for job in work["jobs"]:
         exercise, fn = exercises[job["name"]], namespace.get(job["function"])
         key = f"{job['cell']}/{job['name']}"
+        needed_and_lost = [lost[n] for n in [job["function"], *sorted(_names_needed(fn, namespace))] if n in lost]
+        if needed_and_lost:
+            results[key] = {"stopped": needed_and_lost[0]}
+            continue
         if not callable(fn):
             results[key] = {"missing": f"no function named {job['function']} was defined"}
             continue
@@ -209,6 +306,52 @@ def run_learner(run_folder: str) -> None:
             "slow": slow,
         }
     torch.save(results, Path(run_folder) / "results.pt")
+
+
+def _top_level_names(source: str) -> set[str]:
+    """The names a cell binds at its top level: functions, classes, imports, assignment and loop targets
+    (not the local names inside its functions)."""
+    try:
+        pending: list[ast.AST] = list(ast.parse(source).body)
+    except SyntaxError:
+        return set()
+    names = set()
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif not isinstance(node, ast.Lambda):
+            pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _names_needed(fn: Callable | None, namespace: dict[str, Any]) -> set[str]:
+    """The global names `fn` uses, and those of the notebook's functions it uses, and theirs (its helpers):
+    read from the code, whether or not a case takes that branch. Empty when fn is not the notebook's."""
+    needed: set[str] = set()
+    pending, seen = [fn], set()
+    while pending:
+        function = pending.pop()
+        if getattr(function, "__globals__", None) is not namespace or id(function) in seen:
+            continue  # not written in the notebook (a module's function, a class, a number), or seen
+        seen.add(id(function))
+        names = _globals_loaded(function.__code__)  # type: ignore[union-attr]  # a notebook function
+        needed |= names
+        pending += [namespace[name] for name in names if name in namespace]
+    return needed - set(vars(builtins))
+
+
+def _globals_loaded(code: types.CodeType) -> set[str]:
+    """The global names a code object, and the code nested in it (inner functions, lambdas), load."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _globals_loaded(constant)
+    return names
 
 
 def _plain(value: Any) -> Any:
