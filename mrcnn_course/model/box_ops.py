@@ -189,7 +189,7 @@ def settle_block(overlaps: Tensor) -> Tensor:
     while True:
         new_keep = (keep @ overlaps == 0).to(overlaps.dtype)  # (B,): overlapped by no box kept in this pass
         # nothing changes any more? (not torch.equal: a tampering learner may patch it in the kernel where the
-        # package's NMS runs too, tests/test_grading_tamper.py)
+        # package's NMS runs too, tests/teaching/grading/test_sealed.py)
         if not bool((new_keep != keep).any()):
             return keep.bool()
         keep = new_keep

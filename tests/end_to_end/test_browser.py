@@ -5,7 +5,7 @@
 
 JupyterLab runs from the repository root on 127.0.0.1 with a free port, no token, and temporary
 config, data, runtime and IPython folders, serving temporary copies (so a save or autosave never
-writes outputs into a committed notebook): of tests/notebooks/, and of the lessons' sources in
+writes outputs into a committed notebook): of tests/end_to_end/notebooks/, and of the lessons' sources in
 solutions/, whose exercises are solved, so that "Run All" goes through every cell (a released lesson
 stops at its first exercise). The kernels run with AUTOGRADING=1 and a temporary MRCNN_COURSE_HOME.
 Screenshots are saved under test-artifacts/ (git-ignored). Chromium is Debian's /usr/bin/chromium,
@@ -29,7 +29,7 @@ import pytest
 
 from mrcnn_course.training.training_trace import TrainingTrace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -128,7 +128,7 @@ def serve(tmp_path: Path, served: Path) -> Iterator[str]:
 
 @pytest.fixture
 def jupyterlab(tmp_path):
-    """JupyterLab on a copy of tests/notebooks."""
+    """JupyterLab on a copy of tests/end_to_end/notebooks."""
     shutil.copytree(NOTEBOOKS, tmp_path / "notebooks")
     with serve(tmp_path, tmp_path / "notebooks") as url:
         yield url

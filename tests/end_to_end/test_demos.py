@@ -2,7 +2,7 @@
 
 Each notebook runs in a kernel with AUTOGRADING=1 (the training demo then trains the short recipe) and
 TQDM_DISABLE=1, as CI runs the lessons. About 30 s for the pipeline, a minute for training.
-demos/class_dashboard.ipynb runs on a graded class in tests/test_dashboard.py.
+demos/class_dashboard.ipynb runs on a graded class in tests/teaching/test_dashboard.py.
 """
 
 from pathlib import Path
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMOS = sorted((ROOT / "demos").glob("*.ipynb"))
 LIVE = ["pipeline_live", "training_live"]
 STAGES = ["Input image", "Backbone CNN", "Region Proposal Network", "RoI Align", "Box & classifier head", "Mask head"]

@@ -13,7 +13,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: pytest itself depends on tomli there
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")  # what the README promises
 
 

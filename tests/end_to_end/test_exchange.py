@@ -17,7 +17,7 @@ from nbgrader.exchange.default.exchange import Exchange
 
 from mrcnn_course.teaching import course
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LESSON, QUIZ = "00_pipeline", "quiz_00_pipeline"
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")]
 

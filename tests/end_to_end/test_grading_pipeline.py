@@ -42,7 +42,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIZ = "quiz_03_rpn"
 LOOP_TIMEOUT = 15  # seconds: enough for the kernel to import torch on a busy machine
 SPECIAL = ["untouched", "partly_wrong", "edited_test", "deleted_test", "infinite_loop", "kernel_crash", "corrupt"]

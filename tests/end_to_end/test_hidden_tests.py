@@ -3,7 +3,7 @@ and what they cover, and a solution that passes the visible checks passes the hi
 
 Each lesson's graded cells are run here in one namespace, as a kernel would, without the rest of the
 lesson: the setup cell's imports, every solution cell, then each check cell's visible part and, only
-once it passed, its hidden part (tests/test_lessons.py runs whole notebooks; test_grading_visible.py
+once it passed, its hidden part (tests/end_to_end/test_lessons.py runs whole notebooks; test_visible_cases.py
 shows that every usual mistake already fails the visible part)."""
 
 import ast
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LESSONS = sorted(p.parent.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb"))
 GRADED = [lesson for lesson in LESSONS if lesson != "00_pipeline"]  # lesson 00 grades nothing
 HIDDEN = "### BEGIN HIDDEN TESTS"

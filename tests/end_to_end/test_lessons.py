@@ -18,7 +18,7 @@ import pytest
 from nbgrader.validator import Validator
 from traitlets.config import Config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LESSONS = sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*") if (p / f"{p.name}.ipynb").is_file())
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from mrcnn_course.teaching import course
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "91_private"
 SEED = "271828"
 ANSWER = '''def double(x):

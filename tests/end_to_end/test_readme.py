@@ -18,7 +18,7 @@ from torchvision.models.detection import MaskRCNN as TVMaskRCNN
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
 COCO_CHECKPOINT = "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"
 

@@ -95,7 +95,8 @@ def test_figures_render_as_png_without_pyplot():
     assert png.startswith(b"\x89PNG") and png == viz.figure_png(fig)
 
 
-TRACE_JSON = Path(__file__).parent / "notebooks" / "training_trace.json"  # the browser test's small trace
+# the browser test's small trace
+TRACE_JSON = Path(__file__).parents[1] / "end_to_end" / "notebooks" / "training_trace.json"
 
 
 def test_training_curves_grow_with_the_epoch_on_fixed_axes():

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from mrcnn_course.teaching import course, nbgrader_steps, quiz
 from mrcnn_course.teaching.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOPICS = [
     "quiz_00_pipeline",
     "quiz_01_input_image",

@@ -12,7 +12,7 @@ from nbgrader.preprocessors import ClearSolutions, Execute
 
 from mrcnn_course.teaching import course, nbgrader_steps, quiz
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_seal_quiz_keys_replaces_each_call_by_its_key():

@@ -1,20 +1,31 @@
-"""Checkpoints: atomic writes, random states restored exactly, clear errors for missing or foreign files."""
+"""Checkpoints: atomic writes, random states restored exactly, clear errors for missing or foreign files.
+Also bad input: output folders that cannot be written or are full, damaged or foreign checkpoints, another thread count.
+"""
 
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
+from conftest import TWO_EPOCHS
 
+from mrcnn_course.model.maskrcnn import maskrcnn_small
+from mrcnn_course.training import checkpoints
 from mrcnn_course.training.checkpoints import (
     CHECKPOINT_NAME,
+    OutputFolderError,
+    ResumeNotExact,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
 )
+from mrcnn_course.training.loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: training runs on one thread
 
 
 def draws() -> tuple:
@@ -64,3 +75,79 @@ def test_clear_errors(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_an_output_folder_that_cannot_be_created_fails_before_the_first_step(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    steps = []
+    with pytest.raises(OutputFolderError, match=re.escape(f"cannot write in the output folder {tmp_path}/a_file/run")):
+        train(recipe=TWO_EPOCHS, out=tmp_path / "a_file" / "run", progress=False, on_step=steps.append)
+    assert steps == []
+
+
+def test_a_missing_output_folder_is_created_and_a_full_one_refused_before_the_first_step(tmp_path, monkeypatch):
+    checkpoints.check_output_folder(tmp_path / "new" / "run", 1000)
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 10**6})())
+    steps = []
+    with pytest.raises(OutputFolderError, match=r"has 1 MB free, but a checkpoint needs about \d+ MB: free some"):
+        train(recipe=TWO_EPOCHS, out=tmp_path / "full", progress=False, on_step=steps.append)
+    assert steps == []
+
+
+def test_a_disk_that_fills_up_while_saving_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / CHECKPOINT_NAME, {"epoch": 1})
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints.os, "fsync", full_disk)
+    with pytest.raises(OutputFolderError, match=re.escape(f"cannot write {path} (No space left on device)")):
+        save_checkpoint(path, {"epoch": 2})
+    assert os.listdir(tmp_path) == [CHECKPOINT_NAME] and load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused(finished_run, tmp_path):
+    damaged = tmp_path / CHECKPOINT_NAME
+    content = bytearray((finished_run / CHECKPOINT_NAME).read_bytes())
+    content[len(content) // 2] ^= 0x10
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=re.escape(f"{damaged} is damaged: its bytes do not match the digest")):
+        load_checkpoint(damaged)
+    damaged.write_bytes(bytes(content[: len(content) // 2]))  # a copy cut short
+    with pytest.raises(ValueError, match="is damaged"):
+        load_checkpoint(damaged)
+
+
+def test_a_bare_state_dict_or_one_without_optimizer_cannot_be_resumed(finished_run, tmp_path):
+    checkpoint = load_checkpoint(finished_run)
+    torch.save(checkpoint["model"], tmp_path / CHECKPOINT_NAME)  # a bare state_dict
+    with pytest.raises(ValueError, match=r"cannot be resumed: it lacks \['epoch', 'model', 'optimizer'"):
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, {k: v for k, v in checkpoint.items() if k != "optimizer"})
+    with pytest.raises(ValueError, match=re.escape("cannot be resumed: it lacks ['optimizer'] (a bare state_dict")):
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)
+
+
+def test_a_checkpoint_of_another_num_classes_says_so(finished_run, tmp_path):
+    checkpoint = load_checkpoint(finished_run)
+    checkpoint["epoch"] = 1
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, checkpoint)
+    with pytest.raises(
+        ValueError, match=re.escape("holds weights of another model (size mismatch for roi_heads.")
+    ) as e:
+        train(maskrcnn_small(num_classes=3), recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)
+    assert "they were trained for num_classes=6" in str(e.value)
+
+
+def test_the_thread_count_is_saved_and_another_one_warns_on_resume(finished_run, tmp_path):
+    checkpoint = load_checkpoint(finished_run)
+    assert checkpoint["exactness"]["threads"] == 1 and checkpoint["exactness"]["torch"] == torch.__version__
+    checkpoint["epoch"], checkpoint["trace"]["epochs"] = 1, checkpoint["trace"]["epochs"][:1]
+    checkpoint["exactness"]["threads"] = 3
+    save_checkpoint(tmp_path / CHECKPOINT_NAME, checkpoint)
+    with pytest.warns(
+        ResumeNotExact,
+        match=re.escape("(threads 3 -> 1): the losses will drift from it; for an exact resume use --threads 3"),
+    ):
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)

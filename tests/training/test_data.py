@@ -76,7 +76,7 @@ def test_scenes_are_deterministic_by_seed_and_different_across_seeds():
 def test_scenes_are_byte_identical_in_a_fresh_process():
     here = scene_hash(range(10))
     assert here == scene_hash(range(10))
-    code = "from tests.test_data import scene_hash; print(scene_hash(range(10)))"
+    code = "from tests.training.test_data import scene_hash; print(scene_hash(range(10)))"
     fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == here
 

@@ -1,4 +1,8 @@
-"""evaluation: COCO mAP on hand-made cases with known answers, detection accuracy, evaluate on a model."""
+"""evaluation: COCO mAP on hand-made cases with known answers, detection accuracy, evaluate on a model.
+Also bad input: targets that are all crowd regions leave mAP undefined.
+"""
+
+import re
 
 import pytest
 import torch
@@ -212,3 +216,11 @@ def test_evaluate_an_untrained_model():
     assert all(0 <= result[k] <= 1 for k in (*evaluation.MAP_NAMES, "accuracy"))
     assert len(result["predictions"]) == 2
     assert result["predictions"][0]["masks"].shape[-2:] == (64, 64)
+
+
+def test_every_object_a_crowd_region_makes_map_undefined_not_minus_one():
+    image, truth = data.make_scene(3, 64)
+    truth["iscrowd"] = torch.ones_like(truth["iscrowd"])
+    prediction = {**truth, "scores": torch.ones(len(truth["labels"])), "masks": truth["masks"][:, None].float()}
+    with pytest.raises(ValueError, match=re.escape("every object of the targets is a crowd region (iscrowd=1)")):
+        evaluation.coco_map([prediction], [truth])

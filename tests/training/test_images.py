@@ -1,4 +1,6 @@
-"""images.to_image_tensor: every usual form of an image, files, grayscale and alpha, bad input explained."""
+"""images.to_image_tensor: every usual form of an image, files, grayscale and alpha, bad input explained.
+Also bad input: a 16-bit PNG is read at its level.
+"""
 
 import numpy as np
 import pytest
@@ -77,3 +79,12 @@ def test_to_image_tensor_explains_bad_input(tmp_path):
     for bad, message in cases:
         with pytest.raises(ValueError, match=message):
             images.to_image_tensor(bad)
+
+
+def test_a_16_bit_png_is_read_at_its_level(tmp_path):
+    levels = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(levels).save(tmp_path / "gray16.png")
+    image = images.to_image_tensor(tmp_path / "gray16.png")
+    assert image.shape == (3, 2, 2)
+    assert torch.allclose(image[0], torch.tensor([[0.0, 0.25], [0.5, 1.0]]), atol=1e-4)
+    assert torch.equal(image[0], image[2])  # gray in all three channels

@@ -2,6 +2,7 @@
 
 Tiny runs: 64-px scenes, 8 per epoch in batches of 4, 4 validation scenes. The file takes about a
 minute on 2 busy cores (the killed-and-resumed run starts two Python processes).
+Also bad input: a save that fails during training names the epoch and the kept checkpoint.
 """
 
 import os
@@ -13,10 +14,11 @@ from dataclasses import asdict, replace
 
 import pytest
 import torch
+from conftest import TWO_EPOCHS
 
 from mrcnn_course.model import components
-from mrcnn_course.training import data, loop, training_step
-from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
+from mrcnn_course.training import checkpoints, data, loop, training_step
+from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint
 from mrcnn_course.training.loop import train
 from mrcnn_course.training.recipe import Recipe, dataset_seed
 from mrcnn_course.training.stopping import TrainingDiverged
@@ -214,3 +216,22 @@ def test_the_trace_and_the_checkpoint_record_which_components_ran(run):
     assert trace.components["bottleneck"] == components.NOT_CALLED  # the small model is made of BasicBlocks
     assert TrainingTrace.load(out / "trace.json").components == trace.components
     assert load_checkpoint(out / "checkpoint.pt")["components"] == trace.components
+
+
+def test_a_failed_save_during_training_names_the_epoch_and_the_kept_checkpoint(tmp_path, monkeypatch):
+    real_fsync, saves = os.fsync, []
+
+    def fill_up_at_the_second_save(descriptor):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(checkpoints.os, "fsync", fill_up_at_the_second_save)
+    with pytest.raises(OutputFolderError) as error:
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False)
+    assert f"epoch 2 finished but its checkpoint was not written: cannot write {tmp_path / CHECKPOINT_NAME}" in str(
+        error.value
+    )
+    assert f"the checkpoint of epoch 1 is kept ({tmp_path / CHECKPOINT_NAME}): resume with --resume" in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME, loop.TRACE_NAME]  # no checkpoint.pt.tmp

@@ -1,5 +1,8 @@
-"""The recipe: its one-cycle schedule and the scenes of each epoch (fresh, or one set shuffled)."""
+"""The recipe: its one-cycle schedule and the scenes of each epoch (fresh, or one set shuffled).
+Also bad input: a bad recipe says which setting and why.
+"""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -36,3 +39,22 @@ def test_fresh_scenes_each_epoch_or_one_set_shuffled_each_epoch():
     assert torch.equal(dataset_1[5][0], dataset_2[5][0])  # the same scenes
     assert sorted(order_1) == sorted(order_2) == list(range(8)) and order_1 != order_2  # in another order
     assert epoch_scenes(fixed, 2)[1] == order_2  # the same order on every run
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(grad_clip=-1), "grad_clip must be 0 (no limit) or a positive gradient norm (got -1)"),
+        (dict(warmup=2), "warmup is a share of the steps, between 0 and 1 (got 2)"),
+        (dict(lr=0), "lr must be a positive number (got 0)"),
+        (dict(lr=float("nan")), "lr must be a positive number (got nan)"),
+        (dict(weight_decay=-0.1), "weight_decay must lie in [0, 1) (got -0.1)"),
+        (dict(image_size=8), "image_size must be an integer of at least 16 pixels (got 8)"),
+        (dict(shown_images=-1), "shown_images must be at least 0 (got -1)"),
+        (dict(num_objects=(3, 1)), "num_objects must be (fewest, most) with 0 <= fewest <= most (got (3, 1))"),
+        (dict(batch_size=0), "batch_size must be at least 1 (got 0)"),
+    ],
+)
+def test_a_bad_recipe_says_which_setting_and_why(setting, message):
+    with pytest.raises(ValueError, match=re.escape("bad training recipe: ") + ".*" + re.escape(message)):
+        Recipe(**setting)

@@ -1,4 +1,8 @@
-"""TrainingTrace: the markdown table and its bars, observations from figures, JSON round trips."""
+"""TrainingTrace: the markdown table and its bars, observations from figures, JSON round trips.
+Also bad input: trace.json stays standard JSON (no Infinity).
+"""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +151,10 @@ def test_load_errors_are_clear(tmp_path):
     (tmp_path / "other.json").write_text('{"images": []}')
     with pytest.raises(ValueError, match="not a training trace"):
         TrainingTrace.load(tmp_path / "other.json")
+
+
+def test_trace_json_is_standard_json():
+    trace = TrainingTrace([], [], ["background"], {"lr": float("inf")}, 0)
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        trace.save(Path("/tmp/never-written-trace.json"))
+    assert not Path("/tmp/never-written-trace.json.tmp").exists()

@@ -37,8 +37,9 @@ How it is built:
     sealed.py            the re-check at autograding, outside the learner's kernel, by the same judge
     guard.py             the reference out of reach, the time limit, the learner's own line
     speed.py             the speed case; hints.py: hint(); learner.py: the learner's components beyond a lesson
-tests/test_grading.py picks up every exercise in EXERCISES: the reference passes, torchvision agrees on every
-case, and each Mistake is caught with its hint; tests/test_grading_judge.py runs each through both drivers.
+tests/teaching/grading/test_exercise.py picks up every exercise in EXERCISES: the reference passes, torchvision
+agrees on every case, and each Mistake is caught with its hint; tests/teaching/grading/test_judge.py runs each
+through both drivers.
 """
 
 # isort: off

@@ -8,7 +8,7 @@ exercises_<stage>.py):
     grading.hint("nms", 2)    # the first two only
 
 The steps say what to compute and which torch functions help, not the code: a learner who follows
-them still writes each line (tests/test_grading_hints.py checks that no step copies a solution line).
+them still writes each line (tests/teaching/grading/test_hints.py checks that no step copies a solution line).
 """
 
 import textwrap

@@ -1,7 +1,9 @@
-"""A check never blames correct code for an earlier helper's mistake: when the learner's
-function calls another exercise of theirs by name (lesson 04's roi_align calls interpolation_weights),
-the helper is checked first, and one that fails its check is replaced by the package's for that check,
-which says so."""
+"""mrcnn_course.teaching.grading.core: what a check says when the learner's function fails (the case, inputs,
+expected, got and the first difference; shape and dtype; a stub, a wrong signature, the reference itself, a
+missing return, an input changed in place), that it leaves the learner's random generator alone, and that it
+never blames correct code for an earlier helper's mistake: when the learner's function calls another
+exercise of theirs by name (lesson 04's roi_align calls interpolation_weights), the helper is checked first,
+and one that fails its check is replaced by the package's for that check, which says so."""
 
 import json
 from pathlib import Path
@@ -9,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import words
 
-from mrcnn_course.model import components
+from mrcnn_course.model import box_ops, components
 from mrcnn_course.teaching import grading
 
-LESSON = Path(__file__).resolve().parent.parent / "solutions" / "04_roi_align" / "04_roi_align.ipynb"
+LESSON = Path(__file__).resolve().parents[3] / "solutions" / "04_roi_align" / "04_roi_align.ipynb"
 
 
 def notebook(**replace: str) -> dict:
@@ -62,3 +65,70 @@ def test_with_a_right_helper_nothing_is_replaced(capsys):
     grading.check_roi_align(learner["roi_align"])
     assert "replaced" not in capsys.readouterr().out
     assert grading.passed("roi_align") is learner["roi_align"]
+
+
+def test_a_failure_names_the_case_and_shows_inputs_expected_got_and_the_first_difference():
+    def decode_boxes(deltas, boxes, weights, clip):  # forgets the clamp
+        wx, wy, ww, wh = weights
+        widths, heights = boxes[:, 2:3] - boxes[:, 0:1], boxes[:, 3:4] - boxes[:, 1:2]
+        cx, cy = boxes[:, 0:1] + widths / 2, boxes[:, 1:2] + heights / 2
+        x, y = deltas[:, 0::4] / wx * widths + cx, deltas[:, 1::4] / wy * heights + cy
+        w, h = torch.exp(deltas[:, 2::4] / ww) * widths, torch.exp(deltas[:, 3::4] / wh) * heights
+        return torch.stack([x - w / 2, y - h / 2, x + w / 2, y + h / 2], dim=2)
+
+    with pytest.raises(AssertionError) as failure:
+        grading.check_decode_boxes(decode_boxes)
+    message = str(failure.value)
+    assert words(message).startswith("check_decode_boxes: case 'huge dw and dh: clamp before exp' failed.")
+    assert grading.core.failed_case(message) == ("decode_boxes", "huge dw and dh: clamp before exp")
+    assert all(len(line) <= grading.core.MESSAGE_WIDTH for line in message.split("  inputs:")[0].splitlines())
+    assert "deltas = Tensor[1, 4] float32 [[0, 0, 10, 8]]" in message
+    assert "expected: Tensor[1, 1, 4] float32" in message and "got:      Tensor[1, 1, 4] float32" in message
+    assert "the values differ: max abs error" in message and "first difference at index (0, 0, 0)" in message
+    assert "hint: your answer is what this mistake gives: dw and dh were not clamped" in words(message)
+
+
+def test_shape_and_dtype_differences_are_named():
+    with pytest.raises(AssertionError, match=r"the dtype differs: expected torch.int64, got torch.float32"):
+        grading.check_nms(lambda boxes, scores, iou_threshold: box_ops.remove_small_boxes(boxes, 0).float())
+    with pytest.raises(AssertionError, match=r"the shape differs: expected \(2, 1, 4\), got \(2, 4\)"):
+        grading.check_decode_boxes(lambda deltas, boxes, weights, clip: boxes.clone())
+
+
+def test_not_implemented_stays_not_implemented_with_a_friendly_message():
+    def nms(boxes, scores, iou_threshold):
+        raise NotImplementedError()
+
+    with pytest.raises(NotImplementedError, match="nms is not written yet"):
+        grading.check_nms(nms)
+    assert grading.passed("nms") is None
+
+
+def test_wrong_signature_not_a_function_and_the_reference_itself_are_refused():
+    with pytest.raises(
+        AssertionError,
+        match=r"takes \(boxes, scores\),\s+but the model calls\s+nms\(boxes, scores,\s+iou_threshold\)",
+    ):
+        grading.check_nms(lambda boxes, scores: boxes)
+    with pytest.raises(AssertionError, match="needs your function, got Tensor"):
+        grading.check_nms(torch.zeros(3))
+    with pytest.raises(AssertionError, match=r"checks YOUR function, but this is\s+mrcnn_course.model.box_ops.nms"):
+        grading.check_nms(box_ops.nms)
+
+
+def test_returning_none_and_changing_an_input_in_place_get_their_own_hints():
+    with pytest.raises(AssertionError, match="did you forget the `return` statement"):
+        grading.check_box_iou(lambda boxes1, boxes2: None)
+
+    def resize_boxes(boxes, original_size, new_size):
+        boxes *= torch.tensor([new_size[1] / original_size[1], new_size[0] / original_size[0]] * 2)
+        return boxes
+
+    with pytest.raises(AssertionError, match=r"changed its input boxes in place"):
+        grading.check_resize_boxes(resize_boxes)
+
+
+def test_the_checker_leaves_the_learners_random_generator_alone(as_learner):
+    state = torch.get_rng_state()
+    grading.check_bottleneck(as_learner(components.COMPONENTS["bottleneck"].own), extra=True)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,5 +1,5 @@
 """mrcnn_course.teaching.grading.exercises_roi_align: interpolation_weights, a helper exercise that is not a component
-(tests/test_grading.py covers roi_align and map_levels with every other component's exercise)."""
+(tests/teaching/grading/test_exercise.py covers roi_align and map_levels with every other component's exercise)."""
 
 import copy
 

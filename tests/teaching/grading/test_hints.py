@@ -11,7 +11,7 @@ import pytest
 
 from mrcnn_course.teaching import grading
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 STEPS = {name: e.steps for name, e in {**grading.EXERCISES, **grading.HELPER_EXERCISES}.items()}
 NAME = re.compile(r"[\w.]+(=[\w.]+)?")  # a name, or a keyword argument: a step may name what to call
 

@@ -24,7 +24,7 @@ from mrcnn_course.teaching.grading import sealed
 from mrcnn_course.teaching.grading.core import failed_case
 from mrcnn_course.teaching.grading.judge import build_cases, own_components
 
-TESTS = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # tests/teaching/grading; its parents[1] is tests/ (conftest.py)
 EVERY = {**grading.EXERCISES, **grading.HELPER_EXERCISES}
 LEARNERS = [f"{name}__reference" for name in EVERY] + [
     f"{name}__mistake_{i}" for name, exercise in EVERY.items() for i in range(len(exercise.mistakes))
@@ -44,7 +44,7 @@ def _answering(answers: list) -> Callable:
 
 def lesson_function(lesson: str, cell_id: str) -> Callable:
     """The function that a solution cell of a lesson defines (a learner who got it right)."""
-    cells = json.loads((TESTS.parent / "solutions" / lesson / f"{lesson}.ipynb").read_text())["cells"]
+    cells = json.loads((HERE.parents[2] / "solutions" / lesson / f"{lesson}.ipynb").read_text())["cells"]
     namespace = {"torch": torch, "F": F, "components": components, "__name__": "__main__"}
     exec("".join(next(c for c in cells if c.get("id") == cell_id)["source"]), namespace)
     return namespace[cell_id.replace("-", "_")]
@@ -80,7 +80,7 @@ def learners() -> dict[str, Callable]:
 
 def notebook() -> nbformat.NotebookNode:
     definitions = nbformat.v4.new_code_cell(
-        f"import sys\nsys.path.insert(0, {str(TESTS)!r})\nfrom test_grading_judge import learners\n"
+        f"import sys\nsys.path[:0] = [{str(HERE)!r}, {str(HERE.parents[1])!r}]\nfrom test_judge import learners\n"
         "globals().update(learners())",
         metadata={"nbgrader": {"grade_id": "learners", "solution": True, "grade": False}},
     )

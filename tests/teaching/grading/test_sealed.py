@@ -24,7 +24,7 @@ from mrcnn_course.teaching.grading import sealed
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 LESSON = "03_rpn"
 TAMPERED_NMS = {
     "rebinds_the_check": (

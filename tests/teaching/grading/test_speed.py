@@ -15,7 +15,7 @@ from mrcnn_course.teaching.grading import speed
 
 
 def lesson_function(lesson: str, cell_id: str):
-    notebook = json.loads((Path(__file__).parents[1] / f"solutions/{lesson}/{lesson}.ipynb").read_text())
+    notebook = json.loads((Path(__file__).parents[3] / f"solutions/{lesson}/{lesson}.ipynb").read_text())
     namespace = {"torch": torch, "components": components}
     exec("".join(next(c for c in notebook["cells"] if c.get("id") == cell_id)["source"]), namespace)
     return namespace[cell_id.replace("-", "_")]
