@@ -13,7 +13,8 @@ folder) once the notebook has run, and it:
      executes the notebook's definitions cell by cell (solution cells whole; of the other code cells only
      imports, defs, classes and assignments without calls: no pictures, no training), each cell within
      CELL_TIME_LIMIT: a cell that keeps running at its top level (an endless loop, training left there) is
-     stopped, and the runner starts again without it (the watcher, _run_watched), so that only the
+     stopped and counts as not run (by the runner's own alarm; what that cannot stop, by the watcher,
+     _run_watched, which kills the runner and starts it again without the cell), so that only the
      exercises that need what it defines fail (_names_needed says which), then runs each learner
      function on the cases with judge.run_cases: the reference switched off (guard.py), every torchvision
      operator refused at the dispatcher (any route, a captured overload included), every run of the
@@ -45,7 +46,7 @@ import torch
 
 from mrcnn_course.teaching.grading.core import _wrapped, speed_case
 from mrcnn_course.teaching.grading.exercise import Case, every_exercise
-from mrcnn_course.teaching.grading.guard import reference_code
+from mrcnn_course.teaching.grading.guard import TimeLimitExceeded, reference_code, time_limit
 from mrcnn_course.teaching.grading.judge import (
     OK,
     RAISED,
@@ -65,6 +66,9 @@ RUNNER_SLACK = 300.0  # seconds for the runner beyond the exercises' own time li
 # for a busy grading machine (a cell stopped wrongly costs a learner marks), and stopping an endless loop
 # here adds little to the Execute.timeout the same loop already cost in the kernel.
 CELL_TIME_LIMIT = 10.0
+# Seconds the watcher waits beyond CELL_TIME_LIMIT before it kills the runner: the runner's own alarm stops a
+# plain loop at CELL_TIME_LIMIT, without the cost of a new runner; the watcher stops what the alarm cannot.
+WATCH_GRACE = 5.0
 WATCH_INTERVAL = 0.1  # seconds between the watcher's looks at which cell the runner is defining
 
 
@@ -163,16 +167,19 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
 
 def _run_watched(run_folder: Path, folder: str | os.PathLike, cells: list[tuple[str, str]], jobs: list, limit: float):
     """Run the runner on `cells` (definitions) and `jobs` until it finishes, within `limit` seconds in all
-    (else subprocess.TimeoutExpired). A cell it defines for longer than CELL_TIME_LIMIT is stopped: the runner
-    is killed, whatever the cell was doing (a loop that catches exceptions, one long tensor operation), and
-    started again without that cell, which it then names to the exercises that need it. Returns why the
-    runner failed (its last words), or None once it has written results.pt."""
+    (else subprocess.TimeoutExpired). The runner stops a cell that runs past CELL_TIME_LIMIT itself; one still
+    running WATCH_GRACE later (a loop that catches the runner's exception, one long tensor operation) is
+    stopped here: the runner is killed and started again without that cell, which it then names to the
+    exercises that need it. Returns why the runner failed (its last words), or None once it has written
+    results.pt."""
     deadline = time.monotonic() + limit
     env = {**os.environ, "AUTOGRADING": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
     stopped: dict[int, str] = {}  # cell index -> its label
     while True:
-        torch.save({"definitions": cells, "stopped": stopped, "jobs": jobs}, run_folder / "jobs.pt")
+        work = {"definitions": cells, "stopped": stopped, "cell_time_limit": CELL_TIME_LIMIT, "jobs": jobs}
+        torch.save(work, run_folder / "jobs.pt")
         (run_folder / "defining").unlink(missing_ok=True)
+        (run_folder / "stopped").write_text("")
         with open(run_folder / "stderr.txt", "w+") as stderr:
             runner = subprocess.Popen(
                 [sys.executable, "-m", "mrcnn_course.teaching.grading.sealed", str(run_folder)],
@@ -186,12 +193,15 @@ def _run_watched(run_folder: Path, folder: str | os.PathLike, cells: list[tuple[
             if stuck is None:
                 stderr.seek(0)
                 return None if runner.returncode == 0 else f"the runner stopped: {stderr.read().strip()[-800:]}"
-        stopped[stuck] = cells[stuck][0]
+        # this cell, and those the runner stopped itself before it (no need to wait for them again)
+        for index in [stuck, *map(int, (run_folder / "stopped").read_text().split())]:
+            stopped[index] = cells[index][0]
 
 
 def _watch(runner: subprocess.Popen, defining: Path, deadline: float, limit: float) -> int | None:
     """Wait for the runner to end; kill it if the cell it is defining (the number it writes in `defining`)
-    takes longer than CELL_TIME_LIMIT, and return that cell's index, or past `deadline` (TimeoutExpired)."""
+    takes longer than CELL_TIME_LIMIT + WATCH_GRACE, and return that cell's index, or past `deadline`
+    (TimeoutExpired)."""
     cell, since = None, time.monotonic()
     while runner.poll() is None:
         now = time.monotonic()
@@ -201,7 +211,7 @@ def _watch(runner: subprocess.Popen, defining: Path, deadline: float, limit: flo
             current = None
         if current != cell:
             cell, since = current, now
-        if now > deadline or (cell is not None and now - since > CELL_TIME_LIMIT):
+        if now > deadline or (cell is not None and now - since > CELL_TIME_LIMIT + WATCH_GRACE):
             runner.kill()
             runner.wait()
             if now > deadline:
@@ -265,20 +275,29 @@ def run_learner(run_folder: str) -> None:
     }
     references = {name: e.reference_function() for name, e in exercises.items()}
     namespace: dict[str, Any] = {"__name__": "__main__"}
+    stopped: dict[int, str] = dict(work["stopped"])  # cell index -> label: the watcher's, then this runner's
     defining = Path(run_folder) / "defining"  # which cell runs now, for the watcher (_watch)
-    for index, (_, source) in enumerate(work["definitions"]):
-        if index in work["stopped"]:
+    for index, (label, source) in enumerate(work["definitions"]):
+        if index in stopped:
             continue
         defining.write_text(str(index))
+        before = dict(namespace)
         try:
-            exec(compile(source, "<notebook>", "exec"), namespace)  # noqa: S102 (the learner's own notebook)
+            with time_limit(work["cell_time_limit"], f"{label} kept running"):
+                exec(compile(source, "<notebook>", "exec"), namespace)  # noqa: S102 (the learner's own notebook)
+        except TimeLimitExceeded:  # stopped: as if it had not run, the same as when the watcher stops a cell
+            namespace.clear()
+            namespace.update(before)  # in place: the notebook's functions keep this dict as their globals
+            stopped[index] = label
+            with open(Path(run_folder) / "stopped", "a") as told:  # for the watcher, if it restarts the runner
+                told.write(f"{index} ")
         except BaseException:  # noqa: BLE001, S110 (a cell that fails defines what it defined before failing)
             pass
     defining.unlink(missing_ok=True)
     # a name a stopped cell would have defined, and no other cell did -> that cell's label
     lost = {
         name: label
-        for index, label in sorted(work["stopped"].items(), reverse=True)  # the first such cell names it
+        for index, label in sorted(stopped.items(), reverse=True)  # the first such cell names it
         for name in _top_level_names(work["definitions"][index][1])
         if name not in namespace
     }
