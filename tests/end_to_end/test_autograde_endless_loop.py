@@ -55,7 +55,11 @@ def graded(tmp_path_factory) -> dict[str, tuple[float, dict[str, float]]]:
         return {
             learner: (
                 seconds[learner],
-                {g.name: g.auto_score for nb in gradebook.find_submission(LESSON, learner).notebooks for g in nb.grades},
+                {
+                    g.name: g.auto_score
+                    for nb in gradebook.find_submission(LESSON, learner).notebooks
+                    for g in nb.grades
+                },
             )
             for learner in seconds
         }

@@ -25,7 +25,9 @@ folder) once the notebook has run, and it:
      so nbgrader scores the cell 0 whatever the kernel printed.
 What it leaves out: a learner who attacks this runner itself (it runs their code, and could be lied to
 by code written against it); a learner's helper that fails its own check is not replaced by the
-package's here, as the check in the kernel does (core.py): the function is judged as it is.
+package's here, as the check in the kernel does (core.py): the function is judged as it is. A stopped cell
+counts as not run at all, though in the kernel what it defined before its loop exists: the exercises that
+need it fail here even when their check passed in the kernel.
 """
 
 import ast
@@ -264,8 +266,9 @@ def _judge(name: str, cases: list[Case], expected: list, result: dict | None) ->
 
 
 def run_learner(run_folder: str) -> None:
-    """The runner (a fresh process, in the notebook's folder): define the learner's functions, run them on the
-    jobs' cases (judge.run_cases), time the speed cases, save the outcomes to results.pt."""
+    """The runner (a fresh process, in the notebook's folder): define the learner's functions, cell by cell,
+    stopping a cell that runs longer than the cell time limit; run them on the jobs' cases (judge.run_cases),
+    time the speed cases, save the outcomes to results.pt."""
     work = torch.load(Path(run_folder) / "jobs.pt", weights_only=False)  # written by verify_notebook
     exercises = {job["name"]: every_exercise()[job["name"]] for job in work["jobs"]}
     # before any learner code runs: the cases, the reference's code objects, the reference itself

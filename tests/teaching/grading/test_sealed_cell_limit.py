@@ -22,7 +22,9 @@ from mrcnn_course.teaching.grading.core import MESSAGE_WIDTH
 
 ROOT = Path(__file__).resolve().parents[3]
 SHORT_CELL_LIMIT = 3.0  # seconds: the fast cells here take milliseconds
-SETUP = "import time\nimport torch\nfrom mrcnn_course.model import components\nfrom mrcnn_course.teaching import grading"
+SETUP = (
+    "import time\nimport torch\nfrom mrcnn_course.model import components\nfrom mrcnn_course.teaching import grading"
+)
 LOOP_ONLY = "while True:\n    pass\n"
 AREA_THEN_STUBBORN_LOOP = (
     "def area(boxes):\n"
