@@ -14,6 +14,7 @@ import time
 import warnings
 
 import pytest
+import torch
 
 from mrcnn_course.__main__ import main
 from mrcnn_course.training import coco, data
@@ -76,6 +77,28 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train"])  # --out is required
     assert exit_.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+class WritesAFile:
+    """Unpickled, it writes `marker`: the pickled code a checkpoint handed around could hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_evaluate_refuses_a_file_that_would_run_code_without_running_it(tmp_path, capsys):
+    marker, path = tmp_path / "code-ran", tmp_path / "my_checkpoint.pt"
+    torch.save({"roi_heads.box_predictor.cls_score.weight": WritesAFile(marker)}, path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--checkpoint", str(path)])
+    assert exit_.value.code == 1 and not marker.exists()
+    message = capsys.readouterr().err
+    assert f"error: not a course checkpoint or state_dict: {path} holds a Python object (" in message
+    assert "so it was not loaded" in message
+    assert "the checkpoint.pt that `python -m mrcnn_course train --out FOLDER` writes" in message
 
 
 def test_the_command_line_reads_a_coco_folder_of_any_layout(finished_run, tmp_path, capsys):

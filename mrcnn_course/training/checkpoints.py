@@ -17,17 +17,24 @@ What a checkpoint holds (a dict; torch.save format):
     rng           one rng_state() per process (distributed runs have one per rank)
     trace         TrainingTrace.to_dict() up to this epoch
     recipe        the Recipe as a dict, so a resume with a different recipe is refused (lr may change)
+    components    which implementation of each component ran (the trace's record)
     world_size    processes that trained it
     exactness     run_conditions(): what else a bit-exact resume needs (threads, versions, device)
 
+Nothing in it but tensors, numbers, text, None and lists/dicts of them, so it is read with
+torch.load(weights_only=True): reading a checkpoint never runs code. A pickle that names any other Python
+object (a handed-around file with a pickled os.system call, say) is refused unread.
+
 On disk: one header line, DIGEST_HEADER + the payload's SHA-256 in hex, then torch.save's bytes. A file
-without the header (a bare state_dict from torch.save) loads unchecked.
+without the header (a bare state_dict from torch.save) is read the same safe way, without the digest check.
 """
 
 import hashlib
 import io
 import os
+import pickle
 import random
+import re
 import shutil
 import warnings
 from collections.abc import Callable
@@ -41,7 +48,9 @@ from mrcnn_course.training.distributed import World
 from mrcnn_course.training.stopping import what_is_kept
 
 CHECKPOINT_NAME = "checkpoint.pt"
-DIGEST_HEADER = b"mrcnn_course checkpoint sha256="  # + 64 hex digits + newline, then torch.save's bytes
+CHECKPOINT_FORMAT = 2  # 1 held numpy's random state as numpy objects, which only an unsafe torch.load reads
+DIGEST_HEADER = f"mrcnn_course checkpoint format={CHECKPOINT_FORMAT} sha256=".encode("ascii")  # + 64 hex digits
+HEADER_START = b"mrcnn_course checkpoint "  # the header of every format; format 1 had no format= field
 # the parts of a checkpoint that train(resume=True) needs (a bare state_dict has none of them)
 RESUMABLE_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "trace", "recipe", "world_size")
 # recipe settings a resume may change: a run that diverged continues from its last good checkpoint at a lower
@@ -58,8 +67,12 @@ class ResumeNotExact(UserWarning):
 
 
 def rng_state() -> dict:
-    """The random states of torch (CPU and, if present, CUDA), numpy and Python."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The random states of torch (CPU and, if present, CUDA), numpy and Python, as tensors, numbers, text
+    and lists only (what torch.load(weights_only=True) reads)."""
+    generator, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
+    # numpy's state as its parts: the Mersenne Twister's 624 uint32 keys as plain integers, not an ndarray
+    numpy_state = [generator, np.asarray(keys).tolist(), position, has_gauss, cached_gaussian]
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -67,8 +80,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     """Restore what rng_state() returned."""
+    generator, keys, position, has_gauss, cached_gaussian = state["numpy"]
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state((generator, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -116,7 +130,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by save_checkpoint (on the CPU)."""
+    """Read a checkpoint written by save_checkpoint, or a bare state_dict saved with torch.save (on the CPU),
+    with torch.load(weights_only=True): a file that holds other Python objects is refused, never run."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -126,8 +141,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         )
     content = path.read_bytes()
     payload = memoryview(content)  # the bytes torch.save wrote (a view: no copy of a large file)
-    if content.startswith(DIGEST_HEADER):
+    if content.startswith(HEADER_START):
         end = content.index(b"\n") if b"\n" in content else len(content)
+        if not content.startswith(DIGEST_HEADER):
+            written = re.match(rb"format=(\d+) ", content[len(HEADER_START) : end])
+            version = int(written[1]) if written else 1
+            age, fix = (
+                ("a newer course version", "update the course to read it")
+                if version > CHECKPOINT_FORMAT
+                else (
+                    "an older course version",
+                    "train again with --out FOLDER, or use the course version that wrote it",
+                )
+            )
+            raise ValueError(
+                f"{path} is a checkpoint of {age} (format {version}; this version reads format "
+                f"{CHECKPOINT_FORMAT}, which holds only tensors, numbers and text so that reading it cannot run "
+                f"code): it was not loaded; {fix}"
+            )
         digest, payload = content[len(DIGEST_HEADER) : end].decode("ascii", "replace"), payload[end + 1 :]
         if hashlib.sha256(payload).hexdigest() != digest:
             raise ValueError(
@@ -135,9 +166,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
                 f"a failing disk); use another copy of it, or start the run again"
             )
     try:
-        # weights_only=False: the checkpoint holds numpy and Python random states, not only tensors.
-        # Load only checkpoints you wrote yourself (pickle can run code).
-        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's words name the Python object it refused ("Unsupported global: GLOBAL numpy...",
+        # "unsupported GLOBAL posix.system"); any other failure here means torch.save did not write the file
+        refused = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(error), re.IGNORECASE)
+        if refused is None:  # torch's own words here advise an unsafe load: not repeated
+            raise ValueError(
+                f"{path} is not a readable checkpoint (not a file torch.save wrote, or a damaged one): was it "
+                f"written by training?"
+            ) from None
+        raise ValueError(
+            f"not a course checkpoint or state_dict: {path} holds a Python object ({refused[1]}) besides "
+            f"tensors, numbers, text and lists/dicts, and reading it could run code, so it was not loaded. A "
+            f"course checkpoint is the checkpoint.pt that `python -m mrcnn_course train --out FOLDER` writes; a "
+            f"state_dict is model.state_dict() saved with torch.save: ask for one of those"
+        ) from None
     except Exception as error:  # torch raises several types for a corrupt or foreign file
         raise ValueError(f"{path} is not a readable checkpoint ({error}): was it written by training?") from None
 
@@ -147,7 +191,7 @@ def run_conditions(device: torch.device) -> dict:
     another thread count (the losses part by percents within an epoch), another torch or another device."""
     return {
         "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: TorchVersion is an object weights_only refuses
         "numpy": np.__version__,
         "device": device.type,
     }

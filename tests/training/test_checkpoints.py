@@ -2,6 +2,7 @@
 Also bad input: output folders that cannot be written or are full, damaged or foreign checkpoints, another thread count.
 """
 
+import io
 import os
 import random
 import re
@@ -75,6 +76,59 @@ def test_clear_errors(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "garbage.pt")
+
+
+class RunsCode:
+    """What a pickle that runs code looks like: unpickling calls `call(*arguments)`."""
+
+    def __init__(self, call, *arguments):
+        self.call, self.arguments = call, arguments
+
+    def __reduce__(self):
+        return self.call, self.arguments
+
+
+def test_a_checkpoint_holds_only_what_a_safe_load_reads(finished_run):
+    payload = (finished_run / CHECKPOINT_NAME).read_bytes().split(b"\n", 1)[1]
+    checkpoint = torch.load(io.BytesIO(payload), weights_only=True)  # tensors, numbers, text, lists and dicts
+    assert set(checkpoint) >= set(checkpoints.RESUMABLE_KEYS)
+    seed_everything(3)
+    set_rng_state(checkpoint["rng"][0])  # numpy's state, stored as its parts, restores numpy's generator
+    first = draws()
+    set_rng_state(checkpoint["rng"][0])
+    assert draws() == first
+
+
+@pytest.mark.parametrize("with_digest", [False, True])
+def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path, with_digest):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "my_checkpoint.pt"
+    content = {"model": RunsCode(os.system, f"touch {marker}"), "epoch": RunsCode(exec, f"open({str(marker)!r}, 'w')")}
+    if with_digest:  # a digest proves the bytes are whole, not that they are safe
+        save_checkpoint(path, content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint(path)
+    assert not marker.exists()
+    assert str(refused.value).startswith(f"not a course checkpoint or state_dict: {path} holds a Python object (")
+    assert "so it was not loaded" in str(refused.value)
+    if not with_digest:  # the file is a real threat: an unsafe load runs its code
+        torch.load(path, weights_only=False)
+        assert marker.exists()
+
+
+def test_a_bare_state_dict_loads_and_an_older_format_says_so(tmp_path):
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "weights.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "weights.pt")["w"], torch.arange(3.0))
+    old = tmp_path / "old.pt"
+    old.write_bytes(b"mrcnn_course checkpoint sha256=" + b"0" * 64 + b"\n" + b"payload")  # format 1's header
+    with pytest.raises(ValueError, match=re.escape(f"{old} is a checkpoint of an older course version (format 1;")):
+        load_checkpoint(old)
+    newer = save_checkpoint(tmp_path / "newer.pt", {"epoch": 1})
+    newer.write_bytes(newer.read_bytes().replace(b"format=2", b"format=3", 1))
+    with pytest.raises(ValueError, match=r"of a newer course version \(format 3; .*: it was not loaded; update"):
+        load_checkpoint(newer)
 
 
 def test_an_output_folder_that_cannot_be_created_fails_before_the_first_step(tmp_path):
