@@ -150,19 +150,22 @@ def _learner_helpers(exercise: Exercise, fn: Callable) -> dict[str, tuple[Exerci
     return found
 
 
+def visible_check_failure(exercise: Exercise, fn: Callable) -> str | None:
+    """Why `fn` fails the exercise's visible cases ("it fails its own check, case '...'"), or None if it passes.
+    Quiet, and without the speed case: the re-check of a learner's helper, or of a saved component
+    (learner.load_components), which passed its speed case when it was checked in its lesson."""
+    failure = _judged(exercise, fn, build_cases(exercise))
+    if failure is None:
+        return None
+    if isinstance(failure.outcome.error, NotImplementedError):
+        return "it is not written yet"
+    return f"it fails its own check, case '{failure.case.name}'"
+
+
 def _failing_helpers(exercise: Exercise, fn: Callable) -> dict[str, str]:
     """The learner's helpers (see _learner_helpers) that fail their own visible check: name -> why."""
-    failing = {}
-    for name, (helper_exercise, helper) in _learner_helpers(exercise, fn).items():
-        failure = _judged(helper_exercise, helper, build_cases(helper_exercise))
-        if failure is not None:
-            error = failure.outcome.error
-            failing[name] = (
-                "it is not written yet"
-                if isinstance(error, NotImplementedError)
-                else f"it fails its own check, case '{failure.case.name}'"
-            )
-    return failing
+    verdicts = {name: visible_check_failure(*found) for name, found in _learner_helpers(exercise, fn).items()}
+    return {name: why for name, why in verdicts.items() if why is not None}
 
 
 def _judged(exercise: Exercise, fn: Callable, cases: list, replaced: dict | None = None) -> Failure | None:

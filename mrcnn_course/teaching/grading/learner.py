@@ -8,8 +8,10 @@
     with components.using(**mine): model([image])      # the capstone runs on your components
 
 Only functions that passed their checker in this session are plugged in or saved: a stub or a broken
-function would make the model crash far from its cause. Under AUTOGRADING=1 nothing is saved: the
-instructor's machine runs every learner's notebook and must not collect their functions.
+function would make the model crash far from its cause. For the same reason a saved function is checked
+again when it is loaded (its visible cases, quietly; not the speed case it passed in its lesson): a file
+edited by hand since then, and now wrong, is not loaded as yours. Under AUTOGRADING=1 nothing is saved:
+the instructor's machine runs every learner's notebook and must not collect their functions.
 """
 
 import builtins
@@ -28,7 +30,8 @@ import torch
 
 from mrcnn_course.model import components
 from mrcnn_course.teaching.autograding import autograding
-from mrcnn_course.teaching.grading.core import passed
+from mrcnn_course.teaching.grading.core import passed, visible_check_failure
+from mrcnn_course.teaching.grading.exercise import EXERCISES
 from mrcnn_course.teaching.grading.judge import difference
 
 
@@ -141,7 +144,7 @@ class SavedComponents(dict):
 
     def __init__(self, functions: dict[str, Callable], problems: dict[str, str], folder: Path):
         super().__init__(functions)
-        self.problems = problems  # name -> why a saved file could not be loaded
+        self.problems = problems  # name -> why a saved file is not used: it did not load, or fails its check
         self.folder = folder
 
     def report(self) -> str:
@@ -151,14 +154,15 @@ class SavedComponents(dict):
             if name in self:
                 lines.append(f"  yours      {name}")
             elif name in self.problems:
-                lines.append(f"  reference  {name}  (your saved file did not load: {self.problems[name]})")
+                lines.append(f"  reference  {name}  ({self.problems[name]})")
             else:
                 lines.append(f"  reference  {name}")
         return "\n".join(lines)
 
 
 def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
-    """Load your saved components (all, or the named ones) from course_home()/components."""
+    """Load your saved components (all, or the named ones) from course_home()/components, each after it
+    passes its visible check again; one that does not load or fails is left to the reference (see report)."""
     folder = course_home() / "components"
     functions, problems = {}, {}
     for name in names or components.NAMES:
@@ -172,9 +176,17 @@ def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
             assert spec is not None and spec.loader is not None  # a .py file always has both
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            functions[name] = getattr(module, name)
+            function = getattr(module, name)
         except Exception as error:  # a file edited by hand, or a package since uninstalled
-            problems[name] = f"{type(error).__name__}: {error}"
+            problems[name] = f"your saved file did not load: {type(error).__name__}: {error}"
+            continue
+        why = visible_check_failure(EXERCISES[name], function) if name in EXERCISES else "no check exists for it"
+        if why is None:
+            functions[name] = function
+        else:  # edited by hand since it was saved, or saved by hand: it would break the model far from its cause
+            problems[name] = (
+                f"your saved {name} was not loaded: {why}; fix it in its lesson, pass check_{name}, save it again"
+            )
     return SavedComponents(functions, problems, folder)
 
 

@@ -55,6 +55,23 @@ def test_a_saved_file_that_does_not_load_falls_back_to_the_reference(course_home
     assert "reference  nms  (your saved file did not load: SyntaxError" in loaded.report()
 
 
+def test_a_saved_component_edited_by_hand_to_be_wrong_is_not_loaded_as_yours(course_home):
+    grading.check_box_iou(learner_box_iou, extra=True)  # extra: the hidden cases, and no speed case to wait for
+    path = grading.save_component("box_iou", learner_box_iou)
+    path.write_text(path.read_text().replace("- inter)", "+ inter)"))  # a union that counts the overlap twice
+    (course_home / "components" / "remove_small_boxes.py").write_text(  # saved by hand: it has no check
+        "def remove_small_boxes(boxes, min_size):\n    return boxes\n"
+    )
+    loaded = grading.load_components()
+    assert set(loaded) == set() and set(loaded.problems) == {"box_iou", "remove_small_boxes"}
+    report = loaded.report()
+    assert (
+        "  reference  box_iou  (your saved box_iou was not loaded: it fails its own check, case '" in report
+        and "; fix it in its lesson, pass check_box_iou, save it again)" in report
+    )
+    assert "  reference  remove_small_boxes  (your saved remove_small_boxes was not loaded: no check exists" in report
+
+
 def test_saving_never_breaks_grading(course_home, monkeypatch, capsys, tmp_path):
     grading.check_box_iou(learner_box_iou)
     monkeypatch.setenv("AUTOGRADING", "1")
