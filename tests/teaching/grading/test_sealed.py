@@ -10,9 +10,12 @@ replaced:
     captured_operator  `_OP = torch.ops.torchvision.nms.default` at definition time, called by nms: 0 on it
     reference_default  the package's nms captured as a default argument, `def nms(..., _f=box_ops.nms)`
 Every other graded cell keeps its full marks. Runtime: about 4 autogradings of lesson 03.
+Below them, without nbgrader: a cell that keeps running at its top level is stopped, and fails only the
+exercises that need what it defines.
 """
 
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -21,6 +24,7 @@ from nbgrader.api import Gradebook
 
 from mrcnn_course.teaching.course import autograde, release
 from mrcnn_course.teaching.grading import sealed
+from mrcnn_course.teaching.grading.core import MESSAGE_WIDTH
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
@@ -98,3 +102,95 @@ def test_the_sealed_check_reads_the_notebook_not_the_kernel(tmp_path):
     assert sealed.verify_notebook(honest, tmp_path) == {}
     failures = sealed.verify_notebook(tampered, tmp_path)
     assert list(failures) == ["check-nms"] and "outside your notebook's kernel" in failures["check-nms"]
+
+
+# ----- a cell that keeps running at its top level -----
+# The re-check at autograding stops a cell that keeps running at its top level, and fails only what needs it.
+#
+# sealed.verify_notebook on a notebook dict (no nbgrader, no kernel) built from lesson 03's cell_anchors,
+# box_iou and nms, with three cells that never end:
+#     a first answer cell that is only `while True: pass`    defines nothing: fails no exercise
+#     an answer cell defining `area`, then a loop that       box_iou calls area: check-box-iou fails,
+#     swallows every exception (the runner's own alarm       naming that cell (a helper's cell); the
+#     cannot stop it)                                        watcher kills the runner, which starts again
+#     the nms answer cell, with `while True: pass` after it  check-nms fails, naming the nms cell
+# cell_anchors, defined fast, passes. CELL_TIME_LIMIT is lowered to a few seconds here: the cells that
+# are not stopped only import and define. Runtime: about 25 s (two starts of the runner).
+SHORT_CELL_LIMIT = 3.0  # seconds: the fast cells here take milliseconds
+SETUP = (
+    "import time\nimport torch\nfrom mrcnn_course.model import components\nfrom mrcnn_course.teaching import grading"
+)
+LOOP_ONLY = "while True:\n    pass\n"
+AREA_THEN_STUBBORN_LOOP = (
+    "def area(boxes):\n"
+    "    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])\n"
+    "while True:\n"
+    "    try:\n"
+    "        time.sleep(1)\n"
+    "    except BaseException:\n"
+    "        pass\n"
+)
+BOX_IOU_WITH_AREA = (
+    "def box_iou(boxes1, boxes2):\n"
+    "    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])\n"
+    "    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])\n"
+    "    sides = (bottom_right - top_left).clamp(min=0)\n"
+    "    intersection = sides[..., 0] * sides[..., 1]\n"
+    "    return intersection / (area(boxes1)[:, None] + area(boxes2)[None, :] - intersection)\n"
+)
+
+
+def answer_cell(grade_id: str, source: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_code_cell(source, metadata={"nbgrader": {"grade_id": grade_id, "solution": True}})
+
+
+@pytest.fixture(scope="module")
+def notebook() -> nbformat.NotebookNode:
+    lesson = {c.get("id"): c for c in nbformat.read(ROOT / "solutions" / "03_rpn" / "03_rpn.ipynb", 4).cells}
+    nms = nbformat.reads(nbformat.writes(nbformat.v4.new_notebook(cells=[lesson["nms"]])), 4).cells[0]
+    nms.source += "\n" + LOOP_ONLY
+    cells = [
+        nbformat.v4.new_code_cell(SETUP),
+        answer_cell("warm-up", LOOP_ONLY),
+        lesson["cell-anchors"],
+        lesson["check-cell-anchors"],
+        answer_cell("area", AREA_THEN_STUBBORN_LOOP),
+        answer_cell("box-iou", BOX_IOU_WITH_AREA),
+        lesson["check-box-iou"],
+        nms,
+        lesson["check-nms"],
+    ]
+    return nbformat.v4.new_notebook(cells=cells)
+
+
+@pytest.fixture(scope="module")
+def rechecked(notebook, tmp_path_factory) -> tuple[dict[str, str], float]:
+    """The re-check's failures, and how long it took."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sealed, "CELL_TIME_LIMIT", SHORT_CELL_LIMIT)
+        start = time.monotonic()
+        failures = sealed.verify_notebook(notebook, tmp_path_factory.mktemp("sealed"))
+        return failures, time.monotonic() - start
+
+
+def test_only_the_exercises_that_need_a_stopped_cell_fail(rechecked):
+    failures, _ = rechecked
+    assert sorted(failures) == ["check-box-iou", "check-nms"], failures
+    assert "your answer cell for nms kept running at the top level" in " ".join(failures["check-nms"].split())
+    assert "your answer cell for area kept running at the top level" in " ".join(failures["check-box-iou"].split())
+    assert all("put the work inside a function" in " ".join(f.split()) for f in failures.values())
+
+
+def test_the_message_fits_nbgrader_validate_width(rechecked):
+    failures, _ = rechecked
+    for message in failures.values():
+        lines = message.splitlines()
+        assert len("HiddenCheckFailed: " + lines[0]) <= MESSAGE_WIDTH, lines[0]
+        assert all(len(line) <= MESSAGE_WIDTH for line in lines), message
+
+
+def test_stopping_three_cells_costs_seconds_not_the_runner_limit(rechecked):
+    """Three stopped cells: three cell limits and three more starts of the runner, far below its overall
+    limit (sealed.RUNNER_SLACK plus the exercises' own limits), which each endless cell used to reach."""
+    _, seconds = rechecked
+    assert seconds < sealed.RUNNER_SLACK / 2, seconds
