@@ -165,7 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
     # one line per process, so a torchrun log shows that every rank finished (and with the same loss)
     print(
         f"process {os.environ.get('RANK', 0)} of {os.environ.get('WORLD_SIZE', 1)}: "
-        f"{len(trace.epochs)} epochs, final training loss {trace.epochs[-1].train_losses[TOTAL]:.6f}"
+        f"{len(trace.epochs)} epochs, final training loss {trace.epochs[-1].train_losses[TOTAL]:.6f}",
+        flush=True,  # one write of its own: the ranks share the terminal
     )
     if is_main_process():
         figure = draw_training_curves(trace, len(trace.epochs))
