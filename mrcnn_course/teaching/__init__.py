@@ -1,6 +1,6 @@
 """Teaching: grading that explains, quizzes, and nbgrader's release/autograde/grades.
 
-      grading/            one checker per exercise (checks_<stage>.py), the guard, the learner's components
+      grading/            each exercise declared once (exercises_<stage>.py), one judge, the guard
       quiz.py             sealed multiple-choice keys and immediate feedback (no torch: quizzes load fast)
       nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
       autograding.py      what a notebook does under AUTOGRADING=1: autograding(), recipe_for_notebooks (QUICK)
