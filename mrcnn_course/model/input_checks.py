@@ -1,8 +1,10 @@
 """The model's input check: every image and target is checked before stage 1 runs.
 
-A mistake in the input (a uint8 image, boxes as (x, y, w, h), a label past the model's classes) would
-otherwise surface deep inside a stage as an IndexError or a NaN loss; here it is refused with a ValueError
-that names the image or target at fault and says how to fix it.
+A mistake in the input (a uint8 image, boxes as (x, y, w, h) or outside their image, masks saved as 0/255, a
+label past the model's classes) would otherwise surface deep inside a stage as an IndexError or a NaN loss,
+or worse train on with a loss many times too big; here it is refused with a ValueError that names the
+image or target at fault and says how to fix it. Each check is vectorized (no Python loop over pixels or
+objects): every training step runs them.
 
 Shapes:
     N        images in a batch;  H, W an image's size
@@ -14,12 +16,21 @@ the weights' dtype, and so are the targets' boxes; integer images (uint8 pixels)
 to scale them to [0, 1].
 """
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
 # Images are floats in [0, 1]. Bicubic resampling overshoots that range near sharp edges (by up to about a
 # tenth); pixels in 0-255, or already normalized (about -2 to 2.6), miss it by far.
 PIXEL_TOLERANCE = 0.25
+
+# What each field of a training target holds (G objects in an image of H x W pixels)
+TARGET_FIELDS = {
+    "boxes": "float Tensor[G, 4] (x1, y1, x2, y2) in pixels",
+    "labels": "int64 Tensor[G] of class ids from 1",
+    "masks": "Tensor[G, H, W] of 0 and 1",
+}
 
 
 def check_images_and_targets(
@@ -35,7 +46,7 @@ def check_images_and_targets(
     Args:
         images: N Tensor[3, H_i, W_i], floats in [0, 1]
         targets: N dicts, boxes Tensor[G_i, 4], labels int64 Tensor[G_i] in 1..num_classes - 1,
-            masks Tensor[G_i, H_i, W_i] (each covers its whole image)
+            masks Tensor[G_i, H_i, W_i] of 0 and 1 (uint8, bool or float; each covers its whole image)
         num_classes: the model's, background included (labels are checked against it when given)
         max_size: the model's longest resized side (an image too thin to resize is refused when given)
         dtype: the model's weights' dtype
@@ -108,9 +119,18 @@ def check_image(i: int, image: Tensor, max_size: int | None, dtype: torch.dtype 
 
 def check_target(i: int, target: dict[str, Tensor], image_size: tuple[int, int], num_classes: int | None) -> None:
     """Target `i` of a batch against its image's size (H, W); see check_images_and_targets."""
-    for key in ("boxes", "labels", "masks"):
+    if not isinstance(target, Mapping):
+        raise ValueError(
+            f"target {i} is a {type(target).__name__}: each target is a dict of boxes, labels and masks tensors"
+        )
+    for key in TARGET_FIELDS:
         if key not in target:
             raise ValueError(f"target {i} has no '{key}': each target needs boxes, labels and masks")
+        if not isinstance(target[key], Tensor):
+            raise ValueError(
+                f"target {i} {key} are a {type(target[key]).__name__}, not a tensor: expected {TARGET_FIELDS[key]} "
+                "(convert them with torch.as_tensor)"
+            )
     boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"target {i} boxes have shape {tuple(boxes.shape)}: expected Tensor[G, 4] (x1, y1, x2, y2)")
@@ -136,12 +156,23 @@ def check_target(i: int, target: dict[str, Tensor], image_size: tuple[int, int],
             f"target {i} masks are {masks.shape[1]} x {masks.shape[2]} but image {i} is {image_size[0]} x "
             f"{image_size[1]}: each mask covers its whole image (resize the masks with the image, nearest)"
         )
+    check_mask_values(i, masks)
     for j in torch.where(~torch.isfinite(boxes).all(dim=1))[0].tolist():
         raise ValueError(f"target {i} box {j} is {boxes[j].tolist()}: box coordinates must be finite numbers")
     for j in torch.where((boxes[:, 2:] <= boxes[:, :2]).any(dim=1))[0].tolist():
         raise ValueError(
             f"target {i} box {j} is {boxes[j].tolist()}: boxes need x2 > x1 and y2 > y1 "
             "(are they (x, y, w, h)? convert to (x1, y1, x2, y2); drop objects with zero area)"
+        )
+    # a box partly outside its image is an object cut by the frame; one wholly outside has nothing to learn
+    # from, and its regression targets run to the size of the image (a box loss many times too big)
+    height, width = image_size
+    outside = (boxes[:, 0] >= width) | (boxes[:, 1] >= height) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
+    for j in torch.where(outside)[0].tolist():
+        raise ValueError(
+            f"target {i} box {j} is {boxes[j].tolist()} but image {i} is {height} x {width} (height x width): the "
+            "box lies wholly outside it; boxes are (x1, y1, x2, y2) in this image's pixels (made for another size? "
+            "resize the boxes with the image; or drop the object)"
         )
     for j in torch.where(labels < 1)[0].tolist():
         raise ValueError(
@@ -155,3 +186,35 @@ def check_target(i: int, target: dict[str, Tensor], image_size: tuple[int, int],
                 f"(labels 1 to {num_classes - 1}, 0 is the background): build the model with "
                 f"num_classes={int(labels.max()) + 1}, or fix the label"
             )
+
+
+def check_mask_values(i: int, masks: Tensor) -> None:
+    """Refuse masks of target `i`, Tensor[G, H, W], that hold anything but 0 and 1, naming the first value at fault.
+
+    The mask loss compares each mask's values with probabilities: a mask saved as 0/255 (as most image tools
+    save them) trains with a mask loss many times too big, and nothing else fails.
+    """
+    if masks.dtype == torch.bool or masks.numel() == 0:
+        return
+    if not masks.is_floating_point():  # an integer in [0, 1] is 0 or 1: one pass over the masks
+        low, high = masks.aminmax()
+        if low >= 0 and high <= 1:
+            return
+    not_binary = (masks != 0) & (masks != 1)  # a float can also be 0.5 (a mask resized bilinearly) or NaN
+    if not not_binary.any():
+        return
+    j, row, column = (int(v) for v in not_binary.nonzero()[0])
+    where = f"the first in mask {j} at row {row}, column {column}"
+    lowest, highest = (float(v) for v in masks[not_binary].aminmax())  # NaN if any is NaN: no test below holds
+    if highest > 1:
+        fix = "divide by 255 (or use mask > 0)" if highest == 255 else "use mask > 0 (1 where the object is)"
+        raise ValueError(f"target {i}: masks hold 0 and 1; these hold values up to {highest:g} ({where}): {fix}")
+    if lowest < 0:
+        raise ValueError(
+            f"target {i}: masks hold 0 and 1; these hold negative values, down to {lowest:g} ({where}): "
+            "use mask > 0 (1 where the object is)"
+        )
+    raise ValueError(
+        f"target {i}: masks hold 0 and 1; these hold {float(masks[j, row, column]):g} ({where}): use mask > 0.5 "
+        "(a mask resized bilinearly? resize masks with mode='nearest')"
+    )

@@ -8,18 +8,30 @@ Shapes:
     image   float32 Tensor[3, H, W] in [0, 1], the form every dataset of the course gives
 
 Grayscale becomes three equal channels, an alpha channel is dropped, a 16-bit grayscale PNG is read at its
-level. Left out: colour profiles, EXIF rotation (a photo is read as its pixels are stored), video.
+level. A file is read upright, as its EXIF orientation says (a phone stores a portrait photo as landscape
+pixels plus that tag, and every image viewer turns it); a PIL image, an array or a tensor is taken as its
+pixels are. A file whose header claims more than MAX_IMAGE_PIXELS pixels is refused before it is decoded.
+Left out: colour profiles, video.
 """
 
 import os
+import re
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # how PIL opens a 16-bit grayscale PNG (I: older Pillows)
+
+# The most pixels an image file may claim in its header. A few hundred bytes of PNG can claim gigapixels (a
+# "decompression bomb") and the float32 tensor takes 12 bytes a pixel: 8192 x 8192 is about 0.8 GB, above
+# any camera's photo; the model scales every image down to its max_size anyway. PIL's own limit is higher
+# (a warning from Image.MAX_IMAGE_PIXELS, an error from twice that): the course's speaks first.
+MAX_IMAGE_PIXELS = 8192 * 8192
 
 
 def to_image_tensor(image: "Image.Image | np.ndarray | Tensor | str | os.PathLike") -> Tensor:
@@ -80,15 +92,42 @@ def to_image_tensor(image: "Image.Image | np.ndarray | Tensor | str | os.PathLik
 
 
 def read_image(path: Path) -> Image.Image:
-    """The image file at `path`, decoded now (a corrupt file fails here, with a ValueError that says so)."""
+    """The image file at `path`, upright as its EXIF orientation says, decoded now (a corrupt file fails here,
+    and a file claiming more than MAX_IMAGE_PIXELS pixels fails before decoding, each with a ValueError that
+    names the file)."""
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
     try:
-        with Image.open(path) as file:
-            file.load()  # Image.open only reads the header: without load() a corrupt file would fail later
-            return file.copy()
+        with warnings.catch_warnings():
+            # PIL warns of a possible decompression bomb above its limit: the course's lower limit refuses it below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            file = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as error:  # PIL's error, above twice its limit: the pixels it counted
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        refuse_too_many_pixels(path, f"{int(claimed[1]):,} pixels" if claimed else "more pixels than PIL reads")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(
-            f"cannot read {path} as an image ({error}): is it a PNG or JPEG file? "
-            f"Open it in an image viewer, or export it again"
-        ) from None
+        refuse_unreadable(path, error)
+    with file:
+        width, height = file.size
+        if width * height > MAX_IMAGE_PIXELS:
+            refuse_too_many_pixels(path, f"{width} x {height} (width x height) = {width * height:,} pixels")
+        try:
+            file.load()  # Image.open only reads the header: without load() a corrupt file would fail later
+            return ImageOps.exif_transpose(file)  # a copy, turned upright (the tag removed)
+        except (OSError, SyntaxError, ValueError) as error:
+            refuse_unreadable(path, error)
+
+
+def refuse_too_many_pixels(path: Path, size: str) -> NoReturn:
+    raise ValueError(
+        f"{path} claims {size} in its header, more than the {MAX_IMAGE_PIXELS:,} the course reads "
+        f"(mrcnn_course.training.images.MAX_IMAGE_PIXELS): it was not decoded. If it is a real image, "
+        f"scale it down first (the model resizes every image to its max_size anyway)"
+    ) from None
+
+
+def refuse_unreadable(path: Path, error: Exception) -> NoReturn:
+    raise ValueError(
+        f"cannot read {path} as an image ({error}): is it a PNG or JPEG file? "
+        f"Open it in an image viewer, or export it again"
+    ) from None

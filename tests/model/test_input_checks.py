@@ -98,6 +98,49 @@ BAD_TARGETS = [
     (target(boxes=((0.0, 0, 1, 1, 1),)), "target 0 boxes have shape (1, 5): expected Tensor[G, 4]"),
     (target(labels=torch.tensor([1, 2], dtype=torch.int32)), "target 0 labels have dtype torch.int32: expected int64"),
     ({"boxes": torch.zeros(0, 4)}, "target 0 has no 'labels'"),
+    (
+        target(masks=torch.ones(2, 64, 64, dtype=torch.uint8) * 255),
+        "target 0: masks hold 0 and 1; these hold values up to 255 (the first in mask 0 at row 0, column 0): "
+        "divide by 255 (or use mask > 0)",
+    ),
+    (
+        target(masks=torch.ones(2, 64, 64) * 255),  # float masks saved 0/255 too
+        "these hold values up to 255 (the first in mask 0 at row 0, column 0): divide by 255",
+    ),
+    (
+        target(masks=torch.ones(2, 64, 64, dtype=torch.int64) * 3),  # a label map, not one mask per object
+        "target 0: masks hold 0 and 1; these hold values up to 3 (the first in mask 0 at row 0, column 0): "
+        "use mask > 0",
+    ),
+    (
+        target(masks=-torch.ones(2, 64, 64, dtype=torch.int8)),
+        "target 0: masks hold 0 and 1; these hold negative values, down to -1 (the first in mask 0 at row 0, "
+        "column 0): use mask > 0",
+    ),
+    (
+        target(masks=torch.ones(2, 64, 64) * 0.5),
+        "target 0: masks hold 0 and 1; these hold 0.5 (the first in mask 0 at row 0, column 0): use mask > 0.5 "
+        "(a mask resized bilinearly? resize masks with mode='nearest')",
+    ),
+    (target(masks=torch.full((2, 64, 64), float("nan"))), "target 0: masks hold 0 and 1; these hold nan"),
+    (
+        target(boxes=((2.0, 2, 20, 20), (70, 10, 90, 30))),
+        "target 0 box 1 is [70.0, 10.0, 90.0, 30.0] but image 0 is 64 x 64 (height x width): the box lies wholly "
+        "outside it; boxes are (x1, y1, x2, y2) in this image's pixels (made for another size? resize the boxes",
+    ),
+    (target(boxes=((-20.0, 2, 0, 20), (1, 1, 9, 9))), "target 0 box 0 is [-20.0, 2.0, 0.0, 20.0] but image 0 is 64"),
+    (target(boxes=((2.0, 64, 20, 80), (1, 1, 9, 9))), "target 0 box 0 is [2.0, 64.0, 20.0, 80.0] but image 0 is 64"),
+    (target(boxes=((2.0, -9, 20, 0), (1, 1, 9, 9))), "target 0 box 0 is [2.0, -9.0, 20.0, 0.0] but image 0 is 64"),
+    (
+        {**target(), "labels": [1, 2]},
+        "target 0 labels are a list, not a tensor: expected int64 Tensor[G] of class ids from 1 (convert them "
+        "with torch.as_tensor)",
+    ),
+    (
+        {**target(), "boxes": np.zeros((2, 4))},
+        "target 0 boxes are a ndarray, not a tensor: expected float Tensor[G, 4]",
+    ),
+    ([1, 2], "target 0 is a list: each target is a dict of boxes, labels and masks tensors"),
 ]
 
 
@@ -105,6 +148,29 @@ BAD_TARGETS = [
 def test_bad_training_targets_are_named_with_the_fix(bad, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         check_images_and_targets([torch.rand(3, 64, 64)], [bad], training=True, num_classes=6)
+
+
+@pytest.mark.parametrize(
+    "good",
+    [
+        target(masks=torch.ones(2, 64, 64, dtype=torch.bool)),
+        target(masks=torch.ones(2, 64, 64)),  # float 0 and 1
+        target(masks=torch.zeros(2, 64, 64, dtype=torch.int64)),
+        target(boxes=((-10.0, -5, 20, 20), (50, 50, 90, 70))),  # partly outside: an object cut by the frame
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "masks": torch.zeros(0, 64, 64)},
+    ],
+)
+def test_good_targets_pass(good):
+    check_images_and_targets([torch.rand(3, 64, 64)], [good], training=True, num_classes=6)
+
+
+def test_the_model_refuses_masks_of_0_and_255_before_training_on_them():
+    """A 0/255 mask, as image tools save them, would train on with a mask loss far too big: refused first."""
+    model = maskrcnn_small(num_classes=3).train()
+    with pytest.raises(ValueError, match=re.escape("target 0: masks hold 0 and 1; these hold values up to 255")):
+        model([torch.rand(3, 64, 64)], [target(masks=torch.ones(2, 64, 64, dtype=torch.uint8) * 255)])
+    with pytest.raises(ValueError, match=re.escape("target 1 box 0 is [100.0, 2.0, 120.0, 20.0] but image 1 is 64")):
+        model([torch.rand(3, 64, 64)] * 2, [target(), target(boxes=((100.0, 2, 120, 20), (1, 1, 9, 9)))])
 
 
 def test_the_model_checks_targets_against_its_own_classes():
