@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {dashboard.save(root)}")
         else:
             print(f"wrote {course.write_grades(root)}")
-    except (FileNotFoundError, ValueError, course.NbgraderFailed) as error:
+    except (FileNotFoundError, ValueError, course.NbgraderFailed, course.NothingToGrade) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

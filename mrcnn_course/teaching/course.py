@@ -20,6 +20,8 @@ the course changes in nbgrader's pipelines is in nbgrader_steps.py.
 """
 
 import csv
+import difflib
+import json
 import multiprocessing
 import os
 import re
@@ -184,6 +186,159 @@ class Outcome:
     seconds: float = 0.0  # autograding and feedback, wall clock
 
 
+@dataclass
+class Survey:
+    """What grading/submitted holds for the learners chosen, read before anything is graded."""
+
+    to_grade: list[tuple[str, str]]  # (learner, assignment): folders named after an assignment, with its notebook
+    ungradable: list[Outcome]  # submissions nbgrader cannot grade, each with the reason and what to do
+    notes: list[str]  # one line per entry skipped or worth a look: its path, then what to do
+    # (learner, assignment) -> why a notebook in it is broken (empty, not JSON, no cells): still graded,
+    # for nbgrader records the failure, but the reason is the survey's
+    broken: dict[tuple[str, str], str]
+
+
+def survey_submissions(
+    root: Path,
+    submitted: Path,
+    assignments: list[Assignment],
+    learners: list[str],
+    names: list[str] | None = None,
+) -> Survey:
+    """Read submitted/<learner>/<assignment>/<notebook>.ipynb for the learners given (and only the
+    assignments named, or all) without running anything. The entries of submitted/ itself are
+    always read: a hidden entry or a file there is a note (nbgrader would pass over it in silence).
+
+    A folder named after no assignment, or one without any of its assignment's notebooks (renamed,
+    or none at all), cannot be graded: an Outcome says why. A notebook renamed beside the right ones,
+    a missing one of several, or one that is empty, not valid JSON or without cells is a note, and
+    the submission is still graded (nbgrader scores a missing notebook 0 and fails a corrupt one,
+    for that learner only)."""
+    source = Path(root) / "solutions"
+    notebooks = {a.name: sorted(p.name for p in (source / a.name).glob("*.ipynb")) for a in assignments}
+    assignment_of = {notebook: name for name, files in notebooks.items() for notebook in files}
+    found = Survey([], [], [], {})
+    shown = _shown(submitted, root)
+    for entry in _entries(submitted):
+        if entry.name.startswith("."):
+            found.notes.append(
+                f"skipped {shown}/{entry.name}: hidden, so not a learner's folder"
+                + ("; if it holds a learner's work, rename it to the learner's name" if entry.is_dir() else "")
+            )
+        elif not entry.is_dir():
+            found.notes.append(
+                f"skipped {shown}/{entry.name}: a file, not a learner's folder; a learner's work goes in "
+                f"{shown}/<learner>/<assignment>/"
+            )
+    for learner in learners:
+        folder = submitted / learner
+        handed_in = []
+        for entry in _entries(folder):
+            path = f"{shown}/{learner}/{entry.name}"
+            if entry.name.startswith("."):
+                found.notes.append(
+                    f"skipped {path}: hidden, so not an assignment's folder"
+                    + (
+                        "; if it holds an assignment's work, rename it to the assignment's name"
+                        if entry.is_dir()
+                        else ""
+                    )
+                )
+            elif not entry.is_dir():
+                where = f"{assignment_of[entry.name]}/{entry.name}" if entry.name in assignment_of else "<assignment>/"
+                found.notes.append(
+                    f"skipped {path}: not in an assignment's folder; move it to {shown}/{learner}/{where}"
+                )
+            else:
+                handed_in.append(entry.name)
+        if not handed_in:
+            found.notes.append(
+                f"{shown}/{learner}/: no assignment's folder in it, nothing graded for {learner}; "
+                f"their work goes in {shown}/{learner}/<assignment>/"
+            )
+        for name in handed_in:
+            if names is not None and name not in names:
+                continue
+            if name not in notebooks:
+                close = difflib.get_close_matches(name, notebooks, n=1)
+                found.ungradable.append(
+                    Outcome(
+                        learner,
+                        name,
+                        error=f"no assignment {name!r} in solutions/: rename the folder {shown}/{learner}/{name} "
+                        f"to an assignment's name" + (f" ({close[0]}?)" if close else ""),
+                    )
+                )
+                continue
+            problems, notes, broken = _survey_notebooks(
+                folder / name, f"{shown}/{learner}/{name}", notebooks[name], learner
+            )
+            found.notes += notes
+            if broken:
+                found.broken[learner, name] = "; ".join(broken)
+            if problems:
+                found.ungradable.append(Outcome(learner, name, error="; ".join(problems)))
+            else:
+                found.to_grade.append((learner, name))
+    return found
+
+
+def _survey_notebooks(
+    folder: Path, shown: str, expected: list[str], learner: str
+) -> tuple[list[str], list[str], list[str]]:
+    """(problems that stop grading, notes, broken notebooks) for one submission folder of `expected` notebooks."""
+    present = sorted(p.name for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    missing = [name for name in expected if name not in present]
+    others = [name for name in present if name not in expected]
+    lines = [
+        f"{shown}/{name}: expected {' or '.join(missing)}; rename it"
+        if missing
+        else f"{shown}/{name}: not one of the assignment's notebooks ({', '.join(expected)}), so not graded; "
+        "delete it if it is a copy"
+        for name in others
+    ]
+    if len(missing) == len(expected):  # nothing nbgrader could grade: it would only say "No notebooks found"
+        return lines or [f"{shown}/: no notebook in it; {learner} hands in {' and '.join(expected)}"], [], []
+    if not others:
+        lines += [f"{shown}/{name}: not handed in, it scores 0; ask {learner} for it" for name in missing]
+    broken = [
+        f"{shown}/{name}: {problem}, so nothing in it can be graded; ask {learner} to hand it in again"
+        for name in expected
+        if name in present and (problem := _notebook_problem(folder / name))
+    ]
+    return [], lines, broken
+
+
+def _notebook_problem(path: Path) -> str | None:
+    """What makes a file no notebook to grade (empty, not JSON, no cells), or None."""
+    text = path.read_bytes()
+    if not text.strip():
+        return "an empty file"
+    try:
+        notebook = json.loads(text)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        return f"not valid JSON ({error})"
+    if not isinstance(notebook, dict) or not notebook.get("cells"):
+        return "a notebook without cells"
+    return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def _shown(path: Path, root: Path) -> str:
+    """path as the instructor reads it: from the course's root (grading/submitted/ana), else whole."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
+
+
+class NothingToGrade(RuntimeError):
+    """Autograding found no submission to grade; the message says where it looked and what to do."""
+
+
 def autograde(
     root: Path,
     learners: list[str] | None = None,
@@ -193,8 +348,12 @@ def autograde(
 ) -> list[Outcome]:
     """Autograde every submission in grading/submitted/<learner>/<assignment>/ and write its feedback.
 
-    A submission that cannot be graded (a notebook that is not valid JSON, a kernel that dies) is
-    reported in its Outcome and the others are still graded, as `nbgrader autograde` does.
+    First the folder is surveyed (survey_submissions): each entry skipped or worth a look is one line
+    on stderr that names its path and what to do. A submission that cannot be graded (a folder named
+    after no assignment, a notebook renamed, a notebook that is not valid JSON, a kernel that dies) is
+    reported in its Outcome and the others are still graded, as `nbgrader autograde` does. A learner
+    or an assignment named that does not exist is a ValueError that lists the real ones; nothing to
+    grade at all is NothingToGrade.
     jobs > 1 grades that many submissions at once, each in a worker process of its own; the grades
     are the serial run's. shard=(k, n) grades only the k-th of every n learners (in sorted order), so
     that n machines sharing one gradebook (NBGRADER_DB_URL) and the submissions grade a class together.
@@ -204,30 +363,30 @@ def autograde(
     """
     root = Path(root)
     api = course_api(root)
-    known = {a.name: a for a in find_assignments(root)}
+    known = find_assignments(root)
     submitted = Path(api.coursedir.root) / api.coursedir.submitted_directory
     index, count = shard
     if not 1 <= index <= count:
         raise ValueError(f"shard {index}/{count}: the first number counts from 1 to the second, e.g. 2/3")
-    chosen = sorted(set(subfolders(submitted)) & set(learners or subfolders(submitted)))[index - 1 :: count]
-    outcomes, todo = [], []
-    for learner in chosen:
-        for name in sorted(set(subfolders(submitted / learner)) & set(assignments or subfolders(submitted / learner))):
-            if name in known:
-                todo.append((learner, name))
-            else:
-                outcomes.append(
-                    Outcome(
-                        learner,
-                        name,
-                        error=f"no assignment {name!r} in solutions/: rename the folder "
-                        f"grading/submitted/{learner}/{name} to an assignment's name",
-                    )
-                )
+    everyone = sorted(subfolders(submitted))
+    if everyone and set(learners or []) - set(everyone):
+        raise ValueError(
+            f"no learner {', '.join(sorted(set(learners or []) - set(everyone)))} in {_shown(submitted, root)}/; "
+            f"there are: {', '.join(everyone)}"
+        )
+    _chosen(known, assignments)  # a ValueError for a name that is no assignment
+    chosen = sorted(set(learners or everyone) & set(everyone))[index - 1 :: count]
+    found = survey_submissions(root, submitted, known, chosen, assignments)
+    for note in found.notes + list(found.broken.values()):
+        print(note, file=sys.stderr)
+    if not found.to_grade and not found.ungradable:
+        raise NothingToGrade(_nothing_found(_shown(submitted, root), everyone, chosen, shard, assignments))
+    todo, outcomes = found.to_grade, list(found.ungradable)
+    by_name = {a.name: a for a in known}
     # nbgrader adds an assignment or a learner to the gradebook the first time it grades them; two
     # workers adding the same one at once would collide, so every one is added before they start.
     for name in sorted({name for _, name in todo}):
-        _ensure_in_gradebook(api, known[name])
+        _ensure_in_gradebook(api, by_name[name])
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
         for learner in sorted({learner for learner, _ in todo}):
             gradebook.update_or_create_student(learner)
@@ -242,7 +401,30 @@ def autograde(
             initargs=(str(root), jobs),
         ) as pool:
             outcomes += pool.map(_grade_in_worker, todo)
+    for outcome in outcomes:  # nbgrader's words for a broken notebook (a KeyError for no cells) come second
+        if outcome.score is None and (why := found.broken.get((outcome.learner, outcome.assignment))):
+            outcome.error = f"{why} (nbgrader: {outcome.error})"
     return sorted(outcomes, key=lambda o: (o.learner, o.assignment))
+
+
+def _nothing_found(
+    shown: str, everyone: list[str], chosen: list[str], shard: tuple[int, int], names: list[str] | None
+) -> str:
+    """Why there is nothing to grade, naming where autograding looked."""
+    if not everyone:
+        return (
+            f"nothing handed in: {shown}/ holds no learner's folder. Put each learner's work in "
+            f"{shown}/<learner>/<assignment>/<notebook>.ipynb (make exchange-collect NAME=..., "
+            "nbgrader zip_collect, or by hand), then autograde again"
+        )
+    if not chosen:
+        return (
+            f"nothing to grade on shard {shard[0]}/{shard[1]}: {shown}/ holds {len(everyone)} learners "
+            f"({', '.join(everyone)}), none of them this shard's"
+        )
+    folders = ", ".join(f"{shown}/{learner}/" for learner in chosen)
+    what = " or ".join(names) if names else "an assignment"
+    return f"nothing to grade: no folder named after {what} in {folders}"
 
 
 def _grade(api: NbGraderAPI, learner: str, name: str) -> Outcome:

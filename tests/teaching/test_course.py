@@ -1,7 +1,9 @@
-"""mrcnn_course.teaching.course: the release is what the sources generate, and the quizzes are well formed.
+"""mrcnn_course.teaching.course: the release is what the sources generate, the quizzes are well formed,
+and autograding says what it found in grading/submitted and where it looked.
 
 test_release_is_up_to_date regenerates every lesson and quiz with nbgrader in a temporary copy
-(10-20 s, more as lessons are added); the rest about 6 s (one test runs a quiz in a kernel).
+(10-20 s, more as lessons are added); test_autograding_grades_the_valid_beside_the_broken grades a
+quiz with nbgrader (slow); the rest about 6 s (one test runs a quiz in a kernel).
 """
 
 import ast
@@ -12,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from simulated_class import hand_in  # tests/simulated_class.py: a class's hand-ins
 
 from mrcnn_course.teaching import course, nbgrader_steps, quiz
 from mrcnn_course.teaching.__main__ import main
@@ -91,6 +94,159 @@ def test_commands_report_bad_input_without_a_traceback(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     assert main(["grades"]) == 2
     assert "error: no nbgrader_config.py in" in capsys.readouterr().err
+
+
+# ---- autograding's survey of grading/submitted ---------------------------------------------------
+
+SUBMITTED = "grading/submitted"
+ONE_CELL = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+
+
+def _course_folder(root: Path) -> Path:
+    """A course with lesson 03_rpn (one notebook) and 90_pair (two), nothing handed in; its submitted folder."""
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    for name, notebooks in {"03_rpn": ["03_rpn"], "90_pair": ["90_pair_a", "90_pair_b"]}.items():
+        (root / "solutions" / name).mkdir(parents=True)
+        for notebook in notebooks:
+            nbformat.write(ONE_CELL, root / "solutions" / name / f"{notebook}.ipynb")
+    return root / SUBMITTED
+
+
+def test_the_survey_names_each_path_and_what_to_do(tmp_path):
+    submitted = _course_folder(tmp_path)
+    hand_in(tmp_path, "ada", "03_rpn", ONE_CELL)  # fine
+    (submitted / "ana" / "03_rpn").mkdir(parents=True)
+    nbformat.write(ONE_CELL, submitted / "ana" / "03_rpn" / "03_rpn (1).ipynb")  # renamed by a download
+    hand_in(tmp_path, "ben", "03_rpn", text="")
+    hand_in(tmp_path, "cyd", "03_rpn", text='{"cells": [ this is not JSON')
+    hand_in(tmp_path, "dee", "03_rpn", nbformat.v4.new_notebook())
+    hand_in(tmp_path, "eve", "quiz_3_rpn", ONE_CELL)  # a folder named after no assignment
+    nbformat.write(ONE_CELL, submitted / "eve" / "03_rpn.ipynb")  # the notebook without its folder
+    hand_in(tmp_path, "fay", "03_rpn", ONE_CELL)
+    nbformat.write(ONE_CELL, submitted / "fay" / "03_rpn" / "copy.ipynb")  # beside the right one
+    (submitted / "fay" / "90_pair").mkdir()
+    nbformat.write(ONE_CELL, submitted / "fay" / "90_pair" / "90_pair_a.ipynb")  # one of two
+    (submitted / "gus" / ".ipynb_checkpoints").mkdir(parents=True)  # nothing but a hidden folder
+    (submitted / "ivy" / "90_pair").mkdir(parents=True)  # an empty assignment folder
+    (submitted / ".hal" / "03_rpn").mkdir(parents=True)  # a hidden learner
+    (submitted / "roster.csv").write_text("ada\n")
+
+    found = course.survey_submissions(
+        tmp_path, submitted, course.find_assignments(tmp_path), course.subfolders(submitted)
+    )
+
+    assert sorted(found.to_grade) == [
+        ("ada", "03_rpn"),
+        ("ben", "03_rpn"),
+        ("cyd", "03_rpn"),
+        ("dee", "03_rpn"),
+        ("fay", "03_rpn"),
+        ("fay", "90_pair"),
+    ], "a broken notebook is still graded: nbgrader fails it for that learner only"
+    assert {(o.learner, o.assignment): o.error for o in found.ungradable} == {
+        ("ana", "03_rpn"): f"{SUBMITTED}/ana/03_rpn/03_rpn (1).ipynb: expected 03_rpn.ipynb; rename it",
+        ("eve", "quiz_3_rpn"): f"no assignment 'quiz_3_rpn' in solutions/: rename the folder {SUBMITTED}/eve/"
+        "quiz_3_rpn to an assignment's name (03_rpn?)",
+        ("ivy", "90_pair"): f"{SUBMITTED}/ivy/90_pair/: no notebook in it; ivy hands in 90_pair_a.ipynb and "
+        "90_pair_b.ipynb",
+    }
+    assert all(o.score is None for o in found.ungradable)
+    assert found.broken == {
+        ("ben", "03_rpn"): f"{SUBMITTED}/ben/03_rpn/03_rpn.ipynb: an empty file, so nothing in it can be graded; "
+        "ask ben to hand it in again",
+        ("cyd", "03_rpn"): f"{SUBMITTED}/cyd/03_rpn/03_rpn.ipynb: not valid JSON (Expecting value: line 1 column 13 "
+        "(char 12)), so nothing in it can be graded; ask cyd to hand it in again",
+        ("dee", "03_rpn"): f"{SUBMITTED}/dee/03_rpn/03_rpn.ipynb: a notebook without cells, so nothing in it can be "
+        "graded; ask dee to hand it in again",
+    }
+    assert sorted(found.notes) == sorted(
+        [
+            f"skipped {SUBMITTED}/.hal: hidden, so not a learner's folder; if it holds a learner's work, rename it "
+            "to the learner's name",
+            f"skipped {SUBMITTED}/roster.csv: a file, not a learner's folder; a learner's work goes in "
+            f"{SUBMITTED}/<learner>/<assignment>/",
+            f"skipped {SUBMITTED}/eve/03_rpn.ipynb: not in an assignment's folder; move it to "
+            f"{SUBMITTED}/eve/03_rpn/03_rpn.ipynb",
+            f"{SUBMITTED}/fay/03_rpn/copy.ipynb: not one of the assignment's notebooks (03_rpn.ipynb), so not "
+            "graded; delete it if it is a copy",
+            f"{SUBMITTED}/fay/90_pair/90_pair_b.ipynb: not handed in, it scores 0; ask fay for it",
+            f"skipped {SUBMITTED}/gus/.ipynb_checkpoints: hidden, so not an assignment's folder; if it holds an "
+            "assignment's work, rename it to the assignment's name",
+            f"{SUBMITTED}/gus/: no assignment's folder in it, nothing graded for gus; their work goes in "
+            f"{SUBMITTED}/gus/<assignment>/",
+        ]
+    )
+
+
+def test_nothing_handed_in_exits_non_zero_and_names_the_folder(tmp_path, monkeypatch, capsys):
+    submitted = _course_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    nothing = (
+        f"error: nothing handed in: {SUBMITTED}/ holds no learner's folder. Put each learner's work in "
+        f"{SUBMITTED}/<learner>/<assignment>/<notebook>.ipynb (make exchange-collect NAME=..., nbgrader "
+        "zip_collect, or by hand), then autograde again\n"
+    )
+    assert main(["autograde"]) == 2
+    assert capsys.readouterr().err == nothing
+    (submitted / ".ana").mkdir(parents=True)  # the only learner is hidden: said, then nothing to grade
+    assert main(["autograde", "--learner", "ana"]) == 2
+    hidden = (
+        f"skipped {SUBMITTED}/.ana: hidden, so not a learner's folder; if it holds a learner's work, rename it to "
+        "the learner's name"
+    )
+    assert capsys.readouterr().err == f"{hidden}\n{nothing}"
+
+
+def test_autograde_lists_the_learners_and_assignments_there_are(tmp_path, monkeypatch, capsys):
+    _course_folder(tmp_path)
+    hand_in(tmp_path, "ada", "03_rpn", ONE_CELL)
+    hand_in(tmp_path, "ben", "03_rpn", ONE_CELL)
+    monkeypatch.chdir(tmp_path)
+    for argv, error in [
+        (["--learner", "anna"], f"no learner anna in {SUBMITTED}/; there are: ada, ben"),
+        (["--assignment", "3_rpn"], "no assignment 3_rpn in solutions/; there are: 03_rpn, 90_pair"),
+        (
+            ["--assignment", "90_pair"],
+            f"nothing to grade: no folder named after 90_pair in {SUBMITTED}/ada/, {SUBMITTED}/ben/",
+        ),
+        (
+            ["--shard", "3/3"],
+            f"nothing to grade on shard 3/3: {SUBMITTED}/ holds 2 learners (ada, ben), none of them this shard's",
+        ),
+    ]:
+        assert main(["autograde", *argv]) == 2, argv
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+def test_autograding_grades_the_valid_beside_the_broken(tmp_path, capsys):
+    """With nbgrader: the instructor's quiz gets full marks beside a renamed, an empty and a cell-less one."""
+    name = "quiz_00_pipeline"
+    shutil.copytree(ROOT / "solutions" / name, tmp_path / "solutions" / name, ignore=shutil.ignore_patterns(".*"))
+    shutil.copy(ROOT / "nbgrader_config.py", tmp_path)
+    course.release(tmp_path)
+    solution = nbformat.read(tmp_path / "solutions" / name / f"{name}.ipynb", 4)
+    hand_in(tmp_path, "ada", name, solution)
+    hand_in(tmp_path, "ana", name, solution)
+    (tmp_path / SUBMITTED / "ana" / name / f"{name}.ipynb").rename(tmp_path / SUBMITTED / "ana" / name / "quiz.ipynb")
+    hand_in(tmp_path, "ben", name, text="")
+    hand_in(tmp_path, "dee", name, nbformat.v4.new_notebook())
+    capsys.readouterr()
+
+    outcomes = {o.learner: o for o in course.autograde(tmp_path)}
+
+    assert outcomes["ada"].score == outcomes["ada"].max_score > 0
+    assert outcomes["ana"].score is None
+    assert outcomes["ana"].error == f"{SUBMITTED}/ana/{name}/quiz.ipynb: expected {name}.ipynb; rename it"
+    # nbgrader fails both (recorded in the gradebook); the survey's line comes first, nbgrader's words after
+    empty = f"{SUBMITTED}/ben/{name}/{name}.ipynb: an empty file, so nothing in it can be graded; ask ben to hand it in"
+    no_cells = f"{SUBMITTED}/dee/{name}/{name}.ipynb: a notebook without cells, so nothing in it can be graded"
+    assert outcomes["ben"].score is None and outcomes["ben"].error.startswith(empty)
+    assert "Notebook does not appear to be JSON" in outcomes["ben"].error.split("(nbgrader: ")[1]
+    assert outcomes["dee"].score is None and outcomes["dee"].error.startswith(no_cells)
+    notes = capsys.readouterr().err
+    assert empty in notes and no_cells in notes, "said before grading starts"
 
 
 # ---- the quizzes' structure ---------------------------------------------------------------------
