@@ -20,6 +20,7 @@ through; the model trains on every box it is given).
 import contextlib
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import TypeGuard
@@ -35,6 +36,10 @@ from mrcnn_course.model.mask_head import MASK_THRESHOLD
 from mrcnn_course.training.data import CLASSES, SHAPES, SceneSet
 from mrcnn_course.training.encoding import encode_detections
 from mrcnn_course.training.images import to_image_tensor
+
+# The largest category id CocoFolder accepts: class_names has an entry per id up to the largest, so an id of
+# 10**9 would take gigabytes. COCO's largest is 90, LVIS's 1203.
+MAX_CATEGORY_ID = 100_000
 
 
 def coco_annotations(target: dict[str, Tensor], image_id: int, first_id: int = 1) -> list[dict]:
@@ -155,15 +160,13 @@ class CocoFolder(Dataset):
         """Refuse category ids that a model of `num_classes` (background included) cannot predict: its mAP
         would count those objects as missed without a word (evaluation.evaluate calls this too)."""
         unknown = [  # (annotation id, category id)
-            (a.get("id", f"#{n}"), a["category_id"])
-            for n, a in enumerate(self.coco.dataset["annotations"])
-            if a["category_id"] >= num_classes
+            (a["id"], a["category_id"]) for a in self.coco.dataset["annotations"] if a["category_id"] >= num_classes
         ]
         if unknown:
-            shown = ", ".join(f"{a} (category {c})" for a, c in unknown[:5])
+            examples = ", ".join(f"{a} (category {c})" for a, c in unknown[:5])
             raise ValueError(
                 f"{self.annotations_path}: {len(unknown)} annotations have category ids the model cannot "
-                f"predict (it has {num_classes} classes, ids 1 to {num_classes - 1}), e.g. annotations {shown}: "
+                f"predict (it has {num_classes} classes, ids 1 to {num_classes - 1}), e.g. annotations {examples}: "
                 f"they would all count as missed; evaluate a model trained on these categories, or remove those "
                 f"annotations"
             )
@@ -175,10 +178,10 @@ class CocoFolder(Dataset):
         info = self.coco.dataset["images"][index]
         image = to_image_tensor(self.folder / self.images / info["file_name"])
         height, width = image.shape[-2:]
-        if (info.get("height", height), info.get("width", width)) != (height, width):
+        if (info["height"], info["width"]) != (height, width):
             raise ValueError(
-                f"{info['file_name']} is {height} x {width} but the annotations say "
-                f"{info['height']} x {info['width']}: the json does not belong to these images"
+                f"{self.annotations_path}: image entry {index} ({info['file_name']}) says {info['height']} x "
+                f"{info['width']} but the file is {height} x {width}: the json does not belong to these images"
             )
         kept = [a for a in self.coco.imgToAnns[info["id"]] if a["bbox"][2] > 0 and a["bbox"][3] > 0]
         masks = [self.coco.annToMask(a) for a in kept]  # (H, W) uint8 each, from polygons or RLE
@@ -195,27 +198,92 @@ class CocoFolder(Dataset):
 
 def check_coco(content: dict, path: Path) -> None:
     """Raise a ValueError naming the first image, category or annotation of a COCO json that CocoFolder
-    cannot read correctly, and how to fix it: missing or duplicate ids, a missing bbox, a segmentation that
-    is not a polygon of at least 3 points or an RLE, a category id that is not an integer from 1."""
+    cannot read correctly, the file, and how to fix it. Checked: every entry is a JSON object; images have
+    an integer id of their own, a file name inside the images folder, a height and width in pixels;
+    categories an integer id from 1 of their own; annotations an integer id of their own, the id of an image
+    and of a category of the json, a bbox, a segmentation of that image (segmentation_problem), iscrowd 0
+    or 1 and an area of at least 0 where given. pycocotools trusts all of these: it would fail deep inside
+    (KeyError: 'height') or, for RLE counts that do not cover the image, give masks of uninitialized memory."""
+    sizes: dict[int, tuple[int, int]] = {}  # image id -> (height, width)
     files: dict[int, str] = {}  # image id -> file name
     for n, image in enumerate(content["images"]):
-        if not isinstance(image, dict) or "id" not in image or "file_name" not in image:
-            raise ValueError(f"{path}: image entry {n} lacks 'id' or 'file_name': each image needs both")
+        where = f"{path}: image entry {n}"
+        if not isinstance(image, dict):
+            raise ValueError(
+                f"{where} is {not_an_object(image)}: each image is a JSON object with id, file_name, height and width"
+            )
+        missing = [key for key in ("id", "file_name", "height", "width") if key not in image]
+        if missing:
+            raise ValueError(
+                f"{where} lacks {', '.join(map(repr, missing))}: each image needs an id, its file_name, and its "
+                f"height and width in pixels"
+            )
+        name = image["file_name"]
+        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ValueError(
+                f"{where} has file_name {name!r}: a file name is a path inside the images folder (like "
+                f"'000139.jpg'), without '..' and not absolute, so that images are read from the dataset only"
+            )
+        where += f" ({name})"
+        if not is_integer(image["id"]):
+            raise ValueError(f'{where} has id {image["id"]!r}: image ids are integers (write 9, not "9")')
+        height, width = image["height"], image["width"]
+        if not (is_integer(height) and is_integer(width) and height >= 1 and width >= 1):
+            raise ValueError(
+                f"{where} has height {height!r} and width {width!r}: give the image's size in pixels, integers from 1"
+            )
         if image["id"] in files:
             raise ValueError(
-                f"{path}: image id {image['id']} is given to both {files[image['id']]} and {image['file_name']}: "
+                f"{path}: image id {image['id']} is given to both {files[image['id']]} and {name}: "
                 f"each image needs an id of its own (their annotations would be merged)"
             )
-        files[image["id"]] = image["file_name"]
+        files[image["id"]], sizes[image["id"]] = name, (height, width)
+    categories: dict[int, str] = {}  # category id -> name
     for n, category in enumerate(content["categories"]):
-        if not isinstance(category, dict) or not is_integer(category.get("id")):
-            raise ValueError(f"{path}: category entry {n} has id {category.get('id')!r}: category ids are integers")
+        where = f"{path}: category entry {n}"
+        if not isinstance(category, dict):
+            raise ValueError(f"{where} is {not_an_object(category)}: each category is a JSON object with id and name")
+        number, name = category.get("id"), category.get("name", f"class {category.get('id')}")
+        if not is_integer(number):
+            raise ValueError(f'{where} has id {number!r}: category ids are integers (write 1, not "1")')
+        if not 1 <= number <= MAX_CATEGORY_ID:
+            raise ValueError(
+                f"{where} has id {number}: category ids run from 1 (0 is the background) to {MAX_CATEGORY_ID}; "
+                f"number the categories 1, 2, 3, ..."
+            )
+        if not isinstance(name, str):
+            raise ValueError(f"{where} (id {number}) has name {name!r}: a category's name is text")
+        if number in categories:
+            raise ValueError(
+                f"{path}: category id {number} is given to both {categories[number]!r} and {name!r}: each category "
+                f"needs an id of its own"
+            )
+        categories[number] = name
+    entries: dict[int, int] = {}  # annotation id -> its entry's index
     for n, annotation in enumerate(content["annotations"]):
-        name = annotation.get("id", f"#{n}") if isinstance(annotation, dict) else f"#{n}"
-        where = f"{path}: annotation {name}"
-        if not isinstance(annotation, dict) or annotation.get("image_id") not in files:
-            raise ValueError(f"{where} refers to no image of the json (image_id {annotation.get('image_id')!r})")
-        where += f" (image {files[annotation['image_id']]})"
+        where = f"{path}: annotation entry #{n}"
+        if not isinstance(annotation, dict):
+            raise ValueError(
+                f"{where} is {not_an_object(annotation)}: each annotation is a JSON object with id, image_id, "
+                f"category_id, bbox and segmentation"
+            )
+        number = annotation.get("id")
+        if not is_integer(number):
+            raise ValueError(f"{where} has id {number!r}: each annotation needs an integer id of its own")
+        if number in entries:
+            raise ValueError(
+                f"{path}: annotation id {number} is given to entries #{entries[number]} and #{n}: each annotation "
+                f"needs an id of its own (pycocotools keeps one annotation per id)"
+            )
+        entries[number] = n
+        where = f"{path}: annotation {number}"
+        image_id = annotation.get("image_id")
+        if not is_integer(image_id) or image_id not in files:
+            raise ValueError(
+                f"{where} refers to no image of the json (image_id {image_id!r}): give the id of one of its "
+                f"images, or drop the annotation"
+            )
+        where += f" (image {files[image_id]})"
         category = annotation.get("category_id")
         if not is_integer(category):
             raise ValueError(
@@ -224,26 +292,61 @@ def check_coco(content: dict, path: Path) -> None:
             )
         if category < 1:
             raise ValueError(f"{where} has category_id {category}: category ids start at 1 (0 is the background)")
+        if category not in categories:
+            raise ValueError(
+                f"{where} has category_id {category}, which no category of the json has (ids "
+                f"{sorted(categories)}): add the category to the json's categories, or fix the id"
+            )
         box = annotation.get("bbox")
         if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box) and min(box[2:]) >= 0):
             raise ValueError(
-                f"{where} has bbox {box!r}: each annotation needs bbox [x, y, width, height] "
+                f"{where} has bbox {shown(box)}: each annotation needs bbox [x, y, width, height] "
                 f"(numbers, width and height at least 0)"
             )
-        problem = segmentation_problem(annotation.get("segmentation"))
+        problem = segmentation_problem(annotation.get("segmentation"), sizes[image_id])
         if problem:
             raise ValueError(f"{where}: {problem}; fix the segmentation, or drop the annotation")
+        crowd = annotation.get("iscrowd", 0)
+        if not (is_integer(crowd) and crowd in (0, 1)):
+            raise ValueError(f"{where} has iscrowd {crowd!r}: iscrowd is 0 (an object) or 1 (a crowd region)")
+        area = annotation.get("area", 0)
+        if not (is_number(area) and area >= 0):
+            raise ValueError(
+                f"{where} has area {area!r}: the area is the object's size in pixels, a number from 0 (or leave "
+                f"it out: the mask's pixels are counted)"
+            )
 
 
-def segmentation_problem(segmentation) -> str:
-    """What is wrong with a COCO segmentation, or "" if pycocotools can read it: a list of polygons, each
-    [x1, y1, x2, y2, ...] with at least 3 points, or an RLE {"size": [H, W], "counts": ...}."""
+def segmentation_problem(segmentation, size: tuple[int, int]) -> str:
+    """What is wrong with a COCO segmentation of an image of `size` (height, width), or "" if pycocotools
+    reads it right: a list of polygons, each [x1, y1, x2, y2, ...] with at least 3 points, or an RLE
+    {"size": [height, width], "counts": ...} whose counts (a list of run lengths or COCO's compressed text)
+    cover the image's pixels exactly."""
+    height, width = size
     if isinstance(segmentation, dict):
-        if "size" in segmentation and "counts" in segmentation:
-            return ""
-        return f"its RLE segmentation lacks 'size' or 'counts' (has {sorted(segmentation)})"
+        if "size" not in segmentation or "counts" not in segmentation:
+            return f"its RLE segmentation lacks 'size' or 'counts' (has {sorted(segmentation)})"
+        size_given = segmentation["size"]
+        if not (isinstance(size_given, list) and all(map(is_integer, size_given)) and size_given == [height, width]):
+            return (
+                f"its RLE has size {size_given!r} but its image is {height} x {width}: an RLE's size "
+                f"is [height, width] of its image"
+            )
+        counts = segmentation["counts"]
+        runs = rle_text_runs(counts) if isinstance(counts, str) else counts
+        if not isinstance(runs, list) or not all(is_integer(run) and run >= 0 for run in runs):
+            return (
+                f"its RLE counts {shown(counts)} are not run lengths: counts are a list of integers from 0 "
+                f"or COCO's compressed text (pycocotools' mask.encode writes it)"
+            )
+        if sum(runs) != height * width:
+            return (
+                f"its RLE counts cover {sum(runs)} pixels but its image has {height} x {width} = {height * width}: "
+                f"the runs must cover every pixel once (was the RLE made for another image size?)"
+            )
+        return ""
     if not isinstance(segmentation, list) or not segmentation:
-        return f"its segmentation is {segmentation!r}: Mask R-CNN needs a mask, as polygons or as an RLE"
+        return f"its segmentation is {shown(segmentation)}: Mask R-CNN needs a mask, as polygons or as an RLE"
     for polygon in segmentation:
         if not isinstance(polygon, list) or not all(is_number(v) for v in polygon):
             return "a polygon of its segmentation is not a list of numbers [x1, y1, x2, y2, ...]"
@@ -255,9 +358,46 @@ def segmentation_problem(segmentation) -> str:
     return ""
 
 
+def rle_text_runs(text: str) -> list[int] | None:
+    """The run lengths of an RLE in COCO's compressed text, or None if `text` is not that form. As
+    pycocotools' rleFrString: each run is a little-endian number in 5-bit groups, one character each
+    (chr(48 + group), 0x20 set while more groups follow, 0x10 of the last the sign), and from the fourth
+    run on, each is stored as its difference from the run two before."""
+    runs: list[int] = []
+    position = 0
+    while position < len(text):
+        value = shift = 0
+        more = True
+        while more:
+            if position == len(text):
+                return None  # the text ends inside a number
+            group = ord(text[position]) - 48
+            if not 0 <= group < 64:
+                return None
+            value |= (group & 0x1F) << shift
+            more, position, shift = bool(group & 0x20), position + 1, shift + 5
+            if not more and group & 0x10:
+                value |= -1 << shift  # a negative difference
+        runs.append(value + runs[-2] if len(runs) > 2 else value)
+    return runs
+
+
+def not_an_object(value) -> str:
+    """How a json value that should be an object reads in a message: "a list ([5, 9]), not a JSON object"."""
+    return f"a {type(value).__name__} ({shown(value)}), not a JSON object"
+
+
+def shown(value) -> str:
+    """A json value as a message shows it: its repr, cut after 40 characters (an RLE's counts can be long)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def is_integer(value) -> TypeGuard[int]:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    """An integer that fits int64 (the tensors' type; json reads any number of digits), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(-(2**63) <= value < 2**63)
 
 
 def is_number(value) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and np.isfinite(value)
+    """A finite number: an integer (is_integer) or a float that is not NaN or infinite (json reads both)."""
+    return is_integer(value) or isinstance(value, (float, np.floating)) and math.isfinite(value)
