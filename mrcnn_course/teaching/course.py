@@ -2,6 +2,7 @@
 
     release(root)                     # solutions/ -> lessons/, quizzes/      (make release)
     outcomes = autograde(root)        # grading/submitted -> grades, feedback  (make autograde)
+    survey_submissions(...)           # what grading/submitted holds, read before autograding
     write_grades(root)                # the gradebook -> grading/grades.csv    (make grades)
     exchange_release(root, names)     # lessons/, quizzes/ -> nbgrader's exchange
     exchange_collect(root, names)     # the exchange -> grading/submitted
@@ -211,9 +212,9 @@ def survey_submissions(
 
     A folder named after no assignment, or one without any of its assignment's notebooks (renamed,
     or none at all), cannot be graded: an Outcome says why. A notebook renamed beside the right ones,
-    a missing one of several, or one that is empty, not valid JSON or without cells is a note, and
-    the submission is still graded (nbgrader scores a missing notebook 0 and fails a corrupt one,
-    for that learner only)."""
+    or a missing one of several is a note; one that is empty, not valid JSON or without cells is in
+    `broken`; either way the submission is still graded (nbgrader scores a missing notebook 0 and
+    fails a broken one, for that learner only, and the gradebook records the failure)."""
     source = Path(root) / "solutions"
     notebooks = {a.name: sorted(p.name for p in (source / a.name).glob("*.ipynb")) for a in assignments}
     assignment_of = {notebook: name for name, files in notebooks.items() for notebook in files}
