@@ -200,13 +200,20 @@ def check_coco(content: dict, path: Path) -> None:
     """Raise a ValueError naming the first image, category or annotation of a COCO json that CocoFolder
     cannot read correctly, the file, and how to fix it. Checked: every entry is a JSON object; images have
     an integer id of their own, a file name inside the images folder, a height and width in pixels;
-    categories an integer id from 1 of their own; annotations an integer id of their own, the id of an image
-    and of a category of the json, a bbox, a segmentation of that image (segmentation_problem), iscrowd 0
-    or 1 and an area of at least 0 where given. pycocotools trusts all of these: it would fail deep inside
-    (KeyError: 'height') or, for RLE counts that do not cover the image, give masks of uninitialized memory."""
-    sizes: dict[int, tuple[int, int]] = {}  # image id -> (height, width)
-    files: dict[int, str] = {}  # image id -> file name
-    for n, image in enumerate(content["images"]):
+    categories an integer id from 1 to MAX_CATEGORY_ID of their own; annotations an integer id of their
+    own, the id of an image and of a category of the json, a bbox, a segmentation of that image
+    (segmentation_problem), iscrowd 0 or 1 and an area of at least 0 where given. pycocotools trusts all
+    of these: it would fail deep inside (KeyError: 'height') or, for RLE counts that do not cover the image,
+    give masks of uninitialized memory."""
+    images = check_images(content["images"], path)
+    categories = check_categories(content["categories"], path)
+    check_annotations(content["annotations"], path, images, categories)
+
+
+def check_images(images: list, path: Path) -> dict[int, tuple[str, int, int]]:
+    """The images of a COCO json by id: (file_name, height, width); a ValueError names a broken entry."""
+    checked: dict[int, tuple[str, int, int]] = {}
+    for n, image in enumerate(images):
         where = f"{path}: image entry {n}"
         if not isinstance(image, dict):
             raise ValueError(
@@ -219,7 +226,13 @@ def check_coco(content: dict, path: Path) -> None:
                 f"height and width in pixels"
             )
         name = image["file_name"]
-        if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        if (
+            not isinstance(name, str)
+            or not name
+            or "\0" in name
+            or Path(name).is_absolute()
+            or ".." in Path(name).parts
+        ):
             raise ValueError(
                 f"{where} has file_name {name!r}: a file name is a path inside the images folder (like "
                 f"'000139.jpg'), without '..' and not absolute, so that images are read from the dataset only"
@@ -232,14 +245,19 @@ def check_coco(content: dict, path: Path) -> None:
             raise ValueError(
                 f"{where} has height {height!r} and width {width!r}: give the image's size in pixels, integers from 1"
             )
-        if image["id"] in files:
+        if image["id"] in checked:
             raise ValueError(
-                f"{path}: image id {image['id']} is given to both {files[image['id']]} and {name}: "
+                f"{path}: image id {image['id']} is given to both {checked[image['id']][0]} and {name}: "
                 f"each image needs an id of its own (their annotations would be merged)"
             )
-        files[image["id"]], sizes[image["id"]] = name, (height, width)
-    categories: dict[int, str] = {}  # category id -> name
-    for n, category in enumerate(content["categories"]):
+        checked[image["id"]] = name, height, width
+    return checked
+
+
+def check_categories(categories: list, path: Path) -> set[int]:
+    """The category ids of a COCO json; a ValueError names a broken entry."""
+    names: dict[int, str] = {}  # category id -> name
+    for n, category in enumerate(categories):
         where = f"{path}: category entry {n}"
         if not isinstance(category, dict):
             raise ValueError(f"{where} is {not_an_object(category)}: each category is a JSON object with id and name")
@@ -253,14 +271,22 @@ def check_coco(content: dict, path: Path) -> None:
             )
         if not isinstance(name, str):
             raise ValueError(f"{where} (id {number}) has name {name!r}: a category's name is text")
-        if number in categories:
+        if number in names:
             raise ValueError(
-                f"{path}: category id {number} is given to both {categories[number]!r} and {name!r}: each category "
+                f"{path}: category id {number} is given to both {names[number]!r} and {name!r}: each category "
                 f"needs an id of its own"
             )
-        categories[number] = name
+        names[number] = name
+    return set(names)
+
+
+def check_annotations(
+    annotations: list, path: Path, images: dict[int, tuple[str, int, int]], categories: set[int]
+) -> None:
+    """A ValueError naming the first broken annotation of a COCO json; images and categories are the json's
+    (check_images, check_categories)."""
     entries: dict[int, int] = {}  # annotation id -> its entry's index
-    for n, annotation in enumerate(content["annotations"]):
+    for n, annotation in enumerate(annotations):
         where = f"{path}: annotation entry #{n}"
         if not isinstance(annotation, dict):
             raise ValueError(
@@ -278,12 +304,13 @@ def check_coco(content: dict, path: Path) -> None:
         entries[number] = n
         where = f"{path}: annotation {number}"
         image_id = annotation.get("image_id")
-        if not is_integer(image_id) or image_id not in files:
+        if not is_integer(image_id) or image_id not in images:
             raise ValueError(
                 f"{where} refers to no image of the json (image_id {image_id!r}): give the id of one of its "
                 f"images, or drop the annotation"
             )
-        where += f" (image {files[image_id]})"
+        file_name, height, width = images[image_id]
+        where += f" (image {file_name})"
         category = annotation.get("category_id")
         if not is_integer(category):
             raise ValueError(
@@ -303,7 +330,7 @@ def check_coco(content: dict, path: Path) -> None:
                 f"{where} has bbox {shown(box)}: each annotation needs bbox [x, y, width, height] "
                 f"(numbers, width and height at least 0)"
             )
-        problem = segmentation_problem(annotation.get("segmentation"), sizes[image_id])
+        problem = segmentation_problem(annotation.get("segmentation"), (height, width))
         if problem:
             raise ValueError(f"{where}: {problem}; fix the segmentation, or drop the annotation")
         crowd = annotation.get("iscrowd", 0)

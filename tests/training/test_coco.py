@@ -298,6 +298,7 @@ BAD_IMAGES = {
         "'000139.jpg'), without '..' and not absolute, so that images are read from the dataset only",
     ),
     "absolute path": ({**IMAGE, "file_name": "/etc/passwd"}, "image entry 0 has file_name '/etc/passwd': a file name"),
+    "null character": ({**IMAGE, "file_name": "x.png\0"}, "image entry 0 has file_name 'x.png\\x00': a file name is"),
     "number as name": ({**IMAGE, "file_name": 7}, "image entry 0 has file_name 7: a file name is a path inside"),
     "duplicate id": (
         [IMAGE, {**IMAGE, "file_name": "y.png"}],
