@@ -8,8 +8,10 @@
 `train` writes OUT/checkpoint.pt and OUT/trace.json after every epoch and OUT/curves.png at the end,
 and prints the trace's table. Every option defaults to the course's recipe (Recipe).
 
-Errors are one line, "error: ...", exit code 1 (2 for a bad option); Ctrl-C stops training between two
-steps, says which checkpoint is kept, and exits with 130.
+Errors are one line, "error: ...", exit code 1 (2 for a bad option); Ctrl-C or SIGTERM (kill, a job
+scheduler) stops training between two steps, says which checkpoint is kept, and exits with the shell's
+code for the signal: 130 for Ctrl-C, 143 for SIGTERM. An output folder takes one run at a time: a second
+run into a busy folder is refused and names the first run's process.
 """
 
 import argparse
@@ -22,11 +24,13 @@ from pathlib import Path
 import torch
 
 from mrcnn_course.training import loop
-from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint
+from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint, replace_whole
 from mrcnn_course.training.distributed import is_main_process
 from mrcnn_course.training.recipe import Recipe, recipe_scenes
 from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted
-from mrcnn_course.training.training_trace import TOTAL
+from mrcnn_course.training.training_trace import TOTAL, TrainingTrace
+
+CURVES_NAME = "curves.png"  # written by train at the end, beside checkpoint.pt and trace.json
 
 # train's options: Recipe field -> help. Each defaults to the Recipe's value (shown by --help).
 RECIPE_OPTIONS = {
@@ -50,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, FileExistsError, ValueError, OutputFolderError, TrainingDiverged) as error:
             parser.exit(1, f"error: {error}\n")  # a clear message, not a traceback
         except TrainingInterrupted as stopped:
-            parser.exit(130, f"{stopped}\n")  # 130 = 128 + SIGINT, the shell's code for Ctrl-C
+            # the shell's code for a process ended by a signal: 128 + SIGINT = 130, 128 + SIGTERM = 143
+            parser.exit(128 + stopped.signal_number, f"{stopped}\n")
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -69,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT/checkpoint.pt and OUT/trace.json every epoch, OUT/curves.png at the "
         "end. Under torchrun each process trains on its share of every batch.",
     )
-    train.add_argument("--out", required=True, type=Path, help="folder for the checkpoint, trace and curves")
+    train.add_argument(
+        "--out",
+        required=True,
+        type=output_folder,
+        help="folder for the checkpoint, trace and curves (one run at a time)",
+    )
     defaults = Recipe()
     types = {f.name: f.type for f in fields(Recipe)}
     for name, text in RECIPE_OPTIONS.items():
@@ -94,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--threads",
         type=int,
-        help="torch threads (default: one per core). On cores shared with other work, 1 is often faster. "
+        help="torch threads, from 1 to the CPUs available (default: one per core). On cores shared with other "
+        "work, 1 is often faster. "
         "Another thread count adds floats in another order: the losses differ by percents after an epoch, so "
         "the same seed repeats a run exactly only with the same count (saved in the checkpoint)",
     )
@@ -126,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--images",
-        type=int,
+        type=at_least_one,
         default=200,
         help="generated validation scenes to evaluate on, without --coco (default: %(default)s)",
     )
@@ -144,21 +155,96 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from mrcnn_course.show.viz import draw_training_curves
+def output_folder(text: str) -> Path:
+    """--out's type: a folder name, not empty (Path("") is the current folder, which would fill with a run)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a folder for the run's files, e.g. --out runs/first")
+    return Path(text)
 
+
+def at_least_one(text: str) -> int:
+    """A count's type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_available() -> int:
+    """The physical cores among cpus_available(): hyper-threads of one core share it, so Linux's topology
+    counts each group of sibling CPUs once. Elsewhere every CPU counts as a core."""
+    if not hasattr(os, "sched_getaffinity"):
+        return cpus_available()
+    try:
+        siblings = {
+            Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
+            for cpu in os.sched_getaffinity(0)
+        }
+    except OSError:
+        return cpus_available()
+    return len(siblings)
+
+
+def check_threads(threads: int) -> None:
+    """--threads: from 1 to the CPUs available (a ValueError otherwise); above the cores, a warning."""
+    cpus, cores = cpus_available(), cores_available()
+    if not 1 <= threads <= cpus:
+        raise ValueError(
+            f"--threads {threads}: choose from 1 to {cpus}, the CPUs this process may use (more threads than "
+            f"CPUs only wait on each other)"
+        )
+    if threads > cores:
+        warnings.warn(
+            f"--threads {threads} is more than the {cores} cores: two threads on one core share it, and training "
+            f"is often faster with --threads {cores}",
+            stacklevel=2,
+        )
+
+
+def nothing_to_train(out: Path, checkpoint: dict, epochs: int) -> str | None:
+    """What a resume with --epochs `epochs` says when the run in `out` has trained that many already (None:
+    there is something to train). Another number of epochs than planned changes the learning-rate schedule,
+    which checkpoints.checkpoint_to_resume refuses."""
+    trained = checkpoint.get("epoch", 0)
+    if trained < epochs:
+        return None
+    planned = checkpoint.get("recipe", {}).get("epochs", trained)
+    if trained == epochs == planned:
+        head = f"the run in {out} has trained all its {trained} epochs"
+    else:
+        fewer = "no more" if epochs == trained else "fewer"
+        head = f"the run in {out} has trained {trained} of its {planned} epochs; --epochs {epochs} asks for {fewer}"
+    advice = (
+        f"to finish it, resume with --epochs {planned}"
+        if trained < planned
+        else "to train longer, start a new run with a larger --epochs in another folder"
+    )
+    return f"{head}: nothing to train, nothing written (its trace: {out / loop.TRACE_NAME}); {advice}"
+
+
+def run_train(args: argparse.Namespace) -> int:
     recipe = Recipe(**{name: getattr(args, name) for name in RECIPE_OPTIONS}, fresh_images=not args.fixed_images)
+    if args.threads is not None:
+        check_threads(args.threads)
     if args.resume:
         checkpoint = load_checkpoint(args.out / CHECKPOINT_NAME)
-        if isinstance(checkpoint, dict) and checkpoint.get("epoch", 0) >= recipe.epochs:
-            print(
-                f"the run in {args.out} already finished its {checkpoint['epoch']} epochs: nothing trained, "
-                f"nothing written (its trace: {args.out / loop.TRACE_NAME}); to train more epochs, start a new "
-                f"run in another folder"
-            )
-            return 0
-        if not args.threads:  # the run's own count: another one would not resume it exactly
-            args.threads = checkpoint.get("exactness", {}).get("threads") if isinstance(checkpoint, dict) else None
+        if isinstance(checkpoint, dict):  # else: train() says why it cannot be resumed
+            said = nothing_to_train(args.out, checkpoint, recipe.epochs)
+            if said is not None:
+                print(said)
+                return 0
+            saved = checkpoint.get("exactness", {}).get("threads")
+            # the run's own count, unless given: another one would not resume it exactly (nor one above the CPUs)
+            if args.threads is None and saved is not None and saved <= cpus_available():
+                args.threads = saved
     if args.threads:
         torch.set_num_threads(args.threads)
     trace = loop.train(recipe=recipe, out=args.out, resume=args.resume, progress=not args.no_progress)
@@ -169,11 +255,27 @@ def run_train(args: argparse.Namespace) -> int:
         flush=True,  # one write of its own: the ranks share the terminal
     )
     if is_main_process():
-        figure = draw_training_curves(trace, len(trace.epochs))
-        figure.savefig(args.out / "curves.png", dpi=100)
         print(trace.to_markdown())
-        print(f"\nwrote {args.out / loop.TRACE_NAME}, {args.out / 'checkpoint.pt'}, {args.out / 'curves.png'}")
+        save_curves(trace, args.out / CURVES_NAME)
+        print(f"\nwrote {args.out / loop.TRACE_NAME}, {args.out / CHECKPOINT_NAME}, {args.out / CURVES_NAME}")
     return 0
+
+
+def save_curves(trace: TrainingTrace, path: Path) -> None:
+    """Draw the trace's curves into `path` (PNG), replaced whole: a full disk leaves the previous picture, if
+    any, and says that the run's own files are complete (the picture only draws trace.json)."""
+    from mrcnn_course.show.viz import draw_training_curves
+
+    figure = draw_training_curves(trace, len(trace.epochs))
+    try:
+        replace_whole(path, lambda file: figure.savefig(file, dpi=100, format="png"))
+    except OSError as error:
+        raise OutputFolderError(
+            f"the run is complete ({path.parent / CHECKPOINT_NAME} and {path.parent / loop.TRACE_NAME} are written "
+            f"whole), but {path.name} was not ({error.strerror or error}): free some space; the picture only draws "
+            f"the trace: show.viz.draw_training_curves(TrainingTrace.load({str(path.parent / loop.TRACE_NAME)!r}), "
+            f"{len(trace.epochs)}).savefig({str(path)!r})"
+        ) from None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

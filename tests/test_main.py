@@ -2,7 +2,8 @@
 
 `train` itself runs in tests/training/test_loop.py (killed and resumed) and tests/training/test_distributed.py
 (torchrun). About 15 s: one tiny training run and three small evaluations.
-Also bad input on the command line: a COCO folder of another layout, divergence, Ctrl-C, warnings.
+Also bad input on the command line: a COCO folder of another layout, divergence, Ctrl-C, warnings, every value
+of train's options (threads, an empty or unwritable --out, a resume with other epochs), a full disk at the end.
 """
 
 import os
@@ -12,15 +13,25 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
+from mrcnn_course import __main__ as cli
 from mrcnn_course.__main__ import main
 from mrcnn_course.training import coco, data
-from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, ResumeNotExact
+from mrcnn_course.training.checkpoints import (
+    CHECKPOINT_NAME,
+    LOCK_NAME,
+    ResumeNotExact,
+    load_checkpoint,
+    save_checkpoint,
+)
 from mrcnn_course.training.loop import train
 from mrcnn_course.training.recipe import Recipe
+from mrcnn_course.training.training_trace import TrainingTrace
 
 TINY = Recipe(epochs=1, images_per_epoch=4, batch_size=4, val_images=4, shown_images=1, image_size=64)
 # conftest.py's TWO_EPOCHS recipe (the finished_run fixture's) as command-line options
@@ -123,11 +134,110 @@ def test_the_command_line_reports_divergence_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "run" / "curves.png").exists()
 
 
-def test_resuming_a_finished_run_says_nothing_was_written(finished_run, capsys):
+def test_a_resume_with_as_many_or_fewer_epochs_says_there_is_nothing_to_train(finished_run, capsys):
     before = (finished_run / CHECKPOINT_NAME).stat().st_mtime_ns
     assert main(["train", "--out", str(finished_run), *TWO_EPOCHS_OPTIONS, "--resume"]) == 0
-    assert "already finished its 2 epochs: nothing trained, nothing written" in capsys.readouterr().out
+    assert capsys.readouterr().out == (
+        f"the run in {finished_run} has trained all its 2 epochs: nothing to train, nothing written (its trace: "
+        f"{finished_run / 'trace.json'}); to train longer, start a new run with a larger --epochs in another folder\n"
+    )
+    assert main(["train", "--out", str(finished_run), *TWO_EPOCHS_OPTIONS, "--resume", "--epochs", "1"]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"the run in {finished_run} has trained 2 of its 2 epochs; --epochs 1 asks for fewer: nothing to train, "
+        f"nothing written"
+    )
     assert (finished_run / CHECKPOINT_NAME).stat().st_mtime_ns == before
+
+
+def test_a_resume_with_more_epochs_says_it_would_change_the_schedule(finished_run, tmp_path, capsys):
+    checkpoint = load_checkpoint(finished_run)
+    checkpoint["recipe"]["shown_images"] = Recipe().shown_images  # what the command line trains with
+    path = save_checkpoint(tmp_path / CHECKPOINT_NAME, checkpoint)
+    before = path.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(tmp_path), *TWO_EPOCHS_OPTIONS, "--resume", "--epochs", "3"])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: the run in {tmp_path} is planned for 2 epochs (its learning-rate schedule ends there) and has "
+        f"trained 2; epochs=3 (--epochs 3) would change its schedule: resume with epochs=2 (--epochs 2) to finish "
+        f"it, or start a new run of 3 epochs in another folder\n"
+    )
+    assert path.stat().st_mtime_ns == before
+    assert not (tmp_path / LOCK_NAME).exists()  # the refused resume let the folder go
+
+
+@pytest.mark.parametrize("threads", ["0", "-1", "4096"])
+def test_a_thread_count_outside_the_cpus_is_refused(tmp_path, capsys, threads):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(tmp_path / "run"), *TWO_EPOCHS_OPTIONS, "--threads", threads])
+    assert exit_.value.code == 1
+    cpus = len(os.sched_getaffinity(0))
+    assert capsys.readouterr().err == (
+        f"error: --threads {threads}: choose from 1 to {cpus}, the CPUs this process may use (more threads than "
+        f"CPUs only wait on each other)\n"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_more_threads_than_cores_warns(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "cpus_available", lambda: 4)  # two cores of two hyper-threads each
+    monkeypatch.setattr(cli, "cores_available", lambda: 2)
+    (tmp_path / "a_file").write_text("not a folder")  # the run then stops before its first step
+    try:
+        with pytest.raises(SystemExit):
+            main(["train", "--out", str(tmp_path / "a_file" / "run"), *TWO_EPOCHS_OPTIONS, "--threads", "3"])
+    finally:
+        torch.set_num_threads(1)  # the module's one thread (main set 3)
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "warning: --threads 3 is more than the 2 cores: two threads on one core share it, and training is often "
+        "faster with --threads 2\n"
+    ), err
+    assert f"error: cannot write in the output folder {tmp_path / 'a_file' / 'run'}" in err
+
+
+def test_an_empty_or_unwritable_output_folder_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", "", *TWO_EPOCHS_OPTIONS])
+    assert exit_.value.code == 2
+    assert (
+        "argument --out: is empty: name a folder for the run's files, e.g. --out runs/first" in capsys.readouterr().err
+    )
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.access(read_only, os.W_OK):  # root writes anywhere: /sys refuses even root a new file
+        read_only = Path("/sys")
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "--out", str(read_only), *TWO_EPOCHS_OPTIONS])
+    finally:
+        (tmp_path / "read_only").chmod(0o755)
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot write in the output folder {read_only} (Permission denied): choose a folder you can write "
+        f"to (--out, out=)\n"
+    )
+
+
+def test_a_full_disk_while_drawing_the_curves_keeps_the_run_and_says_so(tmp_path, capsys, monkeypatch):
+    def fill_up_half_way(figure, file, **options):
+        file.write(b"\x89PNG half a picture")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", fill_up_half_way)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--out", str(out), *TWO_EPOCHS_OPTIONS])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: the run is complete ({out / CHECKPOINT_NAME} and {out / 'trace.json'} are written whole), but "
+        f"curves.png was not (No space left on device): free some space; the picture only draws the trace: "
+        f"show.viz.draw_training_curves(TrainingTrace.load("
+    ), err
+    assert sorted(path.name for path in out.iterdir()) == [CHECKPOINT_NAME, "trace.json"]  # no half a picture
+    assert load_checkpoint(out)["epoch"] == 2 and len(TrainingTrace.load(out / "trace.json").epochs) == 2
 
 
 @pytest.mark.slow

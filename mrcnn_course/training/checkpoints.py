@@ -27,6 +27,11 @@ object (a handed-around file with a pickled os.system call, say) is refused unre
 
 On disk: one header line, DIGEST_HEADER + the payload's SHA-256 in hex, then torch.save's bytes. A file
 without the header (a bare state_dict from torch.save) is read the same safe way, without the digest check.
+
+An output folder belongs to one run at a time: lock_output_folder() takes an flock on FOLDER/run.lock
+(which names the owner's process), and a second run into the folder, fresh or resumed, is refused with
+the owner's process id. The operating system drops an flock when its process ends, however it ends, so a
+killed run never leaves its folder locked. POSIX only (fcntl): Windows is not a target of the course.
 """
 
 import hashlib
@@ -35,11 +40,14 @@ import os
 import pickle
 import random
 import re
+import shlex
 import shutil
+import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +56,7 @@ from mrcnn_course.training.distributed import World
 from mrcnn_course.training.stopping import what_is_kept
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LOCK_NAME = "run.lock"  # in the output folder while a run trains there; it names the run's process
 CHECKPOINT_FORMAT = 2  # 1 held numpy's random state as numpy objects, which only an unsafe torch.load reads
 DIGEST_HEADER = f"mrcnn_course checkpoint format={CHECKPOINT_FORMAT} sha256=".encode("ascii")  # + 64 hex digits
 HEADER_START = b"mrcnn_course checkpoint "  # the header of every format; format 1 had no format= field
@@ -57,9 +66,15 @@ RESUMABLE_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "trace", "r
 # peak learning rate (the schedule's shape and the data stay the same)
 CHANGEABLE_ON_RESUME = ("lr",)
 
+T = TypeVar("T")
+
 
 class OutputFolderError(OSError):
     """The output folder cannot hold the run's files: missing and not creatable, not writable, or full."""
+
+
+class FolderInUse(OutputFolderError):
+    """Another training run, alive, holds the output folder's lock."""
 
 
 class ResumeNotExact(UserWarning):
@@ -112,21 +127,35 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     payload = buffer.getbuffer()
-    temporary = path.with_name(path.name + ".tmp")
+
+    def write(file: BinaryIO) -> None:
+        file.write(DIGEST_HEADER + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
+        file.write(payload)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as file:
-            file.write(DIGEST_HEADER + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())  # on disk before the swap, so a crash cannot leave an empty file in place
-        os.replace(temporary, path)
+        replace_whole(path, write)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise OutputFolderError(
             f"cannot write {path} ({error.strerror or error}): free some space, or make the folder writable"
         ) from None
     return path
+
+
+def replace_whole(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """write(file) into a temporary file beside `path`, flushed to disk, then os.replace it over `path`: readers
+    see the old file or the new one, never part of one. A failure (a full disk, an exception, a second Ctrl-C)
+    removes the temporary file and raises again; `path` stays as it was."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the swap, so a crash cannot leave an empty file in place
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -222,16 +251,89 @@ def check_output_folder(folder: Path, needed_bytes: int) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as error:
-        raise OutputFolderError(
-            f"cannot write in the output folder {folder} ({error.strerror or error}): choose a folder you can "
-            f"write to (--out, out=)"
-        ) from None
+        raise cannot_write_in(folder, error) from None
     free = shutil.disk_usage(folder).free
     if free < needed_bytes:
         raise OutputFolderError(
             f"the output folder {folder} has {free / 1e6:.0f} MB free, but a checkpoint needs about "
             f"{needed_bytes / 1e6:.0f} MB: free some space, or choose a folder on another disk"
         )
+
+
+def cannot_write_in(folder: Path, error: OSError) -> OutputFolderError:
+    return OutputFolderError(
+        f"cannot write in the output folder {folder} ({error.strerror or error}): choose a folder you can "
+        f"write to (--out, out=)"
+    )
+
+
+class OutputFolderLock:
+    """The output folder's lock, held by this process until release(): an exclusive flock on the open
+    FOLDER/run.lock, which holds this process's id, start time and command line for a run that finds the
+    folder busy. The flock goes with the process, so a killed run leaves at worst a stale run.lock that
+    the next run takes over."""
+
+    def __init__(self, path: Path, descriptor: int):
+        self.path, self.descriptor = path, descriptor
+
+    def release(self) -> None:
+        """Remove run.lock and drop the flock (in that order: a run that opened the file before it was removed
+        finds it gone once it gets the flock, and tries again on a new file)."""
+        self.path.unlink(missing_ok=True)
+        os.close(self.descriptor)
+
+
+def lock_output_folder(folder: Path, create: bool = True) -> OutputFolderLock | None:
+    """Take `folder` for this run (creating it unless create=False: then a missing folder is not locked, and
+    None is returned, for the resume to say there is no run there). Raises FolderInUse, naming the process
+    that holds it, or OutputFolderError when the folder cannot be written."""
+    import fcntl  # POSIX only; imported here so that the package imports on Windows too
+
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            if create:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                return None
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise cannot_write_in(folder, error) from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise FolderInUse(
+                f"{folder} is in use by another training run ({lock_owner(path)}): wait for it to finish, or "
+                f"choose another output folder (--out, out=)"
+            ) from None
+        try:
+            same_file = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:  # its owner removed it on release, after this process had opened it
+            same_file = False
+        if not same_file:
+            os.close(descriptor)
+            continue
+        lock = OutputFolderLock(path, descriptor)
+        try:
+            owner = f"{os.getpid()}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n{shlex.join(sys.orig_argv)}\n"
+            os.ftruncate(descriptor, 0)  # a stale run.lock of a killed run holds its process id
+            os.write(descriptor, owner.encode())
+        except OSError as error:
+            lock.release()
+            raise cannot_write_in(folder, error) from None
+        return lock
+
+
+def lock_owner(path: Path) -> str:
+    """Who holds the lock at `path`, in words: "process 1234, started 2025-01-31 10:00:00: python -m ..."."""
+    try:
+        pid, started, command = (path.read_text().splitlines() + ["", "", ""])[:3]
+    except OSError:
+        pid = started = command = ""
+    if not pid:  # it has the flock but has not written its name yet
+        return "a process that is just starting"
+    return f"process {pid}, started {started}: {command}"
 
 
 def checkpoint_bytes(model: torch.nn.Module) -> int:
@@ -241,18 +343,22 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
     return 2 * 3 * weights + 10**7
 
 
-def on_rank_0(world: World, write: Callable[[], None]) -> None:
+def on_rank_0(world: World, write: Callable[[], T]) -> T | None:
     """Run `write` on rank 0, the process that writes the files, and raise its OutputFolderError on every
-    rank, so that none is left waiting for the others in its next collective."""
-    problem = None
+    rank, so that none is left waiting for the others in its next collective. Returns what `write` returned
+    (on rank 0; None on the others)."""
+    problem, result, raised = None, None, None
     if world.is_rank_0:
         try:
-            write()
+            result = write()
         except OutputFolderError as error:
-            problem = str(error)
+            problem, raised = str(error), error
     problem = world.broadcast_from_rank_0(problem)
+    if raised is not None:
+        raise raised  # its own type (FolderInUse, say) on rank 0
     if problem is not None:
         raise OutputFolderError(problem)
+    return result
 
 
 def check_output_on_rank_0(folder: Path, needed_bytes: int, world: World) -> None:
@@ -280,8 +386,9 @@ def write_run(checkpoint_path: Path, checkpoint: dict, trace, trace_path: Path) 
         trace.save(trace_path)
     except OSError as error:
         raise OutputFolderError(
-            f"epoch {epoch}'s checkpoint is written, but not {trace_path.name} ({error.strerror or error}): free some "
-            f"space; the checkpoint holds the trace too, and the next epoch rewrites {trace_path.name}"
+            f"epoch {epoch}'s checkpoint is written ({checkpoint_path}), but {trace_path.name} was not updated "
+            f"({error.strerror or error}): it is left whole as it was; free some space, then resume with --resume "
+            f"(resume=True): the checkpoint holds the trace too, and the next epoch rewrites {trace_path.name}"
         ) from None
 
 
@@ -319,6 +426,14 @@ def checkpoint_to_resume(path: Path | None, resume: bool, recipe: dict, world: W
             f"these weights use `python -m mrcnn_course evaluate --checkpoint {path}`"
         )
     changed = {k: (v, recipe.get(k)) for k, v in checkpoint["recipe"].items() if recipe.get(k) != v}
+    if set(changed) - set(CHANGEABLE_ON_RESUME) == {"epochs"}:
+        planned, trained, asked = checkpoint["recipe"]["epochs"], checkpoint["epoch"], recipe["epochs"]
+        raise ValueError(
+            f"the run in {path.parent} is planned for {planned} epochs (its learning-rate schedule ends there) and "
+            f"has trained {trained}; epochs={asked} (--epochs {asked}) would change its schedule: resume with "
+            f"epochs={planned} (--epochs {planned}) to finish it, or start a new run of {asked} epochs in another "
+            f"folder"
+        )
     if set(changed) - set(CHANGEABLE_ON_RESUME):
         raise ValueError(
             f"the run in {path.parent} used another recipe (was -> now: {changed}): resume with "

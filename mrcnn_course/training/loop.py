@@ -35,11 +35,14 @@ from mrcnn_course.model.maskrcnn import MaskRCNN, maskrcnn_small
 from mrcnn_course.training import data, training_step
 from mrcnn_course.training.checkpoints import (
     CHECKPOINT_NAME,
+    OutputFolderLock,
     all_rng_states,
     check_output_on_rank_0,
     checkpoint_bytes,
     checkpoint_to_resume,
     load_model_state,
+    lock_output_folder,
+    on_rank_0,
     run_conditions,
     save_run,
     seed_everything,
@@ -57,7 +60,7 @@ from mrcnn_course.training.recipe import (
     schedule_for,
     with_overrides,
 )
-from mrcnn_course.training.stopping import CtrlC, check_losses, interrupted
+from mrcnn_course.training.stopping import StopSignal, check_losses, interrupted
 from mrcnn_course.training.training_step import GradientLimit, loss_tensor, step_batch
 from mrcnn_course.training.training_trace import LOSS_NAMES, TOTAL, EpochRecord, TrainingTrace, observe
 from mrcnn_course.training.validation import new_trace, validation_losses, validation_metrics
@@ -105,8 +108,9 @@ def train(
     budget.fit_to_budget, whose estimate can be wrong on a busy machine).
     A NaN, infinite or exploding loss (stopping.EXPLODING_LOSS), in training or validation, raises
     TrainingDiverged, naming the loss, the epoch and the step; resume=True may then lower recipe.lr. Ctrl-C
-    stops between two steps with TrainingInterrupted. The output folder is created and checked before the
-    first step; a resume that would not be bit-exact (another thread count) warns (ResumeNotExact).
+    or SIGTERM stops between two steps with TrainingInterrupted. The output folder is created, locked for this
+    run (another run into it is refused, checkpoints.FolderInUse) and checked before the first step; a resume
+    that would not be bit-exact (another thread count) warns (ResumeNotExact).
     """
     recipe = with_overrides(recipe or Recipe(), overrides)
     world, device, started_here = start_distributed()
@@ -115,7 +119,7 @@ def train(
     # the same seed must give the same trace; warn_only: a GPU op without a deterministic kernel warns
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        run.ctrl_c.listen()  # Ctrl-C now stops training between two steps
+        run.stop_signal.listen()  # Ctrl-C or SIGTERM now stops training between two steps
         run.start(model, resume)
         first, run_started = len(run.trace.epochs) + 1, time.perf_counter()
         # tqdm reads TQDM_DISABLE=1 itself (only when `disable` is not passed)
@@ -141,12 +145,14 @@ def train(
                 run.save(epoch)
                 if on_epoch is not None:
                     on_epoch(run.trace, record)
-                if run.ctrl_c.pressed:
-                    raise interrupted(epoch, None, run.checkpoint_path)
+                stop = run.stop_requested()  # asked of every process, so that all stop here together
+                if stop:
+                    raise interrupted(epoch, None, run.checkpoint_path, stop)
                 if out_of_time:
                     break
     finally:
-        run.ctrl_c.stop_listening()
+        run.stop_signal.stop_listening()
+        run.release_folder()
         torch.use_deterministic_algorithms(was_deterministic)
         if started_here:
             dist.destroy_process_group()
@@ -156,9 +162,10 @@ def train(
 
 class TrainingRun:
     """One call of train(): the model and what trains it (optimizer, schedule, train_step), this process's
-    place among the processes (world, device), where the run is saved (checkpoint_path) and whether Ctrl-C
-    was pressed (ctrl_c). start() builds or restores the model, its optimizer and schedule and the trace;
-    then each epoch is train_epoch(), evaluate(), add_epoch() and save()."""
+    place among the processes (world, device), where the run is saved (checkpoint_path, its folder held by
+    folder_lock on rank 0) and whether Ctrl-C or SIGTERM came (stop_signal). start() takes the folder, builds
+    or restores the model, its optimizer and schedule and the trace; then each epoch is train_epoch(),
+    evaluate(), add_epoch() and save(); train() calls release_folder() at the end, however it ends."""
 
     model: MaskRCNN
     trainer: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
@@ -172,15 +179,19 @@ class TrainingRun:
     ):
         self.recipe, self.world, self.device, self.train_step = recipe, world, device, train_step
         self.checkpoint_path = Path(out) / CHECKPOINT_NAME if out is not None else None
-        self.ctrl_c = CtrlC()
+        self.stop_signal = StopSignal()
+        self.folder_lock: OutputFolderLock | None = None  # rank 0's, while it trains into the folder
         self.note = ""  # said in the next epoch's observation: a resume that changed the learning rate
         self.components_before: dict[str, str] = {}  # what ran in the part of the run before a resume
 
     def start(self, model: MaskRCNN | None, resume: bool) -> None:
         """Build the model (a new maskrcnn_small if None), its optimizer and schedule, on this process's device,
-        then continue the checkpoint's run (resume=True) or start a new trace. A folder that holds a run
-        (without resume) or cannot hold one is refused before any step."""
+        then continue the checkpoint's run (resume=True) or start a new trace. A folder that another run is
+        using, that holds a run (without resume) or that cannot hold one is refused before any step."""
         recipe, world = self.recipe, self.world
+        if self.checkpoint_path is not None:  # first: two runs must not both find the folder free of a checkpoint
+            folder = self.checkpoint_path.parent
+            self.folder_lock = on_rank_0(world, lambda: lock_output_folder(folder, create=not resume))
         checkpoint = checkpoint_to_resume(self.checkpoint_path, resume, recipe.to_dict(), world)
         seed_everything(recipe.seed)  # a new model's initial weights
         self.model = (model if model is not None else maskrcnn_small(num_classes=len(data.CLASSES))).to(self.device)
@@ -195,6 +206,12 @@ class TrainingRun:
         else:
             self.restore(checkpoint)
         self.trainer = nn.parallel.DistributedDataParallel(self.model) if world.size > 1 else self.model
+
+    def release_folder(self) -> None:
+        """Let other runs use the output folder (rank 0 holds it; the others do nothing)."""
+        if self.folder_lock is not None:
+            self.folder_lock.release()
+            self.folder_lock = None
 
     def restore(self, checkpoint: dict) -> None:
         """Continue the checkpoint's run: weights, optimizer, schedule, trace and this process's random state."""
@@ -230,7 +247,7 @@ class TrainingRun:
     ) -> tuple[dict[str, float], float]:
         """One epoch of steps, each train_step(trainer, optimizer, images, targets); returns the mean of each loss
         (TOTAL and LOSS_PARTS) over the steps, and the learning rate of the last step. Stops with TrainingDiverged
-        on a bad loss, with TrainingInterrupted after the step in which Ctrl-C was pressed."""
+        on a bad loss, with TrainingInterrupted after the step in which Ctrl-C or SIGTERM came."""
         recipe, world = self.recipe, self.world
         self.trainer.train()
         optimizer = GradientLimit(self.optimizer, self.trainer.parameters(), recipe.grad_clip)
@@ -249,14 +266,18 @@ class TrainingRun:
             bar.set_postfix(loss=f"{by_name[TOTAL]:.3f}")
             if on_step is not None:
                 on_step(StepInfo(epoch, step, recipe.steps_per_epoch, by_name, lr))
-            if self.stop_requested():  # the step is done; the checkpoint is the last epoch's
-                raise interrupted(epoch, step, self.checkpoint_path)
+            stop = self.stop_requested()
+            if stop:  # the step is done; the checkpoint is the last epoch's
+                raise interrupted(epoch, step, self.checkpoint_path, stop)
         return dict(zip(LOSS_NAMES, (sums / recipe.steps_per_epoch).tolist())), lr
 
-    def stop_requested(self) -> bool:
-        """Whether Ctrl-C was pressed, in any process: all of them stop after the same step."""
-        pressed = torch.tensor([float(self.ctrl_c.pressed)], device=self.device)
-        return bool(self.world.sum(pressed).item())
+    def stop_requested(self) -> int:
+        """The number of the stop signal (Ctrl-C's or SIGTERM's) that any process received, 0 if none: all of
+        them stop after the same step. Two processes stopped by different signals report the larger number."""
+        received = torch.tensor([float(self.stop_signal.received or 0)], device=self.device)
+        if self.world.size > 1:
+            dist.all_reduce(received, op=dist.ReduceOp.MAX)
+        return int(received.item())
 
     def evaluate(self, epoch: int, train_losses: dict[str, float], lr: float, started: float) -> EpochRecord:
         """The epoch's record: the validation losses (checked like the training's), the metrics and an

@@ -1,9 +1,14 @@
-"""Why a training run stops early, and what it says then: a diverged loss or Ctrl-C, and which checkpoint survives.
+"""Why a training run stops early, and what it says then: a diverged loss, Ctrl-C or SIGTERM, and which
+checkpoint survives.
 
     check_losses(losses, epoch, step, checkpoint_path, 4e-4)  # TrainingDiverged on a NaN, inf or 1e4 loss
-    ctrl_c = CtrlC(); ctrl_c.listen()                         # Ctrl-C only raises a flag ...
-    if ctrl_c.pressed: raise interrupted(epoch, step, path)   # ... that the loop reads between two steps
-    ctrl_c.stop_listening()                                   # (in a finally block)
+    stop = StopSignal(); stop.listen()                        # Ctrl-C or SIGTERM only records the signal ...
+    if stop.received: raise interrupted(epoch, step, path, stop.received)  # ... the loop reads between steps
+    stop.stop_listening()                                     # (in a finally block)
+
+SIGTERM is what `kill`, a job scheduler or JupyterHub sends to end a process; it is handled like Ctrl-C
+(SIGINT), so a run ended either way keeps its last checkpoint whole and says so. The command line exits
+with the shell's code for the signal: 128 + its number (130 for Ctrl-C, 143 for SIGTERM).
 
 Every message names what happened and where (the loss, the epoch, the step), which checkpoint is kept,
 and a next step that works: resume=True (--resume) continues from the kept checkpoint, and may lower the
@@ -14,6 +19,7 @@ import math
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 from mrcnn_course.training.training_trace import TOTAL
 
@@ -28,7 +34,18 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training between two steps; the last checkpoint is kept (the CLI exits with 130)."""
+    """Ctrl-C or SIGTERM stopped training between two steps; the last checkpoint is kept. signal_number: the
+    signal that stopped it (the CLI exits with 128 + signal_number: 130 for Ctrl-C, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signal_number: int = signal.SIGINT):
+        super().__init__(message)
+        self.signal_number = int(signal_number)
+
+
+# what each stop signal is called in the messages
+STOP_SIGNALS = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "terminated (SIGTERM)"}
+# Python's own handler of each, put back when the one before training was installed outside Python
+PYTHON_DEFAULTS: dict[signal.Signals, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
 def what_is_kept(checkpoint_path: Path | None, last_good_epoch: int) -> str:
@@ -71,39 +88,49 @@ def check_losses(
         )
 
 
-def interrupted(epoch: int, step: int | None, checkpoint_path: Path | None) -> TrainingInterrupted:
-    """The exception for Ctrl-C at `step` of `epoch` (step None: after the epoch, its checkpoint written)."""
+def interrupted(
+    epoch: int, step: int | None, checkpoint_path: Path | None, signal_number: int = signal.SIGINT
+) -> TrainingInterrupted:
+    """The exception for Ctrl-C (or SIGTERM: signal_number) at `step` of `epoch` (step None: after the epoch,
+    its checkpoint written)."""
     if step is None:
         where, kept = f"after epoch {epoch}", what_is_kept(checkpoint_path, epoch)
     else:
         where, kept = f"at epoch {epoch}, step {step}", what_is_kept(checkpoint_path, epoch - 1)
     kept_one = checkpoint_path is not None and (step is None or epoch > 1)
+    # Ctrl-C's message keeps its short word: the learner pressed the keys and knows why
+    how = "interrupted" if signal_number == signal.SIGINT else STOP_SIGNALS[signal.Signals(signal_number)]
     return TrainingInterrupted(
-        f"interrupted {where}; {kept}" + ("; resume with --resume (resume=True)" if kept_one else "")
+        f"{how} {where}; {kept}" + ("; resume with --resume (resume=True)" if kept_one else ""), signal_number
     )
 
 
-class CtrlC:
-    """While active, the first Ctrl-C (SIGINT) only sets `pressed`, so the step under way finishes and the
-    loop stops between two steps with nothing half done; a second Ctrl-C interrupts at once. Outside the
-    main thread (where Python delivers signals) it does nothing."""
+class StopSignal:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only records which signal came (`received`), so the
+    step under way finishes and the loop stops between two steps with nothing half done; a second one stops
+    at once, mid-step (a checkpoint is only ever replaced whole, so the last one written is kept). Outside
+    the main thread (where Python delivers signals) it does nothing."""
 
     def __init__(self):
-        self.pressed = False
-        self._active = False
-        self._previous = None
+        self.received: int | None = None  # the signal's number, once one came
+        self._previous: dict[signal.Signals, Any] = {}  # each signal's handler before listen()
 
     def listen(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._active = True
+            for number in STOP_SIGNALS:
+                self._previous[number] = signal.signal(number, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if self.pressed:
-            signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
-        self.pressed = True
+        if self.received is not None:  # asked twice: the user will not wait for the step to end
+            raise TrainingInterrupted(
+                f"{STOP_SIGNALS[signal.Signals(signum)]} a second time: stopped at once, in the middle of a step; "
+                f"the last checkpoint written, if any, is kept whole",
+                signum,
+            )
+        self.received = signum
 
     def stop_listening(self) -> None:
-        if self._active:  # None: a handler installed outside Python, which cannot be put back; use the default
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
-            self._active = False
+        for number, previous in self._previous.items():
+            # None: a handler installed outside Python, which cannot be put back
+            signal.signal(number, previous if previous is not None else PYTHON_DEFAULTS[number])
+        self._previous = {}

@@ -1,11 +1,17 @@
 """Checkpoints: atomic writes, random states restored exactly, clear errors for missing or foreign files.
 Also bad input: output folders that cannot be written or are full, damaged or foreign checkpoints, another thread count.
+And one run per output folder: a second run into a busy folder is refused (a real training process holds it), and
+a killed run's lock is not stuck.
 """
 
 import io
 import os
 import random
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +19,7 @@ import torch
 from conftest import TWO_EPOCHS
 
 from mrcnn_course.model.maskrcnn import maskrcnn_small
-from mrcnn_course.training import checkpoints
+from mrcnn_course.training import checkpoints, loop
 from mrcnn_course.training.checkpoints import (
     CHECKPOINT_NAME,
     OutputFolderError,
@@ -25,6 +31,7 @@ from mrcnn_course.training.checkpoints import (
     set_rng_state,
 )
 from mrcnn_course.training.loop import train
+from mrcnn_course.training.training_trace import TrainingTrace
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: training runs on one thread
 
@@ -205,3 +212,76 @@ def test_the_thread_count_is_saved_and_another_one_warns_on_resume(finished_run,
         match=re.escape("(threads 3 -> 1): the losses will drift from it; for an exact resume use --threads 3"),
     ):
         train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)
+
+
+def test_a_disk_that_fills_up_while_writing_the_trace_leaves_the_previous_trace_whole(tmp_path, monkeypatch):
+    real_write_text, writes = Path.write_text, []
+
+    def fill_up_at_the_second_trace(path, text, *args, **kwargs):
+        if path.name == loop.TRACE_NAME + ".tmp":
+            writes.append(path)
+            if len(writes) == 2:  # half the text reaches the disk, then it is full
+                real_write_text(path, text[: len(text) // 2])
+                raise OSError(28, "No space left on device")
+        return real_write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fill_up_at_the_second_trace)
+    with pytest.raises(OutputFolderError) as error:
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False)
+    assert str(error.value).startswith(
+        f"epoch 2's checkpoint is written ({tmp_path / CHECKPOINT_NAME}), but trace.json was not updated (No space "
+        f"left on device): it is left whole as it was; free some space, then resume with --resume"
+    )
+    assert len(TrainingTrace.load(tmp_path / loop.TRACE_NAME).epochs) == 1  # epoch 1's trace, whole
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME, loop.TRACE_NAME]  # no .tmp, no run.lock
+
+
+# A real training run that holds its folder for minutes (it is killed long before the end)
+LONG_RUN_OPTIONS = "--epochs 2 --images-per-epoch 400 --batch-size 2 --val-images 2 --image-size 64 --no-progress"
+
+
+def start_a_run(out: Path) -> subprocess.Popen:
+    """`python -m mrcnn_course train --out OUT` in a process of its own, once it holds OUT (run.lock names it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *LONG_RUN_OPTIONS.split(), "--threads", "1"],
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    lock = out / checkpoints.LOCK_NAME
+    while not (lock.exists() and lock.read_text()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, process.communicate()[1]
+    return process
+
+
+def test_one_run_at_a_time_in_a_folder_and_a_killed_run_leaves_it_free(tmp_path):
+    out = tmp_path / "run"
+    first = start_a_run(out)
+    try:
+        busy = f"{out} is in use by another training run (process {first.pid}, started "
+        for resume in (False, True):  # a second run, fresh or resumed, is refused before it trains
+            steps = []
+            with pytest.raises(checkpoints.FolderInUse) as refused:
+                train(recipe=TWO_EPOCHS, out=out, resume=resume, progress=False, on_step=steps.append)
+            assert str(refused.value).startswith(busy) and steps == []
+            assert "-m mrcnn_course train --out" in str(refused.value)  # its command line
+            assert str(refused.value).endswith("wait for it to finish, or choose another output folder (--out, out=)")
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()  # SIGKILL: no cleanup runs, run.lock stays on disk
+        first.wait()
+    assert (out / checkpoints.LOCK_NAME).exists()
+    lock = checkpoints.lock_output_folder(out)  # the killed run's flock went with its process
+    assert lock is not None and (out / checkpoints.LOCK_NAME).read_text().startswith(f"{os.getpid()}\n")
+    lock.release()
+    assert not (out / checkpoints.LOCK_NAME).exists()
+
+
+def test_a_resume_into_a_missing_folder_creates_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train(recipe=TWO_EPOCHS, out=tmp_path / "missing", resume=True, progress=False)
+    assert not (tmp_path / "missing").exists()

@@ -1,12 +1,16 @@
-"""stopping: a diverging run (an exploding learning rate or loss, an infinite validation loss) and Ctrl-C
-stop with a message that says what is kept and how to resume, and the advice works.
+"""stopping: a diverging run (an exploding learning rate or loss, an infinite validation loss), Ctrl-C and
+SIGTERM stop with a message that says what is kept and how to resume, and the advice works.
 
 Tiny runs (conftest.py's TWO_EPOCHS: 64-px scenes, two steps an epoch).
 """
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,23 +81,78 @@ def test_an_infinite_validation_loss_is_caught_too(tmp_path):
     )
 
 
-def test_ctrl_c_stops_between_two_steps_and_the_resume_is_exact(finished_run, tmp_path):
-    def press_ctrl_c(step):
+@pytest.mark.parametrize("stop, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_stops_between_two_steps_and_the_resume_is_exact(finished_run, tmp_path, stop, said):
+    def send_the_signal(step):
         if step.epoch == 2 and step.step == 1:
-            signal.raise_signal(signal.SIGINT)  # handled: the step has finished, the loop stops after it
+            signal.raise_signal(stop)  # handled: the step has finished, the loop stops after it
 
-    handler = signal.getsignal(signal.SIGINT)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted) as error:
-        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, on_step=press_ctrl_c)
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, on_step=send_the_signal)
     assert str(error.value) == (
-        f"interrupted at epoch 2, step 1; the checkpoint of epoch 1 is kept ({tmp_path / CHECKPOINT_NAME}); "
+        f"{said} at epoch 2, step 1; the checkpoint of epoch 1 is kept ({tmp_path / CHECKPOINT_NAME}); "
         f"resume with --resume (resume=True)"
     )
-    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once training stops
+    assert error.value.signal_number == stop  # the command line exits with 128 + it
+    # Ctrl-C and SIGTERM behave as before once training stops
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     assert load_checkpoint(tmp_path)["epoch"] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == [CHECKPOINT_NAME, loop.TRACE_NAME]  # folder free
     resumed = train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, resume=True)
     uninterrupted = TrainingTrace.load(finished_run / loop.TRACE_NAME)
     assert [e.train_losses for e in resumed.epochs] == [e.train_losses for e in uninterrupted.epochs]
+
+
+def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint_whole(tmp_path):
+    def send_sigterm_twice(step):
+        if step.epoch == 2:
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # the user will not wait for the step to end
+
+    with pytest.raises(TrainingInterrupted) as error:
+        train(recipe=TWO_EPOCHS, out=tmp_path, progress=False, on_step=send_sigterm_twice)
+    assert str(error.value) == (
+        "terminated (SIGTERM) a second time: stopped at once, in the middle of a step; the last checkpoint "
+        "written, if any, is kept whole"
+    )
+    assert error.value.signal_number == signal.SIGTERM and load_checkpoint(tmp_path)["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_on_the_command_line_exits_143_naming_the_kept_checkpoint_and_the_resume_works(tmp_path):
+    """A real `python -m mrcnn_course train` process, ended by SIGTERM (what kill, a scheduler or JupyterHub send)."""
+    out = tmp_path / "run"
+    # 12 steps an epoch: the signal, sent once epoch 1's checkpoint is written, arrives within epoch 2
+    options = "--epochs 2 --images-per-epoch 24 --batch-size 2 --val-images 2 --image-size 64 --no-progress"
+    command = [sys.executable, "-m", "mrcnn_course", "train", "--out", str(out), *options.split(), "--threads", "1"]
+    process = subprocess.Popen(
+        command, env={**os.environ, "TQDM_DISABLE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / CHECKPOINT_NAME).exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, err  # 128 + SIGTERM
+    assert re.fullmatch(
+        rf"terminated \(SIGTERM\) (at epoch 2, step \d+|after epoch 2); the checkpoint of epoch (1|2) is kept "
+        rf"\({re.escape(str(out / CHECKPOINT_NAME))}\); resume with --resume \(resume=True\)\n",
+        err,
+    ), err
+    kept = load_checkpoint(out)["epoch"]
+    assert f"the checkpoint of epoch {kept} is kept" in err
+    assert sorted(path.name for path in out.iterdir()) == [CHECKPOINT_NAME, loop.TRACE_NAME]  # no .tmp, no run.lock
+    resumed = subprocess.run(
+        [*command, "--resume"], env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(out)["epoch"] == 2 and len(TrainingTrace.load(out / loop.TRACE_NAME).epochs) == 2
 
 
 @pytest.mark.parametrize(
