@@ -19,7 +19,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mrcnn_course import __main__ as cli
+import mrcnn_course.__main__ as cli
 from mrcnn_course.__main__ import main
 from mrcnn_course.training import coco, data
 from mrcnn_course.training.checkpoints import (
