@@ -2,21 +2,27 @@
 
 Tiny runs: 64-px scenes, 8 per epoch in batches of 4, 4 validation scenes. The file takes about a
 minute on 2 busy cores (the killed-and-resumed run starts two Python processes).
-Also bad input: a save that fails during training names the epoch and the kept checkpoint.
+Also bad input: a save that fails during training names the epoch and the kept checkpoint, on a full
+disk simulated and on a real one (a small tmpfs the test mounts; skipped, saying why, where it cannot).
 """
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TWO_EPOCHS
 
 from mrcnn_course.model import components
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.training import checkpoints, data, loop, training_step
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint
 from mrcnn_course.training.loop import train
@@ -235,3 +241,53 @@ def test_a_failed_save_during_training_names_the_epoch_and_the_kept_checkpoint(t
     )
     assert f"the checkpoint of epoch 1 is kept ({tmp_path / CHECKPOINT_NAME}): resume with --resume" in str(error.value)
     assert sorted(os.listdir(tmp_path)) == [CHECKPOINT_NAME, loop.TRACE_NAME]  # no checkpoint.pt.tmp
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, megabytes: float) -> Iterator[Path]:
+    """A real filesystem of `megabytes` (a tmpfs mounted at `folder`), unmounted afterwards; the test is
+    skipped where this machine does not let it mount one (it needs root, or a user namespace)."""
+    folder.mkdir()
+    size = f"{int(megabytes * 1024)}k"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a {size} tmpfs here ({mounted.stderr.decode().strip()}): a real full disk needs root"
+        )
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into folder/filler until the disk is full."""
+    with open(folder / "filler", "wb") as file:
+        with contextlib.suppress(OSError):
+            while True:
+                file.write(bytes(1 << 16))
+                file.flush()
+                os.fsync(file.fileno())
+
+
+def test_a_real_disk_too_small_for_a_checkpoint_is_refused_before_the_first_step(tmp_path):
+    steps = []
+    with small_disk(tmp_path / "disk", 2) as disk, pytest.raises(OutputFolderError) as error:
+        train(recipe=TWO_EPOCHS, out=disk / "run", progress=False, on_step=steps.append)
+    assert re.search(r"has \d+ MB free, but a checkpoint needs about \d+ MB: free some space", str(error.value))
+    assert steps == []  # nothing trained, so nothing lost
+
+
+def test_a_real_disk_that_fills_up_keeps_the_last_checkpoint_whole(tmp_path):
+    needed = checkpoints.checkpoint_bytes(maskrcnn_small()) / 2**20
+    with small_disk(tmp_path / "disk", needed + 4) as disk:
+        out = disk / "run"
+        with pytest.raises(OutputFolderError) as error:
+            train(recipe=TWO_EPOCHS, out=out, progress=False, on_epoch=lambda trace, record: fill(disk))
+        assert f"epoch 2 finished but its checkpoint was not written: cannot write {out / CHECKPOINT_NAME}" in str(
+            error.value
+        )
+        assert f"the checkpoint of epoch 1 is kept ({out / CHECKPOINT_NAME})" in str(error.value)
+        assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 1  # whole: its digest checks
+        assert len(TrainingTrace.load(out / loop.TRACE_NAME).epochs) == 1
+        assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
