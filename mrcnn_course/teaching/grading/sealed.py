@@ -269,7 +269,7 @@ def run_learner(run_folder: str) -> None:
     """The runner (a fresh process, in the notebook's folder): define the learner's functions, cell by cell,
     stopping a cell that runs longer than the cell time limit; run them on the jobs' cases (judge.run_cases),
     time the speed cases, save the outcomes to results.pt."""
-    work = torch.load(Path(run_folder) / "jobs.pt", weights_only=False)  # written by verify_notebook
+    work = torch.load(Path(run_folder) / "jobs.pt", weights_only=True)  # verify_notebook wrote plain data
     exercises = {job["name"]: every_exercise()[job["name"]] for job in work["jobs"]}
     # before any learner code runs: the cases, the reference's code objects, the reference itself
     cases = {name: build_cases(e, extra=True) for name, e in exercises.items()}
