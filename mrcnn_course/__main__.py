@@ -15,9 +15,13 @@ run into a busy folder is refused and names the first run's process.
 """
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -27,7 +31,7 @@ from mrcnn_course.training import loop
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint, replace_whole
 from mrcnn_course.training.distributed import is_main_process
 from mrcnn_course.training.recipe import Recipe, recipe_scenes
-from mrcnn_course.training.stopping import TrainingDiverged, TrainingInterrupted
+from mrcnn_course.training.stopping import STOP_SIGNALS, TrainingDiverged, TrainingInterrupted
 from mrcnn_course.training.training_trace import TOTAL, TrainingTrace
 
 CURVES_NAME = "curves.png"  # written by train at the end, beside checkpoint.pt and trace.json
@@ -47,7 +51,7 @@ RECIPE_OPTIONS = {
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), sigterm_as_interrupt():
         warnings.showwarning = show_warning
         try:
             return args.run(args)
@@ -56,6 +60,37 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingInterrupted as stopped:
             # the shell's code for a process ended by a signal: 128 + SIGINT = 130, 128 + SIGTERM = 143
             parser.exit(128 + stopped.signal_number, f"{stopped}\n")
+        except KeyboardInterrupt as stopped:  # outside training: while loading, evaluating or drawing
+            number = getattr(stopped, "signal_number", signal.SIGINT)
+            parser.exit(
+                128 + number,
+                f"{STOP_SIGNALS[number]}: stopped; every file the course writes is replaced whole, so none is "
+                f"left half-written\n",
+            )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (training stops between two steps by itself: stopping.StopSignal)."""
+
+    signal_number = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM (kill, a job scheduler, a JupyterHub) stops it like Ctrl-C, with a line
+    that says so, rather than ending the process without a word; the previous handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signal_number, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -272,3 +272,29 @@ def test_warnings_on_the_command_line_are_one_line(capsys):
 
         show_warning(ResumeNotExact("another thread count"), ResumeNotExact, "loop.py", 1)
     assert capsys.readouterr().err == "warning: another thread count\n"
+
+
+@pytest.mark.parametrize(
+    "signal_number, code, said",
+    [(signal.SIGTERM, 143, "terminated (SIGTERM): stopped"), (signal.SIGINT, 130, "interrupted (Ctrl-C): stopped")],
+)
+def test_a_signal_while_evaluating_stops_with_one_line_and_the_signals_exit_code(
+    finished_run, monkeypatch, capsys, signal_number, code, said
+):
+    from mrcnn_course.training import evaluation
+
+    def stopped_midway(model, dataset):
+        os.kill(os.getpid(), signal_number)  # a real signal, delivered to this process's handler
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the evaluation")
+
+    monkeypatch.setattr(evaluation, "evaluate", stopped_midway)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exited:
+        main(["evaluate", "--checkpoint", str(finished_run), "--images", "1"])
+    assert exited.value.code == code
+    assert (
+        capsys.readouterr().err
+        == f"{said}; every file the course writes is replaced whole, so none is left half-written\n"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone afterwards
