@@ -139,6 +139,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict) -> Path:
         raise OutputFolderError(
             f"cannot write {path} ({error.strerror or error}): free some space, or make the folder writable"
         ) from None
+    finally:
+        payload.release()  # the view before its buffer: a BytesIO freed while still viewed raises BufferError
     return path
 
 
