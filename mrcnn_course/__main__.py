@@ -29,7 +29,7 @@ import torch
 
 from mrcnn_course.training import loop
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, OutputFolderError, load_checkpoint, replace_whole
-from mrcnn_course.training.distributed import is_main_process
+from mrcnn_course.training.distributed import cores_available, cpus_available, is_main_process
 from mrcnn_course.training.recipe import Recipe, recipe_scenes
 from mrcnn_course.training.stopping import STOP_SIGNALS, TrainingDiverged, TrainingInterrupted
 from mrcnn_course.training.training_trace import TOTAL, TrainingTrace
@@ -206,26 +206,6 @@ def at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
     return value
-
-
-def cpus_available() -> int:
-    """The CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def cores_available() -> int:
-    """The physical cores among cpus_available(): hyper-threads of one core share it, so Linux's topology
-    counts each group of sibling CPUs once. Elsewhere every CPU counts as a core."""
-    if not hasattr(os, "sched_getaffinity"):
-        return cpus_available()
-    try:
-        siblings = {
-            Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
-            for cpu in os.sched_getaffinity(0)
-        }
-    except OSError:
-        return cpus_available()
-    return len(siblings)
 
 
 def check_threads(threads: int) -> None:

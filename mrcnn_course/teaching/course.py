@@ -452,9 +452,12 @@ _WORKER_API: NbGraderAPI | None = None  # one per worker process, made by _start
 
 def _start_worker(root: str, jobs: int) -> None:
     global _WORKER_API
-    # Each kernel's torch would otherwise start a thread per core: `jobs` kernels share the cores.
+    from mrcnn_course.training.distributed import cpus_available  # here: the gradebook's steps need no torch
+
+    # Each kernel's torch would otherwise start a thread per CPU: `jobs` kernels share the CPUs this process
+    # may use (a container or taskset may allow fewer than the machine has).
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // jobs)))
+        os.environ.setdefault(variable, str(max(1, cpus_available() // jobs)))
     _WORKER_API = course_api(Path(root))
 
 

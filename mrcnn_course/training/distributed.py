@@ -7,11 +7,13 @@ machine). On the CPU the processes talk through gloo, on GPUs through nccl.
     world, device, started_here = start_distributed()   # World(rank=0, size=1) without torchrun
     world.share(order)                                   # this process's share of a batch
     world.broadcast_from_rank_0(metrics)                 # what rank 0 computed, on every rank
+    cpus_available(), cores_available()                  # the CPUs and cores this process may use, for threads
 """
 
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -80,3 +82,23 @@ def to_device(batch: tuple[list[Tensor], list[dict[str, Tensor]]], device: torch
     """collate's (images, targets) on `device`."""
     images, targets = batch
     return [i.to(device) for i in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
+
+
+def cpus_available() -> int:
+    """The CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cores_available() -> int:
+    """The physical cores among cpus_available(): hyper-threads of one core share it, so Linux's topology
+    counts each group of sibling CPUs once. Elsewhere every CPU counts as a core."""
+    if not hasattr(os, "sched_getaffinity"):
+        return cpus_available()
+    try:
+        siblings = {
+            Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
+            for cpu in os.sched_getaffinity(0)
+        }
+    except OSError:
+        return cpus_available()
+    return len(siblings)
