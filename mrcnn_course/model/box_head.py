@@ -26,6 +26,19 @@ from mrcnn_course.model.box_ops import BoxCoder
 from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher, match_to_ground_truth
 
 
+def two_mlp_head(head: "TwoMLPHead", x: Tensor) -> Tensor:
+    """The box head's MLP (FPN paper, 4.2): each RoI's pooled grid flattened, then fc6 and fc7, each with a ReLU.
+
+    Args:
+        head: holds fc6 (Linear, 256 * 7 * 7 -> D) and fc7 (Linear, D -> D)
+        x (Tensor[K, 256, 7, 7]): pooled features (channels-last in memory in the model: flatten, never view)
+    Returns:
+        Tensor[K, D]
+    """
+    x = x.flatten(start_dim=1)  # (K, 256 * 7 * 7), in (channel, row, column) order whatever the memory layout
+    return F.relu(head.fc7(F.relu(head.fc6(x))))
+
+
 class TwoMLPHead(nn.Module):
     """Flatten the pooled features and apply two fully connected layers with ReLU (FPN paper, 4.2)."""
 
@@ -36,8 +49,21 @@ class TwoMLPHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Tensor[K, 256, 7, 7] -> Tensor[K, D]."""
-        x = x.flatten(start_dim=1)  # (K, 256 * 7 * 7)
-        return F.relu(self.fc7(F.relu(self.fc6(x))))
+        return components.two_mlp_head(self, x)
+
+
+def fastrcnn_predictor(predictor: "FastRCNNPredictor", x: Tensor) -> tuple[Tensor, Tensor]:
+    """Class logits and class-specific box deltas, two linear layers side by side (Fast R-CNN, 2.1).
+
+    Args:
+        predictor: holds cls_score (Linear, D -> C) and bbox_pred (Linear, D -> 4C)
+        x (Tensor[K, D], or Tensor[K, D, 1, 1] from a head that ends in a pooled convolution)
+    Returns:
+        class logits Tensor[K, C] (no softmax: the loss and post-processing take logits) and
+        box deltas Tensor[K, 4C] (class c's four at 4c..4c+3)
+    """
+    x = x.flatten(start_dim=1)  # (K, D): a 4-d (K, D, 1, 1) input too
+    return predictor.cls_score(x), predictor.bbox_pred(x)
 
 
 class FastRCNNPredictor(nn.Module):
@@ -49,8 +75,8 @@ class FastRCNNPredictor(nn.Module):
         self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = x.flatten(start_dim=1)
-        return self.cls_score(x), self.bbox_pred(x)
+        """Tensor[K, D] -> (Tensor[K, C], Tensor[K, 4C])."""
+        return components.fastrcnn_predictor(self, x)
 
 
 def fastrcnn_loss(

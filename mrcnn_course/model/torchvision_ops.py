@@ -16,6 +16,8 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.models.detection import transform as tv_transform
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor as TVFastRCNNPredictor
+from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.ops import boxes as tv_boxes
@@ -97,6 +99,16 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
 
 def map_levels(boxes, k_min, k_max, canonical_scale=224, canonical_level=4, eps=1e-6):
     return tv_poolers.LevelMapper(k_min, k_max, canonical_scale, canonical_level, eps)(boxes)
+
+
+def two_mlp_head(head, x):
+    """torchvision's TwoMLPHead.forward run on this head's layers."""
+    return TVTwoMLPHead.forward(head, x)
+
+
+def fastrcnn_predictor(predictor, x):
+    """torchvision's FastRCNNPredictor.forward run on this predictor's layers."""
+    return TVFastRCNNPredictor.forward(predictor, x)
 
 
 fastrcnn_loss = tv_roi_heads.fastrcnn_loss
