@@ -59,7 +59,7 @@ def _grade_id(cell) -> str | None:
 
 def _lesson_source() -> nbformat.NotebookNode:
     """Lesson 03's box_iou and nms exercises and their checks, after one import cell."""
-    rpn = nbformat.read(ROOT / "solutions" / "03_rpn" / "03_rpn.ipynb", 4)
+    rpn = nbformat.read(ROOT / "solutions" / "03_rpn" / "03a_anchors_and_boxes.ipynb", 4)
     cells = [
         nbformat.v4.new_code_cell(
             "import torch\n\nfrom mrcnn_course.model import components\nfrom mrcnn_course.teaching import grading"

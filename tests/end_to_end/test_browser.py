@@ -36,7 +36,13 @@ ARTIFACTS = ROOT / "test-artifacts"
 START_TIMEOUT_S = 90  # JupyterLab's first start builds nothing but may be slow on 2 busy cores
 WIDGET_TIMEOUT_MS = 90_000  # kernel start, imports (torch), and the first drawing
 LESSON_TIMEOUT_MS = 420_000  # a whole lesson, checks included (about a minute each on 2 quiet cores)
-LESSONS = ("00_pipeline", "03_rpn", "04_roi_align")
+# lesson notebooks, as NN_name/notebook (lesson 03 is two notebooks)
+LESSONS = (
+    "00_pipeline/00_pipeline",
+    "03_rpn/03a_anchors_and_boxes",
+    "03_rpn/03b_proposals_and_training",
+    "04_roi_align/04_roi_align",
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -137,7 +143,7 @@ def jupyterlab(tmp_path):
 @pytest.fixture
 def lessons_lab(tmp_path):
     """JupyterLab on copies of the lessons' sources (solutions/NN_name/, exercises solved)."""
-    for lesson in LESSONS:
+    for lesson in sorted({notebook.split("/")[0] for notebook in LESSONS}):
         shutil.copytree(ROOT / "solutions" / lesson, tmp_path / "lessons" / lesson)
     with serve(tmp_path, tmp_path / "lessons") as url:
         yield url
@@ -209,9 +215,10 @@ def test_training_viewer_renders_and_follows_the_slider(jupyterlab, page):
 
 # What each lesson must show: the cells whose outputs are screenshot, and those that hold an explorer.
 LESSON_VIEWS = {
-    "00_pipeline": {"pictures": ("result", "trace-picture", "nms-off"), "explorers": ()},
-    "03_rpn": {"pictures": ("card", "proposals", "plug"), "explorers": ("anchor-explorer", "nms-explorer")},
-    "04_roi_align": {"pictures": ("pool-vs-align", "bilinear", "plug"), "explorers": ("explorer",)},
+    "00_pipeline/00_pipeline": {"pictures": ("result", "trace-picture", "nms-off"), "explorers": ()},
+    "03_rpn/03a_anchors_and_boxes": {"pictures": ("card", "plug"), "explorers": ("anchor-explorer", "nms-explorer")},
+    "03_rpn/03b_proposals_and_training": {"pictures": ("proposals", "plug"), "explorers": ()},
+    "04_roi_align/04_roi_align": {"pictures": ("pool-vs-align", "bilinear", "plug"), "explorers": ("explorer",)},
 }
 FLOAT_NOISE = re.compile(r"\d\.\d{7,}")  # 64.91999816894531: a float32 printed without rounding
 
@@ -232,7 +239,7 @@ OUTPUTS = """() => window.jupyterapp.shell.currentWidget.content.widgets
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_lesson_runs_in_jupyterlab_and_shows_every_picture_and_explorer(lessons_lab, page, lesson):
-    run_all(page, f"{lessons_lab}/lab/tree/{lesson}/{lesson}.ipynb")
+    run_all(page, f"{lessons_lab}/lab/tree/{lesson}.ipynb")
     page.wait_for_function(RAN_ALL, timeout=LESSON_TIMEOUT_MS, polling=1000)
     cells = page.evaluate(OUTPUTS)
     errors = [
@@ -258,15 +265,15 @@ def test_lesson_runs_in_jupyterlab_and_shows_every_picture_and_explorer(lessons_
             "labels => labels.filter(l => l.scrollWidth > l.clientWidth + 1).map(l => l.textContent)"
         )
         assert not cut, f"{cell_id}: labels cut short: {cut}"
-        explorer.screenshot(path=ARTIFACTS / f"lesson_{lesson}_{cell_id}.png")
-    if lesson == "03_rpn":
+        explorer.screenshot(path=ARTIFACTS / f"lesson_{Path(lesson).name}_{cell_id}.png")
+    if lesson == "03_rpn/03a_anchors_and_boxes":
         assert "Ctrl-click" in page.locator('[data-cell-id="anchor-explorer"]').inner_text()
     for cell_id in views["pictures"]:
         output = page.locator(f'[data-cell-id="{cell_id}"] .jp-Cell-outputArea')
         output.wait_for(timeout=WIDGET_TIMEOUT_MS)
         for image in output.locator("img").element_handles():
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image)
-        output.screenshot(path=ARTIFACTS / f"lesson_{lesson}_{cell_id}.png")
+        output.screenshot(path=ARTIFACTS / f"lesson_{Path(lesson).name}_{cell_id}.png")
     assert page.get_by_text("Error displaying widget").count() == 0
     page.locator(".jp-Notebook .jp-Cell").first.scroll_into_view_if_needed()
-    page.screenshot(path=ARTIFACTS / f"lesson_{lesson}_top.png")  # the lesson as it opens, in JupyterLab
+    page.screenshot(path=ARTIFACTS / f"lesson_{Path(lesson).name}_top.png")  # the lesson as it opens, in JupyterLab

@@ -13,21 +13,31 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LESSONS = sorted(p.parent.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb"))
-GRADED = [lesson for lesson in LESSONS if lesson != "00_pipeline"]  # lesson 00 grades nothing
+# every lesson notebook, as "NN_name/notebook" (a lesson is one notebook or several)
+LESSONS = sorted(
+    str(p.relative_to(ROOT / "solutions").with_suffix("")) for p in (ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb")
+)
 HIDDEN = "### BEGIN HIDDEN TESTS"
 
 
 def cells(lesson: str) -> list[dict]:
-    return json.loads((ROOT / "solutions" / lesson / f"{lesson}.ipynb").read_text())["cells"]
+    return json.loads((ROOT / "solutions" / f"{lesson}.ipynb").read_text())["cells"]
+
+
+def is_graded(lesson: str) -> bool:
+    return any(c["metadata"].get("nbgrader", {}).get("grade") for c in cells(lesson))
+
+
+GRADED = [lesson for lesson in LESSONS if is_graded(lesson)]
 
 
 def source(cell: dict) -> str:
     return "".join(cell["source"])
 
 
-def test_lesson_00_grades_nothing():
-    assert not any(c["metadata"].get("nbgrader", {}).get("grade") for c in cells("00_pipeline"))
+def test_lesson_00_grades_nothing_and_every_other_lesson_grades():
+    assert not is_graded("00_pipeline/00_pipeline")
+    assert {lesson.split("/")[0] for lesson in GRADED} == {lesson.split("/")[0] for lesson in LESSONS} - {"00_pipeline"}
 
 
 @pytest.mark.parametrize("lesson", GRADED)

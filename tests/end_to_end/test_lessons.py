@@ -1,4 +1,5 @@
-"""Every lesson in solutions/ (NN_name/NN_name.ipynb), run by a real kernel through nbgrader's Validator:
+"""Every lesson notebook in solutions/ (NN_name/*.ipynb: a lesson is one notebook or several), run by a real
+kernel through nbgrader's Validator:
 the instructor's version runs top to bottom and passes every graded cell; the release that nbgrader
 generates from it, left untouched, fails each graded cell with the NotImplementedError stub and
 nothing else. Lessons added later are found and tested the same way.
@@ -19,7 +20,9 @@ from nbgrader.validator import Validator
 from traitlets.config import Config
 
 ROOT = Path(__file__).resolve().parents[2]
-LESSONS = sorted(p.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*") if (p / f"{p.name}.ipynb").is_file())
+LESSONS = sorted({p.parent.name for p in (ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb")})
+# each notebook of each lesson, as "NN_name/notebook.ipynb"
+NOTEBOOKS = sorted(str(p.relative_to(ROOT / "solutions")) for p in (ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb"))
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +60,10 @@ def course(tmp_path_factory) -> Path:
             capture_output=True,
             text=True,
         )
-        assert done.returncode == 0 and (root / "lessons" / lesson / f"{lesson}.ipynb").is_file(), done.stderr
+        released = sorted(p.name for p in (root / "lessons" / lesson).glob("*.ipynb"))
+        assert done.returncode == 0 and released == sorted(
+            p.name for p in (ROOT / "solutions" / lesson).glob("*.ipynb")
+        ), done.stderr
     return root
 
 
@@ -94,23 +100,25 @@ def test_lessons_are_found():
         "06_mask_head",
         "07_training",
     ]
+    assert "03_rpn/03a_anchors_and_boxes.ipynb" in NOTEBOOKS and "03_rpn/03b_proposals_and_training.ipynb" in NOTEBOOKS
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_the_solution_runs_top_to_bottom_and_passes_every_graded_cell(lesson, course, tmp_path):
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_the_solution_runs_top_to_bottom_and_passes_every_graded_cell(notebook, course, tmp_path):
+    lesson = Path(notebook).parent.name
     folder = shutil.copytree(course / "solutions" / lesson, tmp_path / lesson)  # run outside the repository
-    results, cells = validate(folder / f"{lesson}.ipynb", "solution")
+    results, cells = validate(folder / Path(notebook).name, "solution")
     failed = {name(c): errors(c) for c in cells if errors(c)}
     assert failed == {}, f"cells that raised: {failed}"
     assert results == {}, f"nbgrader's Validator: {results}"
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_the_untouched_release_fails_each_graded_cell_with_the_stub_only(lesson, course):
-    notebook = course / "lessons" / lesson / f"{lesson}.ipynb"
-    source = notebook.read_text()
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_the_untouched_release_fails_each_graded_cell_with_the_stub_only(notebook, course):
+    released = course / "lessons" / notebook
+    source = released.read_text()
     assert "### BEGIN SOLUTION" not in source and "### BEGIN HIDDEN TESTS" not in source
-    results, cells = validate(notebook, "untouched release")
+    results, cells = validate(released, "untouched release")
     graded = [c for c in cells if is_graded(c)]  # none in lesson 00, which only shows the model at work
     for cell in graded:
         assert [e.split(":")[0] for e in errors(cell)] == ["NotImplementedError"], (

@@ -115,7 +115,7 @@ def lesson_nms():
 
     from mrcnn_course.model import components
 
-    notebook = json.loads((Path(__file__).parents[2] / "solutions/03_rpn/03_rpn.ipynb").read_text())
+    notebook = json.loads((Path(__file__).parents[2] / "solutions/03_rpn/03a_anchors_and_boxes.ipynb").read_text())
     namespace = {"torch": torch, "components": components}
     exec("".join(next(c for c in notebook["cells"] if c.get("id") == "nms")["source"]), namespace)
     return namespace["nms"]

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
 ROOT = Path(__file__).resolve().parents[3]
 LESSON = "03_rpn"
+NOTEBOOK = "03a_anchors_and_boxes"  # the notebook of lesson 03 that holds nms
 TAMPERED_NMS = {
     "rebinds_the_check": (
         "def nms(boxes, scores, iou_threshold):\n"
@@ -56,14 +57,14 @@ def graded(tmp_path_factory):
     shutil.copytree(ROOT / "solutions" / LESSON, course / "solutions" / LESSON)
     shutil.copy(ROOT / "nbgrader_config.py", course)
     release(course, [LESSON])
-    solution = nbformat.read(course / "solutions" / LESSON / f"{LESSON}.ipynb", 4)
+    solution = nbformat.read(course / "solutions" / LESSON / f"{NOTEBOOK}.ipynb", 4)
     for learner, source in {"honest": None, **TAMPERED_NMS}.items():
         nb = nbformat.reads(nbformat.writes(solution), 4)
         if source is not None:
             next(c for c in nb.cells if c.get("id") == "nms").source = source
         folder = course / "grading" / "submitted" / learner / LESSON
         folder.mkdir(parents=True)
-        nbformat.write(nb, folder / f"{LESSON}.ipynb")
+        nbformat.write(nb, folder / f"{NOTEBOOK}.ipynb")
     outcomes = autograde(course, learners=["honest", *TAMPERED_NMS], jobs=2)
     with Gradebook(f"sqlite:///{course}/grading/gradebook.db") as gradebook:
         scores = {
@@ -93,7 +94,7 @@ def test_tampering_scores_zero_on_its_check_and_nothing_else_changes(graded, lea
 def test_the_sealed_check_reads_the_notebook_not_the_kernel(tmp_path):
     """Without nbgrader: a notebook whose nms cell rebinds the check and patches torch.equal fails the re-check
     of its grade cell; the lesson's own nms passes it. The notebook is never run in a kernel here."""
-    solution = nbformat.read(ROOT / "solutions" / LESSON / f"{LESSON}.ipynb", 4)
+    solution = nbformat.read(ROOT / "solutions" / LESSON / f"{NOTEBOOK}.ipynb", 4)
     keep = {"setup", "box-iou", "nms", "check-nms"}
     honest = nbformat.v4.new_notebook(cells=[c for c in solution.cells if c.get("id") in keep])
     tampered = nbformat.reads(nbformat.writes(honest), 4)
@@ -146,7 +147,7 @@ def answer_cell(grade_id: str, source: str) -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def notebook() -> nbformat.NotebookNode:
-    lesson = {c.get("id"): c for c in nbformat.read(ROOT / "solutions" / "03_rpn" / "03_rpn.ipynb", 4).cells}
+    lesson = {c.get("id"): c for c in nbformat.read(ROOT / "solutions" / LESSON / f"{NOTEBOOK}.ipynb", 4).cells}
     nms = nbformat.reads(nbformat.writes(nbformat.v4.new_notebook(cells=[lesson["nms"]])), 4).cells[0]
     nms.source += "\n" + LOOP_ONLY
     cells = [
