@@ -28,7 +28,7 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mrcnn_course.teaching.grading.exercise import DEFAULT_FAST, Case, Exercise, every_exercise, register
+from mrcnn_course.teaching.grading.exercise import Case, Exercise, every_exercise, register, versions
 from mrcnn_course.teaching.grading.guard import (
     ReferenceSwitchedOff,
     TimeLimitExceeded,
@@ -45,6 +45,7 @@ from mrcnn_course.teaching.grading.judge import (
     difference,
     expected_outputs,
     first_failure,
+    learner_function,
     own_components,
     run_cases,
     short,
@@ -183,18 +184,24 @@ def _judged(exercise: Exercise, fn: Callable, cases: list, replaced: dict | None
 
 def speed_case(exercise: Exercise, fn: Callable, reference: Callable | None = None) -> tuple[Timing | None, str | None]:
     """The speed case of a component that runs in training (speed.py): (timing, failure message or None).
-    `reference`: the package's function, if taken before any learner code ran (sealed.py)."""
-    if exercise.reference is not None:  # a helper or train_step: timed inside the component that uses it
+    `reference`: the package's function, if taken before any learner code ran (sealed.py). A helper or train_step
+    has none (timed inside what uses it), nor has a component's first version when a fast one follows (nms)."""
+    if exercise.reference is not None or versions(exercise.writes)[-1] is not exercise:
         return None, None
     name = exercise.component
     stop = f"check_{name} stopped your {name} while timing it: it is far too slow for training (see the hint)"
     with time_limit(SPEED_TIME_LIMIT, stop):
         try:
             return check_speed(
-                name, reference or exercise.reference_function(), fn, lambda: switched_off(exercise, fn), exercise.fast
+                name,
+                exercise.writes,
+                reference or exercise.reference_function(),
+                fn,
+                lambda: switched_off(exercise, fn),
+                exercise.speed_advice(),
             )
         except TimeLimitExceeded:
-            return None, f"check_{name}: speed case failed: {stop}. {DEFAULT_FAST}."
+            return None, f"check_{name}: speed case failed: {stop}. {exercise.speed_advice()}."
 
 
 def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
@@ -202,6 +209,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     __tracebackhide__ = True  # IPython and pytest show only the line that raises: the message says it all
     name = exercise.component
     reference = exercise.reference_function()
+    fn = learner_function(fn)  # a module exercise's class: its forward
     _check_signature(name, fn, reference)
     _refuse_the_reference(name, fn)
     names = list(inspect.signature(reference).parameters)

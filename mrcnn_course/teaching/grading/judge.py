@@ -72,6 +72,17 @@ def own_components() -> Iterator[None]:
         yield
 
 
+def learner_function(given: Any) -> Any:
+    """The function a check runs for what the learner passed: a function as it is; for a module exercise, a
+    class (`class MyHead(mask_head.MaskRCNNHeads): def forward(self, features): ...`) or an instance of it,
+    its forward, which the model calls like the component, forward(head, features)."""
+    if isinstance(given, type) and issubclass(given, nn.Module):
+        return given.forward
+    if isinstance(given, nn.Module):
+        return type(given).forward
+    return given
+
+
 def build_cases(exercise: Exercise, extra: bool = False) -> list[Case]:
     """The exercise's cases (with the hidden ones if extra), the same on every call."""
     with torch.random.fork_rng(devices=[]):  # the cases' random draws leave the learner's generator alone

@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import inspect
 import os
+import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +33,7 @@ from mrcnn_course.model import components
 from mrcnn_course.teaching.autograding import autograding
 from mrcnn_course.teaching.grading.core import passed, visible_check_failure
 from mrcnn_course.teaching.grading.exercise import EXERCISES
-from mrcnn_course.teaching.grading.judge import difference
+from mrcnn_course.teaching.grading.judge import difference, learner_function
 
 
 def course_home() -> Path:
@@ -99,18 +100,21 @@ def source_with_imports(fn: Callable) -> str:
                 )
 
     collect(fn)
-    parts = ["\n".join(sorted(set(imports))), "\n".join(constants)] + helpers + [inspect.getsource(fn)]
+    # dedented: a module exercise's forward is written inside its class, and is saved as a function
+    parts = ["\n".join(sorted(set(imports))), "\n".join(constants)] + helpers + [textwrap.dedent(inspect.getsource(fn))]
     return "\n\n".join(p.strip("\n") for p in parts if p) + "\n"
 
 
 def save_component(name: str, fn: Callable) -> Path | None:
-    """Save your `fn` for component `name` (its source and imports) so that later lessons can load it.
+    """Save your `fn` for component `name` (its source and imports) so that later lessons can load it; for a
+    module exercise, `fn` is your class (its forward is saved as the function).
 
     Only a function that passed check_<name> in this session is saved. Returns the file, or None when
     nothing was saved (not passed yet, autograding, or the folder is not writable: a warning says why).
     """
     if name not in components.COMPONENTS:
         raise _unknown(name)
+    fn = learner_function(fn)  # a module exercise's class: its forward, saved as the function
     if autograding():
         print(f"{name}: not saved (autograding)")
         return None
@@ -193,8 +197,8 @@ def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
 def plug_into_model(
     model: torch.nn.Module, inputs: Any, atol: float = 1e-4, targets: list[dict] | None = None, **functions: Callable
 ) -> Any:
-    """Run model(inputs) with the reference, then with your functions (name=function); print whether
-    the outputs are the same (floats within atol, relative 1e-4) and return yours.
+    """Run model(inputs) with the reference, then with your functions (name=function, or name=YourClass for
+    a module exercise); print whether the outputs are the same (floats within atol, relative 1e-4) and return yours.
 
     With `targets`, a copy of the model runs in training mode, model(inputs, targets), and its five
     losses are compared: only training calls the losses and the mask targets. Both runs draw the same
@@ -206,6 +210,7 @@ def plug_into_model(
     for name in functions:
         if name not in components.COMPONENTS:
             raise _unknown(name)
+    functions = {name: learner_function(fn) for name, fn in functions.items()}  # a class: its forward
     ready = {name: fn for name, fn in functions.items() if passed(name) is fn}
     for name in (n for n in functions if n not in ready):
         print(f"{name}: not plugged in: it has to pass check_{name} first (the model uses the reference {name})")

@@ -57,6 +57,7 @@ from mrcnn_course.teaching.grading.judge import (
     build_cases,
     expected_outputs,
     first_failure,
+    learner_function,
     run_cases,
 )
 from mrcnn_course.teaching.grading.speed import MAX_RATIO
@@ -306,7 +307,7 @@ def run_learner(run_folder: str) -> None:
     }
     results: dict[str, dict[str, Any]] = {}
     for job in work["jobs"]:
-        exercise, fn = exercises[job["name"]], namespace.get(job["function"])
+        exercise, fn = exercises[job["name"]], learner_function(namespace.get(job["function"]))
         key = f"{job['cell']}/{job['name']}"
         needed_and_lost = [lost[n] for n in [job["function"], *sorted(_names_needed(fn, namespace))] if n in lost]
         if needed_and_lost:
