@@ -8,6 +8,11 @@ machine). On the CPU the processes talk through gloo, on GPUs through nccl.
     world.share(order)                                   # this process's share of a batch
     world.broadcast_from_rank_0(metrics)                 # what rank 0 computed, on every rank
     cpus_available(), cores_available()                  # the CPUs and cores this process may use, for threads
+
+Threads: torch starts one thread per CPU of the machine (of its affinity, if set), but a JupyterHub node or
+a container often allows a process less CPU time than the machine has CPUs (a control group's quota), and
+threads beyond that quota wait on each other. Importing this module (the lessons, the demos, training and
+the command line all do) sets torch's thread count to cpus_available(), unless OMP_NUM_THREADS chose one.
 """
 
 import os
@@ -84,14 +89,79 @@ def to_device(batch: tuple[list[Tensor], list[dict[str, Tensor]]], device: torch
     return [i.to(device) for i in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
 
 
+CGROUP_MOUNT = Path("/sys/fs/cgroup")  # where Linux mounts the control groups (v2, or one folder per v1 controller)
+CGROUP_MEMBERSHIP = Path("/proc/self/cgroup")  # this process's group in each hierarchy: "id:controllers:/path"
+
+
+def cpu_quota(mount: Path = CGROUP_MOUNT, membership: Path = CGROUP_MEMBERSHIP) -> float | None:
+    """The CPUs' worth of time this process's control group may use (1.5: one and a half CPUs), or None when
+    no quota limits it (or this is not Linux).
+
+    cgroup v2: cpu.max holds "QUOTA PERIOD" (microseconds) or "max PERIOD"; cgroup v1: cpu.cfs_quota_us (-1:
+    none) and cpu.cfs_period_us. A group's quota limits the groups below it too, so the smallest along the path
+    from the process's group up to the root counts (inside a container that path is often just the root).
+    """
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        if line.count(":") < 2:
+            continue
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one hierarchy for every controller
+            roots = [mount, mount / "unified"]  # "unified": the v2 part of a hybrid (v1 and v2) machine
+            files: tuple[str, ...] = ("cpu.max",)
+        elif "cpu" in controllers.split(","):
+            roots = [mount / controllers, mount / "cpu"]
+            files = ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        for root in roots:
+            group = root / path.lstrip("/")
+            for folder in (group, *group.parents):
+                quota = _quota_in(folder, files)
+                if quota is not None:
+                    quotas.append(quota)
+                if folder == root:
+                    break
+    return min(quotas, default=None)
+
+
+def _quota_in(folder: Path, files: tuple[str, ...]) -> float | None:
+    """The quota (in CPUs) that `folder`'s files set, None if they set none or cannot be read."""
+    try:
+        if len(files) == 1:  # v2's cpu.max: "QUOTA PERIOD" or "max PERIOD"
+            quota, period = (folder / files[0]).read_text().split()[:2]
+        else:  # v1's cpu.cfs_quota_us and cpu.cfs_period_us
+            quota, period = ((folder / name).read_text().strip() for name in files)
+        return int(quota) / int(period) if quota not in ("max", "-1") and int(period) > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
 def cpus_available() -> int:
-    """The CPUs this process may run on (a container or `taskset` may allow fewer than the machine has)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The CPUs this process may use: those it may run on (a container or `taskset` may allow fewer than the
+    machine has), and no more than its control group's quota of CPU time (cpu_quota), rounded down, at least 1.
+    Rounded down: a thread beyond the quota gets a share of a CPU and holds up the threads that wait for it."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota(CGROUP_MOUNT, CGROUP_MEMBERSHIP)  # read when called: tests point them at fake files
+    return max(1, min(cpus, int(quota))) if quota is not None else cpus
+
+
+def use_available_cpus() -> int:
+    """Set torch's thread count to cpus_available() (unless the OMP_NUM_THREADS variable chose one, as
+    autograding's workers and `OMP_NUM_THREADS=1 jupyter lab` do) and return the count torch uses."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(cpus_available())
+    return torch.get_num_threads()
 
 
 def cores_available() -> int:
-    """The physical cores among cpus_available(): hyper-threads of one core share it, so Linux's topology
-    counts each group of sibling CPUs once. Elsewhere every CPU counts as a core."""
+    """The physical cores among the CPUs this process may run on, at most cpus_available(): hyper-threads of
+    one core share it, so Linux's topology counts each group of sibling CPUs once. Elsewhere every CPU counts
+    as a core."""
     if not hasattr(os, "sched_getaffinity"):
         return cpus_available()
     try:
@@ -101,4 +171,7 @@ def cores_available() -> int:
         }
     except OSError:
         return cpus_available()
-    return len(siblings)
+    return min(len(siblings), cpus_available())
+
+
+use_available_cpus()  # on import: see the module's docstring
