@@ -12,6 +12,12 @@ of its stage, by the `exercise` decorator (core.py) on its check function:
 The decorator builds the Exercise below, adds it to EXERCISES (or HELPER_EXERCISES, for an exercise that
 names its own reference) and makes check_nms run it. Everything else reads the registry: grading.hint (the
 steps), the speed case (the advice), the re-check at autograding (sealed.py), the tests.
+
+Correctness first, speed second: a component that must be fast in training may be written twice, in its
+natural form (nms: the greedy loop) and then fast (nms_fast, declared with implements="nms"). Both are
+checked on the same cases; only the last version of a component has the speed case, and a fast version's
+steps are its speed advice (Exercise.speed_advice). versions("nms") lists them; the capstone runs the last
+one the learner passed (learner.load_components).
 """
 
 from collections.abc import Callable
@@ -66,9 +72,36 @@ class Exercise:
     # losses and the weights after its step). Mistakes' answers go through the same outcome.
     reference: Callable | None = None
     outcome: Callable[[Callable, tuple], Any] | None = None
+    # A component's second version (see the module docstring) names the component it writes again; `form` says
+    # how each version computes, for the capstone's report ("the greedy loop").
+    implements: str = ""
+    form: str = ""
+
+    def __post_init__(self) -> None:
+        if self.implements:  # checked under its own name: the component's every version is out of reach too
+            own = components.COMPONENTS[self.implements]
+            self.torchvision_names = (
+                f"mrcnn_course.model.{own.module}.{own.name}",
+                f"mrcnn_course.model.components.{own.name}",
+                f"mrcnn_course.model.torchvision_ops.{own.name}",
+                *self.torchvision_names,
+            )
+            if self.fast != DEFAULT_FAST:
+                raise ValueError(f"{self.component}: a fast version's speed advice is its steps; declare no `fast`")
+
+    @property
+    def writes(self) -> str:
+        """The component (or helper) this exercise writes: `implements`, or its own name."""
+        return self.implements or self.component
 
     def reference_function(self) -> Callable:
-        return self.reference or components.COMPONENTS[self.component].own
+        return self.reference or components.COMPONENTS[self.writes].own
+
+    def speed_advice(self) -> str:
+        """What a failed speed case advises: `fast`; for a fast version, its first step and where the rest are."""
+        if self.implements:
+            return f"{self.steps[0].rstrip('.')} (grading.hint({self.component!r}) gives the next ideas one at a time)"
+        return self.fast
 
     def result(self, fn: Callable, args: tuple) -> Any:
         return self.outcome(fn, args) if self.outcome else fn(*args)
@@ -80,7 +113,8 @@ class Exercise:
 
 
 # The registry, in the order the exercises are declared (grading/__init__.py imports the stages in lesson
-# order). EXERCISES: the components; HELPER_EXERCISES: the exercises that name their own reference.
+# order). EXERCISES: the components' (nms and nms_fast both write nms); HELPER_EXERCISES: the exercises that
+# name their own reference.
 EXERCISES: dict[str, Exercise] = {}
 HELPER_EXERCISES: dict[str, Exercise] = {}
 
@@ -91,6 +125,12 @@ def register(exercise: Exercise) -> Exercise:
         raise ValueError(f"the exercise {exercise.component!r} is declared twice")
     (EXERCISES if exercise.reference is None else HELPER_EXERCISES)[exercise.component] = exercise
     return exercise
+
+
+def versions(component: str) -> list[Exercise]:
+    """The exercises that write `component`, as declared: the natural form first, then the fast one ([nms,
+    nms_fast]); one for a component written once; none for one that no lesson asks for."""
+    return [e for e in EXERCISES.values() if e.writes == component]
 
 
 def every_exercise() -> dict[str, Exercise]:

@@ -4,7 +4,8 @@ The capstone (lesson 07) trains the model on the learner's components within a f
 function 10x slower than the package's costs scenes the model never learns from. So each component that
 runs in every training step (or in every validation scene) has one speed case, on the very inputs a
 training step of the capstone's model gives it, and a check fails when the learner's function is more
-than MAX_RATIO times slower than the package's.
+than MAX_RATIO times slower than the package's. A component written twice (nms, then nms_fast) has it in
+its fast version only: the natural form is checked for correctness alone.
 
     ratio = measure(reference, fn, args, switched_off)   # the learner's time / the package's time
 
@@ -197,15 +198,16 @@ def explain(name: str, timing: Timing, inputs: StepInputs, advice: str) -> str:
 
 def check_speed(
     name: str,
+    component: str,
     reference: Callable,
     fn: Callable,
     switched_off: Callable[[], AbstractContextManager],
     advice: str,
 ) -> tuple[Timing | None, str | None]:
-    """(the timing, None) if fn is fast enough, (the timing, the failure message, ending with `advice`) if not;
-    (None, None) for a component that no training step calls (e.g. bottleneck in the capstone's ResNet of
-    basic blocks)."""
-    inputs = step_inputs().get(name)
+    """Time exercise `name` on the inputs a training step gives `component` (nms_fast on nms's): (the timing,
+    None) if fn is fast enough, (the timing, the failure message, ending with `advice`) if not; (None, None)
+    for a component that no training step calls."""
+    inputs = step_inputs().get(component)
     if inputs is None:
         return None, None
     timing = measure(reference, fn, inputs.args, switched_off)
