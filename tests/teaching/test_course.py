@@ -273,9 +273,19 @@ def _key_call(source: str) -> tuple[str, str]:
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key"
     ]
-    assert len(calls) == 1, f"one quiz.key(letter, explanation) per check cell:\n{source}"
+    assert len(calls) == 1, f"one quiz.key(letter, explanation, wrong={{...}}) per check cell:\n{source}"
     letter, explanation = (ast.literal_eval(a) for a in calls[0].args)
     return letter, explanation
+
+
+def _feedback(source: str) -> dict[str, str]:
+    """The `wrong={letter: why}` of a check cell's quiz.key call."""
+    call = next(
+        node
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "quiz.key"
+    )
+    return ast.literal_eval(next(k.value for k in call.keywords if k.arg == "wrong"))
 
 
 def test_every_topic_has_its_quiz():
@@ -302,6 +312,9 @@ def test_quiz_source_is_well_formed(name):
         key_letter, explanation = _key_call(check.source)
         assert key_letter == letter, f"q{n}: the key says {key_letter}, the solution {letter}"
         assert len(explanation) >= 100, f"q{n}: explain why the answer is right"
+        feedback = _feedback(check.source)  # quiz.key checks one text per wrong letter, naming no letter
+        assert all(len(why) >= 60 for why in feedback.values()), f"q{n}: say why each wrong option is wrong"
+        assert len(set(feedback.values())) == 3, f"q{n}: each wrong option has its own feedback"
         visible, hidden = check.source.split("### BEGIN HIDDEN TESTS\n")
         assert f'quiz.check("q{n}", q{n}, q{n}_key)' in visible
         assert (
@@ -346,6 +359,11 @@ def test_released_quiz_shows_neither_answers_nor_explanations(name):
         key_line = next(line for line in r["check"].source.split("\n") if line.startswith(f"q{n}_key = "))
         key = ast.literal_eval(key_line.split(" = ", 1)[1])
         assert quiz.explanation(letter, key) == explanation  # the sealed key is the source's
+        assert {wrong: quiz.why_wrong(wrong, key) for wrong in "ABCD" if wrong != letter} == _feedback(
+            q["check"].source
+        )
+        for why in _feedback(q["check"].source).values():
+            assert " ".join(why.split()[:8]) not in flat
     assert "BEGIN SOLUTION" not in released_text
 
 
@@ -363,9 +381,10 @@ def test_a_released_quiz_gives_immediate_feedback():
     texts = [[o.get("text", "") + o.get("evalue", "") for o in q["check"].outputs] for q in questions]
     outputs = [[" ".join(text.split()) for text in question] for question in texts]
     assert outputs[0][0].startswith(f'✓ q1 = "{right}" is right.') and " ".join(why.split()[:6]) in outputs[0][0]
+    why_wrong = " ".join(_feedback(source[1]["check"].source)[wrong].split())
     assert outputs[1] == [
-        f'✗ q2 = "{wrong}" is not the right answer. Read the question again, change q2, and run '
-        "both cells: the explanation opens when the answer is right."
+        f'✗ q2 = "{wrong}" is not the right answer. {why_wrong} Change q2 and run both cells: the '
+        "explanation opens when the answer is right."
     ]
     assert outputs[2] == [
         'q3 is still None: set q3 = "A", "B", "C" or "D" (one letter, in quotes) in the cell '

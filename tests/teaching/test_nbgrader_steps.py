@@ -17,16 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_seal_quiz_keys_replaces_each_call_by_its_key():
     source = (
-        'a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."))\n'
-        'b_key = quiz.key(answer="D", explanation="Per class.")  # comment kept\n'
+        'a_key = quiz.key("A", ("Bilinear — not rounded; "\n    "×2 sampling."), {"B": "b", "C": "c", "D": "d"})\n'
+        'b_key = quiz.key(answer="D", explanation="Per class.", wrong={"A": "One.", "B": "b", "C": "c"})  # kept\n'
         'quiz.check("q1", q1, a_key)'
     )
     sealed = nbgrader_steps.seal_quiz_keys(source)
     lines = sealed.split("\n")
-    assert len(lines) == 3 and lines[2] == 'quiz.check("q1", q1, a_key)' and lines[1].endswith("# comment kept")
+    assert len(lines) == 3 and lines[2] == 'quiz.check("q1", q1, a_key)' and lines[1].endswith("# kept")
     a_key, b_key = (ast.literal_eval(line.split(" = ", 1)[1].split("  #")[0]) for line in lines[:2])
     assert quiz.explanation("A", a_key) == "Bilinear — not rounded; ×2 sampling."
-    assert quiz.explanation("D", b_key) == "Per class."
+    assert quiz.explanation("D", b_key) == "Per class." and quiz.why_wrong("A", b_key) == "One."
     assert "quiz.key" not in sealed and "Bilinear" not in sealed
 
 

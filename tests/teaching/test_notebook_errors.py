@@ -14,7 +14,11 @@ from mrcnn_course.teaching import quiz
 
 pytestmark = pytest.mark.slow
 
-KEY = quiz.key("B", "RoI Align reads between the cells: " + "an explanation long enough to be sealed. " * 12)
+KEY = quiz.key(
+    "B",
+    "RoI Align reads between the cells: " + "an explanation long enough to be sealed. " * 12,
+    {"A": "Not that.", "C": "Nor that.", "D": "Nor this one."},
+)
 CHECK_Q1 = (
     "from mrcnn_course.teaching import quiz  # again: the setup cell may not have run\n"
     f'q1_key = "{KEY}"\nquiz.check("q1", q1, q1_key)'

@@ -1,7 +1,8 @@
 """mrcnn_course.teaching.quiz: keys that check an answer without showing it, and the facts the quizzes state.
 
 The second half recomputes, with the package, the numbers that quiz questions and explanations
-quote (sizes, anchor counts, levels, deltas), so a quiz cannot drift from the model. About 2 s.
+quote (sizes, anchor counts, levels, deltas, strides, flattening order), so a quiz cannot drift from the
+model. A few seconds (the R-50-FPN is built on the meta device: shapes, no weights).
 """
 
 import math
@@ -11,53 +12,91 @@ import torch
 
 from mrcnn_course.model.box_ops import BoxCoder
 from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD, ImageList, batch_images, resize, resize_boxes
+from mrcnn_course.model.maskrcnn import maskrcnn_resnet50_fpn
 from mrcnn_course.model.roi_align import map_levels, roi_align
-from mrcnn_course.model.rpn import AnchorGenerator
+from mrcnn_course.model.rpn import AnchorGenerator, anchor_grid
 from mrcnn_course.teaching import quiz
 
 WHY = "RoI Pool rounds coordinates to the feature grid — RoI Align does not (×2 sampling)."
+WRONG = {
+    "A": "Speed is not the reason: both read every cell a box covers.",
+    "C": "Both take boxes of any size and shape; they differ in where they read.",
+    "D": "Neither changes the channels: both keep the 256 of the level they read.",
+}
 
 
 def test_key_accepts_the_right_letter_only():
-    key = quiz.key("B", WHY)
+    key = quiz.key("B", WHY, WRONG)
     assert quiz.is_right("B", key)
     assert quiz.is_right(" b ", key)  # case and spaces do not matter
     for wrong in ("A", "C", "D", "E", "", None, 2, ["B"]):
         assert not quiz.is_right(wrong, key)
 
 
-def test_key_hides_the_letter_and_the_explanation():
-    key = quiz.key("B", WHY)
-    assert "RoI" not in key and "Pool" not in key and '"B"' not in key
+def test_key_hides_the_letter_and_every_text():
+    key = quiz.key("B", WHY, WRONG)
+    assert "RoI" not in key and "Pool" not in key and '"B"' not in key and "Speed" not in key
     assert quiz.explanation("B", key) == WHY  # unicode survives
-    assert quiz.explanation("A", key) is None
+    assert quiz.explanation("A", key) is None and quiz.why_wrong("B", key) is None
+    assert {letter: quiz.why_wrong(letter.lower(), key) for letter in "ACD"} == WRONG
 
 
-def test_key_is_deterministic_and_differs_by_answer():
-    assert quiz.key("C", WHY) == quiz.key("C", WHY)  # the release is reproducible byte for byte
-    assert quiz.key("C", WHY) != quiz.key("D", WHY)
+def test_the_sealed_texts_have_one_length_so_the_longest_is_not_the_explanation():
+    parts = quiz.key("B", WHY * 3, WRONG).split(".")[3:]
+    assert len(parts) == 4 and len(set(map(len, parts))) == 1
+
+
+def test_key_is_deterministic_and_differs_by_answer_and_by_feedback():
+    reordered = {letter: WRONG[letter] for letter in "DCA"}
+    assert quiz.key("B", WHY, reordered) == quiz.key("B", WHY, WRONG)  # the release is reproducible
+    as_c = {"A": WRONG["A"], "B": WRONG["C"], "D": WRONG["D"]}
+    assert quiz.key("C", WHY, as_c) != quiz.key("C", WHY, {**as_c, "A": "Other."})
+    assert quiz.key("C", WHY, as_c) != quiz.key("D", WHY, {"A": "a", "B": "b", "C": "c"})
 
 
 def test_key_rejects_bad_input():
     with pytest.raises(ValueError, match="one of A, B, C, D"):
-        quiz.key("c", WHY)
+        quiz.key("c", WHY, WRONG)
     with pytest.raises(ValueError, match="explanation"):
-        quiz.key("C", "  ")
+        quiz.key("B", "  ", WRONG)
+    with pytest.raises(ValueError, match=r"feedback of each wrong letter, A, C, D; got \['A', 'C'\]"):
+        quiz.key("B", WHY, {"A": "x", "C": "y"})
+    with pytest.raises(ValueError, match="feedback of each wrong letter"):
+        quiz.key("B", WHY, {**WRONG, "B": "the right one has no feedback"})
+    with pytest.raises(ValueError, match="feedback of D: why that option is wrong"):
+        quiz.key("B", WHY, {**WRONG, "D": " "})
     with pytest.raises(ValueError, match="not a quiz key"):
         quiz.is_right("C", "C")
+    with pytest.raises(ValueError, match="not a quiz key"):
+        quiz.is_right("C", "quiz1.abc.def.ghi")  # a key of the previous format
+
+
+@pytest.mark.parametrize("pointer", ["option B", "answer B", "(B)", '"B"', "**B.**", "choices B"])
+def test_feedback_may_not_name_a_letter(pointer):
+    with pytest.raises(ValueError, match="names a letter"):
+        quiz.key("B", WHY, {**WRONG, "A": f"Not this one: {pointer} is."})
+
+
+def test_feedback_may_use_capitals_that_are_not_pointers():
+    key = quiz.key("B", WHY, {**WRONG, "A": "A box of 4 x C deltas on C4 (A 224x224 box) is another matter."})
+    assert quiz.why_wrong("A", key).startswith("A box")
 
 
 def test_check_explains_a_right_answer(capsys):
-    quiz.check("q1", "b", quiz.key("B", WHY))
+    quiz.check("q1", "b", quiz.key("B", WHY, WRONG))
     out = capsys.readouterr().out
     assert '✓ q1 = "B" is right.' in out and "RoI Pool rounds" in out
 
 
-def test_check_does_not_reveal_after_a_wrong_answer(capsys):
-    quiz.check("q1", "A", quiz.key("B", WHY))  # a wrong letter is feedback, not an error
+@pytest.mark.parametrize("letter", ["A", "C", "D"])
+def test_check_says_why_a_wrong_answer_is_wrong_without_the_right_one(capsys, letter):
+    quiz.check("q1", letter, quiz.key("B", WHY, WRONG))  # a wrong letter is feedback, not an error
     out = capsys.readouterr().out
-    assert '✗ q1 = "A" is not the right answer' in out
+    assert out.startswith(f'✗ q1 = "{letter}" is not the right answer.')
+    assert WRONG[letter] in " ".join(out.split())  # its own feedback, and no other option's
+    assert [text in out for text in WRONG.values()].count(True) == 1
     assert "RoI Pool" not in out and '"B"' not in out
+    assert out.rstrip().endswith("Change q1 and run both cells: the explanation opens when the answer is right.")
 
 
 @pytest.mark.parametrize(
@@ -70,7 +109,7 @@ def test_check_does_not_reveal_after_a_wrong_answer(capsys):
 )
 def test_check_format_errors_say_what_to_do(answer, message):
     with pytest.raises(AssertionError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        quiz.check("q3", answer, quiz.key("B", WHY))
+        quiz.check("q3", answer, quiz.key("B", WHY, WRONG))
 
 
 # ---- the facts the quizzes quote, recomputed with the package ------------------------------------
@@ -118,3 +157,44 @@ def test_quiz_04_bilinear_weights_at_2_25():
     # a box whose single 1x1 bin has its single sampling point at x = 2.25, y = 0.5 (the row itself)
     value = roi_align(row.expand(1, 1, 2, 6).contiguous(), torch.tensor([[0, 1.75, 0.0, 2.75, 1.0]]), 1, 1.0, 1)
     assert value.item() == pytest.approx(0.75 * 10 + 0.25 * 20)
+
+
+def test_quiz_01_unpadded_sides_give_the_anchor_generator_a_wrong_stride():
+    with torch.device("meta"):  # shapes only: no weights, no arithmetic
+        model = maskrcnn_resnet50_fpn()
+        maps = model.backbone(torch.zeros(1, 3, 800, 1066))
+    p2 = maps["0"]
+    assert p2.shape[-1] == 267 and 1066 // 267 == 3  # an unpadded 1066 px side: stride 3 instead of 4
+    generator = AnchorGenerator(((32,),), ((1.0,),))
+    anchors = generator(ImageList(torch.zeros(1, 3, 800, 1066), [(800, 1066)]), [torch.zeros(1, 1, 200, 267)])[0]
+    right_edge = anchors.view(200, 267, 4)[0, -1]
+    assert (right_edge[0] + right_edge[2]).item() / 2 == 266 * 3  # 798, not 1064: 266 px off
+    assert [tuple(m.shape[-2:]) for m in model.backbone(torch.zeros(1, 3, 800, 800, device="meta")).values()] == [
+        (200, 200),
+        (100, 100),
+        (50, 50),
+        (25, 25),
+        (13, 13),
+    ]
+
+
+def test_quiz_02_the_top_down_map_is_upsampled_to_the_laterals_size():
+    with torch.device("meta"):
+        backbone = maskrcnn_resnet50_fpn().backbone
+        maps = backbone(torch.zeros(1, 3, 800, 1066))  # 267 is not 2 x 134: only size= upsampling adds up
+    assert [tuple(m.shape[-2:]) for m in maps.values()][:4] == [(200, 267), (100, 134), (50, 67), (25, 34)]
+    assert backbone.body.layer3[-1].conv3.out_channels == 1024  # C4: 50x50x1024 for 800 px, before the FPN
+
+
+def test_quiz_03_flattening_a_n_a_h_w_map_in_anchor_order():
+    n, a, h, w = 1, 3, 2, 4
+    cell = torch.tensor([[-1.0, -1, 1, 1], [-2, -2, 2, 2], [-3, -3, 3, 3]])
+    anchors = anchor_grid(cell, (h, w), (8, 8))  # row by row, the A anchors of a location together
+    # a head whose logit is the anchor's own (x centre, size) can be read back in either order
+    centre_x = torch.arange(w).float().view(1, 1, 1, w).expand(n, a, h, w) * 8
+    size = torch.tensor([2.0, 4, 6]).view(1, a, 1, 1).expand(n, a, h, w)
+    for wrong in (lambda t: t.reshape(n, -1), lambda t: t.permute(0, 3, 2, 1).reshape(n, -1)):
+        assert not torch.equal(wrong(centre_x)[0], (anchors[:, 0] + anchors[:, 2]) / 2)
+    right = lambda t: t.permute(0, 2, 3, 1).reshape(n, -1)  # noqa: E731
+    assert torch.equal(right(centre_x)[0], (anchors[:, 0] + anchors[:, 2]) / 2)
+    assert torch.equal(right(size)[0], anchors[:, 2] - anchors[:, 0])
