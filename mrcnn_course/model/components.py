@@ -51,8 +51,9 @@ if TYPE_CHECKING:
     )
     from mrcnn_course.model.input_image import batch_images, resize, resize_boxes  # noqa: F401
     from mrcnn_course.model.mask_head import maskrcnn_loss, paste_masks_in_image, project_masks_on_boxes  # noqa: F401
+    from mrcnn_course.model.matching import match_boxes, sample_balanced  # noqa: F401
     from mrcnn_course.model.roi_align import map_levels, roi_align  # noqa: F401
-    from mrcnn_course.model.rpn import anchor_grid, cell_anchors, filter_proposals  # noqa: F401
+    from mrcnn_course.model.rpn import anchor_grid, cell_anchors, filter_proposals, rpn_head, rpn_loss  # noqa: F401
 
 OWN = "own"
 TORCHVISION = "torchvision"
@@ -100,6 +101,7 @@ _COMPONENTS = [
     Component("fpn_top_down", "2 backbone", "FPN merge: lateral 1x1, upsample, add, 3x3; P6", "backbone"),
     Component("cell_anchors", "3 RPN", "the anchors of one location, from sizes and aspect ratios", "rpn"),
     Component("anchor_grid", "3 RPN", "the anchors of every location of one level", "rpn"),
+    Component("rpn_head", "3 RPN", "3x3 conv + ReLU, logits and deltas, flattened into anchor order", "rpn"),
     Component("encode_boxes", "3 RPN", "regression targets from matched boxes and anchors/proposals", "box_ops"),
     Component("decode_boxes", "3 RPN", "apply predicted deltas to anchors/proposals", "box_ops"),
     Component("box_iou", "3 RPN", "IoU of every pair of boxes", "box_ops"),
@@ -108,6 +110,9 @@ _COMPONENTS = [
     Component("nms", "3 RPN", "non-maximum suppression", "box_ops"),
     Component("batched_nms", "3 RPN", "NMS within each category (FPN level or class)", "box_ops"),
     Component("filter_proposals", "3 RPN", "top-k per level, clip, drop small, NMS, keep the best", "rpn"),
+    Component("match_boxes", "3 RPN", "label each anchor/proposal: best gt index, -1 below, -2 between", "matching"),
+    Component("sample_balanced", "3 RPN", "draw a fixed number of positives and negatives per image", "matching"),
+    Component("rpn_loss", "3 RPN", "objectness BCE over sampled anchors + smooth L1 over positives", "rpn"),
     Component("roi_align", "4 RoI Align", "bilinear RoI Align", "roi_align"),
     Component("map_levels", "4 RoI Align", "FPN level of each box (canonical 224 px at level 4)", "roi_align"),
     Component("two_mlp_head", "5 box head", "TwoMLPHead's forward: flatten, fc6 + ReLU, fc7 + ReLU", "box_head"),

@@ -104,14 +104,14 @@ class AnchorGenerator(nn.Module):
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU shared by all levels, then 1x1 convs for A logits and 4A deltas per location."""
+    """3x3 conv + ReLU shared by all levels, then 1x1 convs for A logits and 4A deltas per location;
+    forward (rpn_head) flattens them into anchor order."""
 
     def __init__(self, in_channels: int, num_anchors: int):
         super().__init__()
-        # Nested Sequentials only so that keys read conv.0.0.weight, as torchvision's.
-        self.conv = nn.Sequential(
-            nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1), nn.ReLU(inplace=True))
-        )
+        # Nested Sequentials only so that the keys read conv.0.0.weight, as torchvision's (whose inner
+        # Sequential also holds the ReLU: here rpn_head applies it, so that writing the head shows it).
+        self.conv = nn.Sequential(nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, padding=1)))
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, 1)
         for layer in self.modules():
@@ -120,26 +120,36 @@ class RPNHead(nn.Module):
                 if layer.bias is not None:  # every convolution here has one
                     nn.init.zeros_(layer.bias)
 
-    def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Per level: logits Tensor[N, A, H_l, W_l] and deltas Tensor[N, 4A, H_l, W_l]."""
-        logits, deltas = [], []
-        for feature in features:
-            t = self.conv(feature)
-            logits.append(self.cls_logits(t))
-            deltas.append(self.bbox_pred(t))
-        return logits, deltas
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """features: L Tensor[N, C, H_l, W_l] -> objectness Tensor[N, R] and deltas Tensor[N, R, 4] (rpn_head)."""
+        return components.rpn_head(self, features)
 
 
-def flatten_predictions(logits: list[Tensor], deltas: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Per-level head outputs -> objectness Tensor[N * R] and deltas Tensor[N * R, 4], in anchor order."""
-    flat_logits, flat_deltas = [], []
-    for logits_per_level, deltas_per_level in zip(logits, deltas):
-        n, a, h, w = logits_per_level.shape
-        # (N, A, H, W) -> (N, H, W, A) -> (N, H*W*A): location-major like the anchors
-        flat_logits.append(logits_per_level.permute(0, 2, 3, 1).reshape(n, -1))
-        # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, H*W*A, 4)
-        flat_deltas.append(deltas_per_level.view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, 4))
-    return torch.cat(flat_logits, dim=1).flatten(), torch.cat(flat_deltas, dim=1).reshape(-1, 4)
+def rpn_head(head: RPNHead, features: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """The RPN head on every level, its outputs flattened into the anchors' order.
+
+    Args:
+        head: its layers head.conv (the 3x3 convolution), head.cls_logits (1x1, C -> A) and
+            head.bbox_pred (1x1, C -> 4A), the same for every level
+        features: L Tensor[N, C, H_l, W_l], the FPN maps, finest first
+    Returns:
+        objectness (Tensor[N, R]): one logit per anchor; pred_deltas (Tensor[N, R, 4]): (dx, dy, dw, dh)
+        per anchor; R = sum over levels of H_l * W_l * A, in the anchors' order: level by level, then
+        location by location (row by row), then the A anchors of a location.
+    Per level: t = relu(conv(feature)); the logits (N, A, H, W) and the deltas (N, A * 4, H, W), whose
+    channel a * 4 + k holds coordinate k of anchor a. The anchors are location-major, the maps
+    channel-major: a permute puts the channels last before flattening (a plain reshape would list
+    anchor 0 at every location first, and no shape would say so).
+    """
+    objectness, pred_deltas = [], []
+    for feature in features:
+        t = F.relu(head.conv(feature))
+        logits, deltas = head.cls_logits(t), head.bbox_pred(t)
+        n, a, h, w = logits.shape
+        objectness.append(logits.permute(0, 2, 3, 1).reshape(n, h * w * a))  # (N, A, H, W) -> (N, H, W, A) -> (N, HWA)
+        # (N, A*4, H, W) -> (N, A, 4, H, W) -> (N, H, W, A, 4) -> (N, HWA, 4)
+        pred_deltas.append(deltas.view(n, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(n, h * w * a, 4))
+    return torch.cat(objectness, dim=1), torch.cat(pred_deltas, dim=1)
 
 
 def filter_proposals(
@@ -196,10 +206,44 @@ def filter_proposals(
     return final_boxes, final_scores
 
 
+def rpn_loss(
+    objectness: Tensor,
+    pred_deltas: Tensor,
+    labels: list[Tensor],
+    regression_targets: list[Tensor],
+    sampled_positive: list[Tensor],
+    sampled_negative: list[Tensor],
+) -> tuple[Tensor, Tensor]:
+    """The RPN's two losses over the sampled anchors of a batch (Faster R-CNN, Eqn. 1).
+
+    Args:
+        objectness (Tensor[N, R]): logits; pred_deltas (Tensor[N, R, 4]): predicted (dx, dy, dw, dh)
+        labels: N Tensor[R], 1.0 object, 0.0 background, -1.0 ignored (the logits' dtype)
+        regression_targets: N Tensor[R, 4], the encoded matched boxes (meaningful for objects only)
+        sampled_positive, sampled_negative: N uint8 Tensor[R] each, the sampler's masks
+    Returns:
+        (loss_objectness, loss_rpn_box_reg), two scalars:
+        loss_objectness: binary cross-entropy with logits, averaged over the S sampled anchors of the
+        whole batch (positives and negatives); loss_rpn_box_reg: smooth L1 with beta = 1/9 over the
+        sampled positives' four deltas, summed, then divided by S, the number of SAMPLED anchors, not of
+        positives (torchvision's normalization; Eqn. 1's lambda folded in).
+    """
+    positive = torch.cat(sampled_positive).bool()  # (N * R,): the images one after another
+    sampled = positive | torch.cat(sampled_negative).bool()
+    box_loss = (
+        F.smooth_l1_loss(
+            pred_deltas.reshape(-1, 4)[positive], torch.cat(regression_targets)[positive], beta=1 / 9, reduction="sum"
+        )
+        / sampled.sum()
+    )
+    objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], torch.cat(labels)[sampled])
+    return objectness_loss, box_loss
+
+
 @dataclass
 class RPNOutput:
-    """What the RPN computed for a batch: anchors (N Tensor[R, 4]), objectness logits (Tensor[N * R]),
-    deltas (Tensor[N * R, 4]), and the proposals (N Tensor[P_i, 4]) with their scores (N Tensor[P_i])."""
+    """What the RPN computed for a batch: anchors (N Tensor[R, 4]), objectness logits (Tensor[N, R]),
+    deltas (Tensor[N, R, 4]), and the proposals (N Tensor[P_i, 4]) with their scores (N Tensor[P_i])."""
 
     anchors: list[Tensor]
     objectness: Tensor
@@ -268,30 +312,22 @@ class RegionProposalNetwork(nn.Module):
     def compute_loss(
         self, objectness: Tensor, pred_deltas: Tensor, labels: list[Tensor], regression_targets: list[Tensor]
     ) -> tuple[Tensor, Tensor]:
-        """Objectness: binary cross-entropy over sampled anchors; box: smooth L1 over sampled positives,
-        divided by the number sampled (Faster R-CNN, Eqn. 1, with lambda folded into the normalization)."""
+        """Sample the anchors, then the two losses over them (rpn_loss)."""
         pos_masks, neg_masks = self.fg_bg_sampler(labels)
-        sampled_pos = torch.where(torch.cat(pos_masks))[0]
-        sampled = torch.cat([sampled_pos, torch.where(torch.cat(neg_masks))[0]])
-        labels_all = torch.cat(labels)
-        targets_all = torch.cat(regression_targets)
-        box_loss = (
-            F.smooth_l1_loss(pred_deltas[sampled_pos], targets_all[sampled_pos], beta=1 / 9, reduction="sum")
-            / sampled.numel()
-        )
-        objectness_loss = F.binary_cross_entropy_with_logits(objectness[sampled], labels_all[sampled])
-        return objectness_loss, box_loss
+        return components.rpn_loss(objectness, pred_deltas, labels, regression_targets, pos_masks, neg_masks)
 
     def propose(self, images: ImageList, features: dict[str, Tensor]) -> RPNOutput:
         """Run the head on every level and filter the decoded anchors into proposals."""
         feature_list = list(features.values())
-        logits, deltas = self.head(feature_list)
+        objectness, pred_deltas = self.head(feature_list)  # (N, R), (N, R, 4)
         anchors = self.anchor_generator(images, feature_list)
         num_images = len(anchors)
-        num_anchors_per_level = [int(l[0].numel()) for l in logits]  # A * H_l * W_l
-        objectness, pred_deltas = flatten_predictions(logits, deltas)
+        num_anchors_per_level = [  # H_l * W_l * A
+            f.shape[-2] * f.shape[-1] * a
+            for f, a in zip(feature_list, self.anchor_generator.num_anchors_per_location())
+        ]
         # The proposals do not carry gradients: Faster R-CNN's approximate joint training.
-        decoded = self.box_coder.decode(pred_deltas.detach(), anchors).view(num_images, -1, 4)
+        decoded = self.box_coder.decode(pred_deltas.detach().reshape(-1, 4), anchors).view(num_images, -1, 4)
         boxes, scores = components.filter_proposals(
             decoded,
             objectness,

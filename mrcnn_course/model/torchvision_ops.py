@@ -19,6 +19,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAncho
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor as TVFastRCNNPredictor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
+from torchvision.models.detection.rpn import RPNHead as TVRPNHead
+from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.ops import boxes as tv_boxes
 from torchvision.ops import poolers as tv_poolers
@@ -53,6 +55,18 @@ def anchor_grid(cell, grid_size, stride):
     holder = SimpleNamespace(cell_anchors=[cell])
     strides = [[torch.tensor(stride[0]), torch.tensor(stride[1])]]
     return TVAnchorGenerator.grid_anchors(holder, [list(grid_size)], strides)[0]
+
+
+def rpn_head(head, features):
+    """torchvision's RPNHead.forward on this head's layers (its 3x3 conv followed by the ReLU torchvision's
+    Conv2dNormActivation holds), flattened by torchvision's concat_box_prediction_layers."""
+    holder = SimpleNamespace(
+        conv=torch.nn.Sequential(head.conv, torch.nn.ReLU()), cls_logits=head.cls_logits, bbox_pred=head.bbox_pred
+    )
+    logits, deltas = TVRPNHead.forward(holder, features)
+    objectness, pred_deltas = concat_box_prediction_layers(logits, deltas)  # (N * R, 1), (N * R, 4)
+    num_images = len(features[0])
+    return objectness.reshape(num_images, -1), pred_deltas.reshape(num_images, -1, 4)
 
 
 def encode_boxes(reference_boxes, proposals, weights):
@@ -91,6 +105,32 @@ def filter_proposals(
     )
     holder._get_top_n_idx = lambda ob, levels: TVRegionProposalNetwork._get_top_n_idx(holder, ob, levels)
     return TVRegionProposalNetwork.filter_proposals(holder, proposals, objectness, image_sizes, num_anchors_per_level)
+
+
+def match_boxes(matcher, match_quality_matrix):
+    tv_matcher = det_utils.Matcher(matcher.high_threshold, matcher.low_threshold, matcher.allow_low_quality_matches)
+    return tv_matcher(match_quality_matrix)
+
+
+def sample_balanced(sampler, labels, generator):
+    """torchvision's sampler draws from torch's default generator: lend it `generator`'s state, and give
+    `generator` the state the draws leave, as drawing from it would."""
+    tv_sampler = det_utils.BalancedPositiveNegativeSampler(sampler.batch_size_per_image, sampler.positive_fraction)
+    if generator is None:
+        positive, negative = tv_sampler([labels])
+        return positive[0], negative[0]
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.set_state(generator.get_state())
+        positive, negative = tv_sampler([labels])
+        generator.set_state(torch.default_generator.get_state())
+    return positive[0], negative[0]
+
+
+def rpn_loss(objectness, pred_deltas, labels, regression_targets, sampled_positive, sampled_negative):
+    holder = SimpleNamespace(fg_bg_sampler=lambda labels: (sampled_positive, sampled_negative))
+    return TVRegionProposalNetwork.compute_loss(
+        holder, objectness.reshape(-1, 1), pred_deltas.reshape(-1, 4), labels, regression_targets
+    )
 
 
 def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):

@@ -7,10 +7,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAncho
 from torchvision.models.detection.image_list import ImageList as TVImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
+from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model import components, torchvision_ops
 from mrcnn_course.model.input_image import ImageList
-from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
+from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher, match_boxes, sample_balanced
 from mrcnn_course.model.rpn import (
     AnchorGenerator,
     RegionProposalNetwork,
@@ -18,6 +19,8 @@ from mrcnn_course.model.rpn import (
     anchor_grid,
     cell_anchors,
     filter_proposals,
+    rpn_head,
+    rpn_loss,
 )
 
 R50_SIZES = ((32,), (64,), (128,), (256,), (512,))
@@ -57,14 +60,36 @@ def test_anchor_generator_matches_torchvision(padded):
         assert len(ours[0]) == 3 * (200**2 + 100**2 + 50**2 + 25**2 + 13**2)  # 159,882
 
 
-def test_rpn_head_has_torchvision_keys_and_outputs():
+@pytest.mark.parametrize("height, width, batch", [(64, 64, 1), (96, 64, 2)])
+def test_rpn_head_has_torchvision_keys_and_outputs_in_anchor_order(height, width, batch):
+    """torchvision's head, then its concat_box_prediction_layers: the same numbers in the same order."""
     ours, theirs = RPNHead(8, 3), TVRPNHead(8, 3)
     assert list(ours.state_dict()) == list(theirs.state_dict())
+    for parameter in ours.parameters():  # larger than the init's 0.01, so that order and ReLU show
+        parameter.data.normal_(0, 0.3)
     theirs.load_state_dict(ours.state_dict())
-    maps = feature_maps(64, 64, channels=8)
-    for a, b in zip(ours(maps), theirs(maps)):
-        for x, y in zip(a, b):
-            torch.testing.assert_close(x, y)
+    maps = feature_maps(height, width, channels=8, batch=batch)
+    objectness, pred_deltas = ours(maps)
+    tv_objectness, tv_deltas = concat_box_prediction_layers(*theirs(maps))
+    torch.testing.assert_close(objectness, tv_objectness.reshape(batch, -1))
+    torch.testing.assert_close(pred_deltas, tv_deltas.reshape(batch, -1, 4))
+    images = ImageList(torch.zeros(batch, 3, height, width), [(height, width)] * batch)
+    anchors = AnchorGenerator(R50_SIZES, RATIOS)(images, maps)
+    assert objectness.shape == (batch, len(anchors[0])) and pred_deltas.shape == (batch, len(anchors[0]), 4)
+
+
+def test_rpn_head_is_the_component():
+    head = RPNHead(4, 3)
+    maps = feature_maps(32, 32)
+    calls = []
+
+    def mine(head, features):
+        calls.append(head)
+        return rpn_head(head, features)
+
+    with components.using(rpn_head=mine):
+        head(maps)
+    assert calls == [head]
 
 
 @pytest.mark.parametrize("pre, post", [(1000, 1000), (50, 20), (2, 1)])
@@ -84,26 +109,113 @@ def test_filter_proposals_matches_torchvision(pre, post):
             torch.testing.assert_close(x, y)
 
 
-@pytest.mark.parametrize("allow_low", [False, True])
-def test_matcher_matches_torchvision(allow_low):
-    iou = torch.rand(4, 50, generator=torch.Generator().manual_seed(1))
-    iou[2, 7] = iou[2].max() + 0.001  # a tie-free best match
-    ours = Matcher(0.7, 0.3, allow_low)(iou.clone())
-    theirs = tv_det_utils.Matcher(0.7, 0.3, allow_low)(iou.clone())
-    assert torch.equal(ours, theirs)
+def iou_matrices() -> dict[str, torch.Tensor]:
+    """Ordinary and edge-case IoU matrices (G, P)."""
+    g = torch.Generator().manual_seed(1)
+    ordinary = torch.rand(4, 50, generator=g)
+    ordinary[2, 7] = ordinary[2].max() + 0.001
+    tied = torch.rand(3, 20, generator=g) * 0.5
+    tied[0, [3, 9, 15]] = 0.6  # gt 0's highest IoU, three times
+    tied[1, 9] = 0.65  # prediction 9 prefers gt 1, although it is one of gt 0's best
+    exact = torch.tensor([[0.7, 0.3, 0.5, 0.2999], [0.1, 0.2, 0.6999, 0.1]])
+    return {
+        "ordinary": ordinary,
+        "ties and a best prediction that prefers another gt": tied,
+        "all equal": torch.full((2, 6), 0.4),
+        "one gt": torch.rand(1, 30, generator=g),
+        "IoU exactly at the thresholds": exact,
+        "nothing overlaps": torch.zeros(2, 5),
+    }
+
+
+@pytest.mark.parametrize("thresholds", [(0.7, 0.3, True), (0.7, 0.3, False), (0.5, 0.5, False), (0.5, 0.5, True)])
+@pytest.mark.parametrize("name, iou", iou_matrices().items())
+def test_matcher_matches_torchvision(thresholds, name, iou):
+    ours = Matcher(*thresholds)(iou.clone())
+    theirs = tv_det_utils.Matcher(*thresholds)(iou.clone())
+    assert ours.dtype == torch.int64 and torch.equal(ours, theirs), name
+
+
+def test_matcher_is_the_component_and_refuses_an_empty_matrix():
+    matcher, iou = Matcher(0.7, 0.3, True), torch.rand(2, 4)
+    with components.using(match_boxes=lambda m, q: torch.full((q.shape[1],), 7)):
+        assert matcher(iou).tolist() == [7] * 4
+    assert torch.equal(matcher(iou), match_boxes(matcher, iou))
     with pytest.raises(ValueError, match="No ground-truth boxes"):
         Matcher(0.7, 0.3)(torch.zeros(0, 5))
+    with pytest.raises(ValueError, match="No proposals"):
+        Matcher(0.7, 0.3)(torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="low_threshold 0.8 must be <= high_threshold 0.5"):
+        Matcher(0.5, 0.8)
 
 
-def test_sampler_draws_like_torchvision():
-    labels = [torch.randint(-1, 3, (500,), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+def label_sets() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return {
+        "ordinary": torch.randint(-1, 3, (500,), generator=g),
+        "fewer positives than asked": torch.tensor([1] * 3 + [0] * 400 + [-1] * 50)[torch.randperm(453, generator=g)],
+        "no positives (an image without objects)": torch.zeros(300, dtype=torch.int64),
+        "fewer elements than the batch": torch.tensor([1, 0, -1, 0, 2]),
+        "all ignored": torch.full((40,), -1),
+    }
+
+
+@pytest.mark.parametrize("size, fraction", [(256, 0.5), (512, 0.25), (64, 0.25), (7, 0.5)])
+@pytest.mark.parametrize("name, labels", label_sets().items())
+def test_sampler_draws_like_torchvision(size, fraction, name, labels):
+    """With torch's default generator (as in the model) and with a generator of its own (as in the lesson)."""
     torch.manual_seed(5)
-    ours = BalancedPositiveNegativeSampler(64, 0.25)(labels)
+    ours = BalancedPositiveNegativeSampler(size, fraction)([labels, labels.flip(0)])
     torch.manual_seed(5)
-    theirs = tv_det_utils.BalancedPositiveNegativeSampler(64, 0.25)(labels)
+    theirs = tv_det_utils.BalancedPositiveNegativeSampler(size, fraction)([labels, labels.flip(0)])
     for a, b in zip(ours, theirs):
         for x, y in zip(a, b):
-            assert torch.equal(x, y)
+            assert x.dtype == torch.uint8 and torch.equal(x, y), name
+    generator = torch.Generator().manual_seed(9)
+    sampler = BalancedPositiveNegativeSampler(size, fraction)
+    mine = sample_balanced(sampler, labels, generator)
+    again = torchvision_ops.sample_balanced(sampler, labels, torch.Generator().manual_seed(9))
+    assert all(torch.equal(x, y) for x, y in zip(mine, again)), name
+
+
+def test_the_sampler_draws_from_the_generator_it_is_given():
+    labels = [torch.randint(-1, 2, (200,), generator=torch.Generator().manual_seed(3))]
+    sampler = BalancedPositiveNegativeSampler(32, 0.5)
+    first = sampler(labels, torch.Generator().manual_seed(1))
+    torch.manual_seed(123)  # the default generator plays no part
+    second = sampler(labels, torch.Generator().manual_seed(1))
+    other = sampler(labels, torch.Generator().manual_seed(2))
+    assert torch.equal(first[0][0], second[0][0]) and torch.equal(first[1][0], second[1][0])
+    assert not torch.equal(first[1][0], other[1][0])
+    assert int(first[0][0].sum()) == 16 and int(first[1][0].sum()) == 16
+
+
+def loss_inputs(batch: int = 2, anchors: int = 60, positives: int = 5, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    labels = [torch.randint(-1, 1, (anchors,), generator=g).float() for _ in range(batch)]
+    for i, l in enumerate(labels):
+        l[: positives * (i == 0)] = 1.0  # the second image has no objects
+    sampler = BalancedPositiveNegativeSampler(16, 0.5)
+    positive, negative = sampler(labels, g)
+    return (
+        torch.randn(batch, anchors, generator=g, requires_grad=True),
+        torch.randn(batch, anchors, 4, generator=g, requires_grad=True),
+        labels,
+        [torch.randn(anchors, 4, generator=g) for _ in range(batch)],
+        positive,
+        negative,
+    )
+
+
+@pytest.mark.parametrize("positives", [0, 5, 40])
+def test_rpn_loss_matches_torchvision_compute_loss(positives):
+    args = loss_inputs(positives=positives)
+    ours = rpn_loss(*args)
+    theirs = torchvision_ops.rpn_loss(*args)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    ours[0].backward()  # the loss reaches the logits it was computed from
+    assert args[0].grad is not None
 
 
 def make_rpns():

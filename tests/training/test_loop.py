@@ -68,7 +68,7 @@ def test_the_trace_records_every_figure_of_every_epoch(run):
             assert set(losses) == {TOTAL, *LOSS_PARTS}
             assert all(torch.isfinite(torch.tensor(v)) and v >= 0 for v in losses.values())
             assert losses[TOTAL] == pytest.approx(sum(losses[k] for k in LOSS_PARTS))
-        for name in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50"):
+        for name in ("recall", "precision", "box_map", "box_map50", "mask_map", "mask_map50"):
             assert 0 <= getattr(record, name) <= 1
         assert record.lr > 0 and record.seconds > 0 and record.observation
         assert len(record.predictions) == TINY.val_images  # shown_images (4) of the 4 validation scenes
@@ -135,7 +135,7 @@ def test_a_killed_run_resumes_to_the_same_trace(run, tmp_path):
     resumed = TrainingTrace.load(out / loop.TRACE_NAME)
     assert figures(resumed) == figures(run[0])
     assert (out / "curves.png").stat().st_size > 1000
-    assert "| Epoch | Loss | Accuracy | Observation |" in finished.stdout
+    assert "| Epoch | Loss | Recall | Precision | Observation |" in finished.stdout
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -291,3 +291,21 @@ def test_a_real_disk_that_fills_up_keeps_the_last_checkpoint_whole(tmp_path):
         assert load_checkpoint(out / CHECKPOINT_NAME)["epoch"] == 1  # whole: its digest checks
         assert len(TrainingTrace.load(out / loop.TRACE_NAME).epochs) == 1
         assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+def test_tqdm_disable_hides_the_notebook_bar_too(monkeypatch):
+    """tqdm.auto's notebook bar passes disable=False to tqdm, which then ignores TQDM_DISABLE: train reads the
+    variable itself, so an executed lesson shows no frozen "0%| 0/54"."""
+    from tqdm.notebook import tqdm as notebook_bar
+
+    hidden = []
+
+    class Watched(notebook_bar):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            hidden.append(self.disable)
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setattr(loop, "tqdm", Watched)
+    train(recipe=replace(TINY, epochs=1), progress=True)
+    assert hidden == [True]
