@@ -99,6 +99,7 @@ def test_lessons_are_found():
         "05_box_head",
         "06_mask_head",
         "07_training",
+        "08_ablation",
     ]
     assert "03_rpn/03a_anchors_and_boxes.ipynb" in NOTEBOOKS and "03_rpn/03b_proposals_and_training.ipynb" in NOTEBOOKS
 
