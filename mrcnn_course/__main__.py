@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="print a checkpoint's box and mask mAP",
         description="Evaluate a trained model with pycocotools: box and mask mAP and "
-        "mAP@0.5, and detection accuracy. By default on the validation scenes "
+        "mAP@0.5, and recall and precision at score >= 0.5. By default on the validation scenes "
         "of the checkpoint's recipe; with --coco on a COCO-format folder.",
     )
     evaluate.add_argument(
@@ -306,7 +306,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset, where = recipe_scenes(recipe, 0, args.images), f"{args.images} generated validation scenes"
     result = evaluation.evaluate(model, dataset)
     print(f"{args.checkpoint} on {where} ({len(dataset)} images):")
-    for name in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy"):
+    for name in ("box_map", "box_map50", "mask_map", "mask_map50", "recall", "precision"):
         print(f"  {name:<11} {result[name]:.3f}")
     return 0
 

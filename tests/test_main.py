@@ -64,7 +64,7 @@ def test_evaluate_on_generated_scenes(checkpoint, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--images", "4"]) == 0
     text = capsys.readouterr().out
     assert "on 4 generated validation scenes (4 images)" in text
-    for name in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy"):
+    for name in ("box_map", "box_map50", "mask_map", "mask_map50", "recall", "precision"):
         assert name in text
     # the folder works as well as the file
     assert main(["evaluate", "--checkpoint", str(checkpoint.parent), "--images", "2"]) == 0

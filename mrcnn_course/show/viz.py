@@ -32,7 +32,7 @@ from torch import Tensor
 
 from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
-from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace
+from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace, figure_text
 
 FONT = 8  # small enough for six panels side by side, large enough to read
 CLASS_GID = "class"  # the gid of the boxes draw_instances draws: class_legend finds them by it
@@ -312,7 +312,7 @@ def draw_detections(
 
 def draw_training_curves(trace: TrainingTrace, epoch: int, size: float = 3.2) -> Figure:
     """A TrainingTrace's curves up to `epoch` (1-based): the loss and its five parts (train solid,
-    validation dashed, log scale), and accuracy and mAP. The axes span the whole run, so the
+    validation dashed, log scale), and recall, precision (score >= 0.5) and mAP. The axes span the whole run, so the
     picture grows rather than rescales as the epoch moves."""
     records = trace.epochs
     if not 1 <= epoch <= len(records):
@@ -334,12 +334,15 @@ def draw_training_curves(trace: TrainingTrace, epoch: int, size: float = 3.2) ->
         f"train {shown[-1].train_losses[TOTAL]:.3f}, validation {shown[-1].val_losses[TOTAL]:.3f}",
         fontsize=FONT + 1,
     )
-    for name in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50"):
-        metrics.plot(x, [getattr(r, name) for r in shown], marker=".", label=name.replace("_map", " mAP"))
+    for name in ("recall", "precision", "box_map", "box_map50", "mask_map", "mask_map50"):
+        values = [getattr(r, name) for r in shown]  # precision is None in traces saved before it was measured
+        metrics.plot(
+            x, [float("nan") if v is None else v for v in values], marker=".", label=name.replace("_map", " mAP")
+        )
     metrics.set_ylim(0, 1)
     metrics.set_title(
-        f"validation: accuracy and mAP\nepoch {epoch}: accuracy {shown[-1].accuracy:.2f}, "
-        f"mask mAP@0.5 {shown[-1].mask_map50:.2f}",
+        f"validation: recall, precision (score >= 0.5), mAP\nepoch {epoch}: recall {shown[-1].recall:.2f}, "
+        f"precision {figure_text(shown[-1].precision)}, mask mAP@0.5 {shown[-1].mask_map50:.2f}",
         fontsize=FONT + 1,
     )
     for ax in (losses, metrics):

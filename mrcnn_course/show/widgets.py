@@ -8,7 +8,7 @@
     trace = loop.train(..., on_epoch=viewer.on_epoch)               # redraws once per epoch
 
 An epoch slider with a Play button (linked in the browser, so Play runs without the kernel's help),
-the loss curve split into its five parts (train and validation) and the accuracy and mAP curves up to
+the loss curve split into its five parts (train and validation) and the recall, precision and mAP curves up to
 the chosen epoch, the predictions on the fixed validation images at that epoch, and the epoch's
 observation in words. Pictures are PNGs in ipywidgets.Image widgets whose value is replaced: the
 widgets are made once and never recreated, so nothing flickers.
@@ -22,7 +22,7 @@ import os
 import ipywidgets as widgets
 
 from mrcnn_course.show.viz import draw_epoch_predictions, draw_training_curves, figure_png
-from mrcnn_course.training.training_trace import TOTAL, EpochRecord, TrainingTrace
+from mrcnn_course.training.training_trace import TOTAL, EpochRecord, TrainingTrace, figure_text
 
 PLAY_INTERVAL_MS = 1200  # per epoch: time to read the observation
 
@@ -79,7 +79,8 @@ class TrainingViewer(widgets.VBox):
         # last, so that a browser showing this summary has already received everything above
         self.summary.value = (
             f"epoch {epoch} of {len(self.trace.epochs)}: loss {record.train_losses[TOTAL]:.3f}, "
-            f"accuracy {record.accuracy:.2f}, mask mAP@0.5 {record.mask_map50:.2f} "
+            f"recall {record.recall:.2f}, precision {figure_text(record.precision)} (score >= 0.5), "
+            f"mask mAP@0.5 {record.mask_map50:.2f} "
             f"({record.seconds:.0f} s)"
         )
 

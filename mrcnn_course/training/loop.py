@@ -122,10 +122,12 @@ def train(
         run.stop_signal.listen()  # Ctrl-C or SIGTERM now stops training between two steps
         run.start(model, resume)
         first, run_started = len(run.trace.epochs) + 1, time.perf_counter()
-        # tqdm reads TQDM_DISABLE=1 itself (only when `disable` is not passed)
-        bar_options = {} if progress and world.is_rank_0 else {"disable": True}
+        # TQDM_DISABLE is read here: tqdm.auto's notebook bar passes disable=False to tqdm, which then
+        # ignores the variable, and a kernel without a widget front end prints a frozen "0%| 0/N" (tqdm
+        # itself takes any non-empty value as true)
+        hidden = not progress or not world.is_rank_0 or bool(os.environ.get("TQDM_DISABLE"))
         steps_left = (recipe.epochs - first + 1) * recipe.steps_per_epoch
-        with components.recording() as ran, tqdm(total=steps_left, unit="step", **bar_options) as bar:
+        with components.recording() as ran, tqdm(total=steps_left, unit="step", disable=hidden) as bar:
             for epoch in range(first, recipe.epochs + 1):
                 started = time.perf_counter()
                 bar.set_description(f"epoch {epoch}/{recipe.epochs}")

@@ -2,11 +2,15 @@
 
     model = load_pretrained_small()                   # eval mode, ready: model([image])
     recipe = pretrained_recipe()                      # the command, seed, recipe, versions, final figures
+    reference_figures(fit.recipe)                     # the reference trained by a recipe of fit_to_budget's menu
 
 mrcnn_course/training/pretrained/ holds maskrcnn_small.pt (the state_dict in float16, half the size; the
 weights are widened back to float32 when loaded) and recipe.json beside it. A test checks that
 recipe.json's recipe and model configuration are today's defaults, so the shipped model cannot
-silently drift away from what `python -m mrcnn_course train` would train.
+silently drift away from what `python -m mrcnn_course train` would train. reference_figures.json holds the
+held-out figures of the reference trained by each recipe of budget.fit_to_budget's menu (the whole recipe's are
+the shipped model's; a test re-trains the smallest), so that a learner's model is compared with the reference
+trained as long as it was.
 """
 
 import json
@@ -106,11 +110,70 @@ def export_pretrained(checkpoint_path: str | Path, command: str, folder: Path = 
         "seconds_with_evaluation": round(sum(e["seconds"] for e in checkpoint["trace"]["epochs"]), 1),
         "final_epoch": {
             k: last[k]
-            for k in ("train_losses", "val_losses", "accuracy", "box_map", "box_map50", "mask_map", "mask_map50")
+            for k in (
+                "train_losses",
+                "val_losses",
+                "recall",
+                "precision",
+                "box_map",
+                "box_map50",
+                "mask_map",
+                "mask_map50",
+            )
         },
         "held_out_200": {
-            k: round(held_out[k], 4) for k in ("accuracy", "box_map", "box_map50", "mask_map", "mask_map50")
+            k: round(held_out[k], 4) for k in ("recall", "precision", "box_map", "box_map50", "mask_map", "mask_map50")
         },
     }
     (folder / RECIPE).write_text(json.dumps(record, indent=1) + "\n")
     return folder
+
+
+# The reference's held-out figures for each recipe of budget.fit_to_budget's menu (benchmarks/reference_figures.py
+# writes them), so that the capstone compares the learner's model with the reference trained by the same recipe
+REFERENCE_FIGURES = "reference_figures.json"
+HELD_OUT_SCENES = 100  # the capstone's held-out scenes: the first of dataset_seed(seed, HELD_OUT_EPOCH)
+VALIDATION_FIELDS = ("val_images", "shown_images")  # what validates a run, not what trains it
+
+
+def training_recipe(recipe: Recipe) -> dict:
+    """The fields of `recipe` that decide the trained weights: all but VALIDATION_FIELDS (validation runs
+    without gradients, on its own random stream, so it changes neither the weights nor the training's draws)."""
+    return {k: v for k, v in recipe.to_dict().items() if k not in VALIDATION_FIELDS}
+
+
+def held_out_figures(model: MaskRCNN, recipe: Recipe, scenes: int = HELD_OUT_SCENES) -> dict[str, float]:
+    """evaluation.evaluate's figures (mAPs and the others, rounded to 4 places) of `model` on the first `scenes`
+    held-out scenes of the recipe's kind."""
+    from mrcnn_course.training import evaluation  # pycocotools: only when evaluating
+
+    result = evaluation.evaluate(model, recipe_scenes(recipe, HELD_OUT_EPOCH, scenes))
+    return {k: round(v, 4) for k, v in result.items() if isinstance(v, float)}
+
+
+def reference_figures(recipe: Recipe) -> dict | None:
+    """The shipped figures of the reference trained by `recipe` (validation settings aside): {"steps", "threads",
+    "held_out": held_out_figures on HELD_OUT_SCENES scenes}, or None when the course ships none for it (a recipe
+    that is not a share of the default one's scenes per epoch, or autograding's short run)."""
+    path = FOLDER / REFERENCE_FIGURES
+    if not path.is_file():
+        return None
+    wanted = training_recipe(recipe)
+    return next((run for run in json.loads(path.read_text())["runs"] if run["recipe"] == wanted), None)
+
+
+def write_reference_figures(runs: list[dict], command: str, folder: Path = FOLDER) -> Path:
+    """Write REFERENCE_FIGURES: `runs` (each {"recipe": training_recipe(...), "steps", "threads", "held_out"})
+    with the command that made them and the versions."""
+    import torchvision  # for its version only
+
+    record = {
+        "command": command,
+        "held_out_scenes": HELD_OUT_SCENES,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "runs": runs,
+    }
+    path = folder / REFERENCE_FIGURES
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path

@@ -30,7 +30,7 @@ class Recipe:
     epochs: int = 9  # 900 steps: enough for the mAP of benchmarks/TUNING.md's run 20, in the time budget
     images_per_epoch: int = 800  # 100 steps an epoch (fewer epochs of more scenes: fewer validations)
     fresh_images: bool = True  # new scenes every epoch: the model never sees one twice, so it cannot memorize
-    val_images: int = 100  # validation scenes: losses, accuracy and mAP each epoch
+    val_images: int = 100  # validation scenes: losses, recall, precision and mAP each epoch
     shown_images: int = 4  # the first validation scenes, whose predictions the trace keeps per epoch
     batch_size: int = 8  # images per step, over all processes
     image_size: int = 128

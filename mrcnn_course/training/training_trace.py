@@ -1,12 +1,12 @@
 """The training trace: what training did, epoch by epoch, in a form a person (or a viewer) can read.
 
     trace = loop.train(epochs=5)
-    print(trace.to_markdown())          # | Epoch | Loss | Accuracy | Observation |, with a loss bar chart
+    print(trace.to_markdown())          # | Epoch | Loss | Recall | Precision | Observation |, a loss bar chart
     trace.save("runs/demo/trace.json")  # plain JSON: the viewer draws everything from it alone
     trace = TrainingTrace.load("runs/demo/trace.json")
 
 Per epoch (EpochRecord): the mean training loss and its five parts, the same on the validation images,
-detection accuracy, box and mask mAP and mAP@0.5 (pycocotools), the learning rate, the time, one
+recall and precision at score >= 0.5, box and mask mAP and mAP@0.5 (pycocotools), the learning rate, the time, one
 observation in words derived from those figures, and the model's predictions on a few fixed
 validation images. The trace also holds those images (PNG, base64) and their ground truth, so a saved
 trace shows the predictions without the dataset or the model.
@@ -15,6 +15,9 @@ Shapes:
     T detections;  G ground-truth objects;  H, W the image size
 Masks are stored as COCO run-length encodings (pycocotools), thresholded at 0.5: a 128x128 mask
 takes tens of characters instead of 16 KB.
+
+Traces saved before precision was measured called recall "accuracy": they load with that figure as the
+recall and precision None (not measured), and every reader shows it as such.
 """
 
 import json
@@ -41,7 +44,10 @@ class EpochRecord:
     epoch: int  # 1-based
     train_losses: dict[str, float]  # TOTAL and the five LOSS_PARTS
     val_losses: dict[str, float]  # the same keys, on the validation images (see validation.validation_losses)
-    accuracy: float  # evaluation.detection_accuracy on the validation images
+    # evaluation.recall_and_precision on the validation images, at score >= 0.5: the share of the objects
+    # found, and the share of the detections that found one (None: a trace saved before it was measured)
+    recall: float
+    precision: float | None
     box_map: float  # COCO mAP@[.5:.95] of the boxes
     box_map50: float  # COCO mAP at IoU 0.5
     mask_map: float
@@ -83,12 +89,16 @@ class TrainingTrace:
 
     # ----- text -----
     def to_markdown(self) -> str:
-        """The table | Epoch | Loss | Accuracy | Observation |, the loss drawn as a bar scaled to the largest."""
-        rows = ["| Epoch | Loss | Accuracy | Observation |", "|---|---|---|---|"]
+        """The table | Epoch | Loss | Recall | Precision | Observation |, the loss drawn as a bar scaled to the
+        largest; recall and precision at score >= 0.5 on the validation images."""
+        rows = ["| Epoch | Loss | Recall | Precision | Observation |", "|---|---|---|---|---|"]
         largest = max((r.train_losses[TOTAL] for r in self.epochs), default=0.0)
         for r in self.epochs:
             loss = r.train_losses[TOTAL]
-            rows.append(f"| {r.epoch} | `{loss_bar(loss, largest)}` {loss:.2f} | {r.accuracy:.2f} | {r.observation} |")
+            rows.append(
+                f"| {r.epoch} | `{loss_bar(loss, largest)}` {loss:.2f} | {r.recall:.2f} | "
+                f"{figure_text(r.precision)} | {r.observation} |"
+            )
         return "\n".join(rows)
 
     def _repr_markdown_(self) -> str:
@@ -103,7 +113,7 @@ class TrainingTrace:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainingTrace":
         try:
-            epochs = [EpochRecord(**r) for r in data["epochs"]]
+            epochs = [EpochRecord(**older_record(r)) for r in data["epochs"]]
             return cls(
                 epochs,
                 data["val_images"],
@@ -147,6 +157,20 @@ class TrainingTrace:
         return cls.from_dict(data)
 
 
+def older_record(record: dict) -> dict:
+    """A saved epoch record in today's fields: a trace saved before precision was measured called the
+    recall "accuracy" (the share of the objects found) and has no precision (None)."""
+    if "accuracy" in record and "recall" not in record:
+        renamed = {key: value for key, value in record.items() if key != "accuracy"}
+        return {**renamed, "recall": record["accuracy"], "precision": None}
+    return record
+
+
+def figure_text(value: float | None, style: str = ".2f") -> str:
+    """A figure in [0, 1] as text, "n/a" for one a trace does not hold (precision before it was measured)."""
+    return "n/a" if value is None else format(value, style)
+
+
 def loss_bar(value: float, largest: float, width: int = BAR_WIDTH) -> str:
     """A bar of unicode blocks, `width` characters for `largest`, padded to `width` so bars line up."""
     eighths = round(8 * width * value / largest) if largest > 0 else 0
@@ -161,8 +185,8 @@ def observe(record: EpochRecord, previous: EpochRecord | None, fresh_scenes: boo
     if previous is None:
         largest = max(LOSS_PARTS, key=lambda k: record.train_losses[k])
         return (
-            f"first epoch: loss {loss:.2f}, the largest part is {largest}; "
-            f"{record.accuracy:.0%} of the validation objects found."
+            f"first epoch: loss {loss:.2f}, the largest part is {largest}; {record.recall:.0%} of the validation "
+            f"objects found (recall), {figure_text(record.precision, '.0%')} of the detections right (precision)."
         )
     before = previous.train_losses[TOTAL]
     change = (loss - before) / before if before else 0.0
@@ -196,15 +220,22 @@ def observe(record: EpochRecord, previous: EpochRecord | None, fresh_scenes: boo
             previous.box_map,
             record.box_map,
         ),
-        "finding more objects" if record.accuracy > previous.accuracy else "finding fewer objects": (
-            "accuracy",
-            previous.accuracy,
-            record.accuracy,
+        "finding more objects" if record.recall > previous.recall else "finding fewer objects": (
+            "recall",
+            previous.recall,
+            record.recall,
         ),
     }
+    if record.precision is not None and previous.precision is not None:
+        better = record.precision > previous.precision
+        moves["fewer false detections" if better else "more false detections"] = (
+            "precision",
+            previous.precision,
+            record.precision,
+        )
     words, (name, old, new) = max(moves.items(), key=lambda item: abs(item[1][2] - item[1][1]))
     if abs(new - old) >= 0.03:
         notes.append(f"{words}: {name} {old:.2f} -> {new:.2f}")
     elif abs(change) < 0.02:
-        notes.append("accuracy and mAP barely moved: converged, or the learning rate is too low")
+        notes.append("recall, precision and mAP barely moved: converged, or the learning rate is too low")
     return "; ".join(notes) + "."

@@ -1,7 +1,7 @@
 """What train() measures on the validation scenes after each epoch: the losses, then the metrics.
 
     val_losses = validation_losses(model, scenes, batch_size=8, seed=0)   # {TOTAL: float, 'loss_mask': float, ...}
-    metrics = validation_metrics(model, scenes, recipe)                    # accuracy, four mAPs, shown predictions
+    metrics = validation_metrics(model, scenes, recipe)                    # recall, precision, 4 mAPs, shown scenes
     trace = new_trace(recipe, scenes)                                      # no epochs yet: the shown scenes
 
 The losses are the training's, measured without training; the metrics are what the detections are
@@ -57,14 +57,13 @@ def validation_losses(
 
 
 def validation_metrics(model: MaskRCNN, dataset, recipe: Recipe, world: World = SINGLE_PROCESS) -> dict:
-    """Accuracy, the four mAPs and the predictions on the first recipe.shown_images scenes, as EpochRecord's
+    """Recall, precision, the four mAPs and the predictions on the first recipe.shown_images scenes, as EpochRecord's
     fields of those names (rank 0 evaluates, the others receive its metrics)."""
     metrics = None
     if world.is_rank_0:
         result = evaluation.evaluate(model, dataset, batch_size=recipe.batch_size)
         metrics = {
-            "accuracy": result["accuracy"],
-            **{k: result[k] for k in ("box_map", "box_map50", "mask_map", "mask_map50")},
+            **{k: result[k] for k in ("recall", "precision", "box_map", "box_map50", "mask_map", "mask_map50")},
             "predictions": [encode_detections(p) for p in result["predictions"][: recipe.shown_images]],
         }
     return world.broadcast_from_rank_0(metrics)

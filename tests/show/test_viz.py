@@ -1,6 +1,7 @@
 """viz: images with their instances, a training run's curves and predictions; figures that display in a
 notebook without pyplot."""
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -108,7 +109,9 @@ def test_training_curves_grow_with_the_epoch_on_fixed_axes():
     assert list(plotted["mask"].get_ydata()) == [r.train_losses["loss_mask"] for r in trace.epochs]
     assert len(first.axes[0].lines[0].get_xdata()) == 1
     assert first.axes[0].get_xlim() == losses.get_xlim() and first.axes[0].get_ylim() == losses.get_ylim()
-    assert [line.get_ydata()[-1] for line in metrics.lines[:1]] == [trace.epochs[-1].accuracy]
+    assert metrics.lines[0].get_ydata()[-1] == trace.epochs[-1].recall
+    # a trace saved before precision was measured (its "accuracy" is the recall): no precision points
+    assert trace.epochs[-1].precision is None and all(math.isnan(y) for y in metrics.lines[1].get_ydata())
     with pytest.raises(ValueError, match="has epochs 1 to"):
         viz.draw_training_curves(trace, 0)
 

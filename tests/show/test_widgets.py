@@ -29,7 +29,8 @@ def hand_made_trace(epochs: int = 4) -> TrainingTrace:
                 epoch,
                 losses,
                 {k: v * 1.1 for k, v in losses.items()},
-                progress,
+                progress,  # recall
+                0.75 * progress,  # precision
                 progress / 2,
                 progress,
                 progress / 2,
@@ -50,7 +51,10 @@ def test_a_saved_trace_opens_at_its_last_epoch(tmp_path):
     viewer = TrainingViewer.from_json(path)
     assert (viewer.slider.min, viewer.slider.max, viewer.slider.value) == (1, 4, 4)
     assert (viewer.play.min, viewer.play.max) == (1, 4)
-    assert "epoch 4 of 4: loss 2.500, accuracy 1.00, mask mAP@0.5 1.00" in viewer.summary.value
+    assert (
+        "epoch 4 of 4: loss 2.500, recall 1.00, precision 0.75 (score >= 0.5), mask mAP@0.5 1.00"
+        in viewer.summary.value
+    )
     assert bytes(viewer.curves.value).startswith(b"\x89PNG") and bytes(viewer.predictions.value).startswith(b"\x89PNG")
     assert "epoch 4 &lt;went well&gt;" in viewer.observation.value  # the observation, escaped as HTML
 
@@ -114,3 +118,14 @@ def test_viewer_follows_a_real_training_run():
     assert viewer.trace is trace and viewer.slider.max == viewer.slider.value == 2
     assert [text.split(":")[0] for text in shown] == ["epoch 1 of 1", "epoch 2 of 2"]  # once per epoch
     assert bytes(viewer.predictions.value).startswith(b"\x89PNG")
+
+
+def test_a_trace_saved_before_precision_was_measured_shows_it_as_not_measured(tmp_path):
+    """Older traces called the recall "accuracy" and hold no precision: they open, saying so."""
+    data = hand_made_trace(2).to_dict()
+    for record in data["epochs"]:
+        record["accuracy"] = record.pop("recall")
+        del record["precision"]
+    viewer = TrainingViewer(TrainingTrace.from_dict(data))
+    assert "recall 1.00, precision n/a (score >= 0.5)" in viewer.summary.value
+    assert bytes(viewer.curves.value).startswith(b"\x89PNG")

@@ -1,5 +1,5 @@
-"""TrainingTrace: the markdown table and its bars, observations from figures, JSON round trips.
-Also bad input: trace.json stays standard JSON (no Infinity).
+"""TrainingTrace: the markdown table and its bars, observations from figures, JSON round trips, traces saved
+before precision was measured. Also bad input: trace.json stays standard JSON (no Infinity).
 """
 
 from pathlib import Path
@@ -17,15 +17,22 @@ def losses(total: float) -> dict[str, float]:
 
 
 def record(
-    epoch: int, loss: float, val_loss: float, accuracy: float, mask_map50: float, previous: EpochRecord | None = None
+    epoch: int,
+    loss: float,
+    val_loss: float,
+    recall: float,
+    mask_map50: float,
+    previous: EpochRecord | None = None,
+    precision: float = 0.5,
 ) -> EpochRecord:
     r = EpochRecord(
         epoch,
         losses(loss),
         losses(val_loss),
-        accuracy,
-        box_map=accuracy / 2,
-        box_map50=accuracy,
+        recall,
+        precision,
+        box_map=recall / 2,
+        box_map50=recall,
         mask_map=mask_map50 / 2,
         mask_map50=mask_map50,
         lr=1e-3,
@@ -38,7 +45,7 @@ def record(
 
 
 def story() -> TrainingTrace:
-    """The course seed's story: loss 1.2 -> 0.45, accuracy 0.45 -> 0.85 over five epochs."""
+    """The course seed's story: loss 1.2 -> 0.45, recall 0.45 -> 0.85 over five epochs."""
     figures = [
         (1.2, 1.1, 0.45, 0.30),
         (0.9, 0.85, 0.60, 0.55),
@@ -73,10 +80,10 @@ def story() -> TrainingTrace:
 def test_markdown_table_has_a_row_per_epoch_with_bars_scaled_to_the_largest_loss():
     text = story().to_markdown()
     lines = text.splitlines()
-    assert lines[0] == "| Epoch | Loss | Accuracy | Observation |"
+    assert lines[0] == "| Epoch | Loss | Recall | Precision | Observation |"
     assert len(lines) == 2 + 5
-    assert "`" + "█" * 20 + "` 1.20 | 0.45 |" in lines[2]
-    assert "`" + "███████▌" + " " * 12 + "` 0.45 | 0.85 |" in lines[6]  # 0.45 / 1.2 * 20 = 7.5 blocks
+    assert "`" + "█" * 20 + "` 1.20 | 0.45 | 0.50 |" in lines[2]
+    assert "`" + "███████▌" + " " * 12 + "` 0.45 | 0.85 | 0.50 |" in lines[6]  # 0.45 / 1.2 * 20 = 7.5 blocks
     print(text)
 
 
@@ -89,6 +96,9 @@ def test_loss_bar_partial_blocks_and_zero():
 def test_observations_tell_the_story():
     epochs = story().epochs
     assert epochs[0].observation.startswith("first epoch: loss 1.20")
+    assert (
+        "45% of the validation objects found (recall), 50% of the detections right (precision)" in epochs[0].observation
+    )
     assert "loss fell 25% (1.20 -> 0.90)" in epochs[1].observation
     assert "masks sharpening: mask mAP@0.5 0.30 -> 0.55" in epochs[1].observation
     # epoch 5: training loss fell while validation loss rose
@@ -105,6 +115,26 @@ def test_flat_loss_says_so():
     second = record(2, 0.495, 0.5, 0.8, 0.8, previous=first)
     assert second.observation.startswith("loss flat at 0.49")
     assert "converged" in second.observation
+
+
+def test_precision_moving_most_is_the_news():
+    first = record(1, 0.5, 0.5, 0.8, 0.8, precision=0.4)
+    second = record(2, 0.4, 0.4, 0.8, 0.8, previous=first, precision=0.7)
+    assert "fewer false detections: precision 0.40 -> 0.70" in second.observation
+
+
+def test_a_trace_saved_before_precision_was_measured_loads_its_accuracy_as_recall(tmp_path):
+    data = story().to_dict()
+    for saved in data["epochs"]:  # as the course wrote them before: "accuracy", no precision
+        saved["accuracy"] = saved.pop("recall")
+        del saved["precision"]
+    old = TrainingTrace.from_dict(data)
+    assert [r.recall for r in old.epochs] == [r.recall for r in story().epochs]
+    assert all(r.precision is None for r in old.epochs)
+    assert "| 0.85 | n/a |" in old.to_markdown().splitlines()[6]
+    assert TrainingTrace.load(old.save(tmp_path / "trace.json")) == old  # saved again: None stays None
+    later = record(6, 0.4, 0.7, 0.9, 0.85, previous=old.epochs[-1])  # a resumed run: precision from now on
+    assert "n/a" not in later.observation
 
 
 def test_json_round_trip(tmp_path):
