@@ -8,6 +8,9 @@ key. `install()` gives IPython a handler (InteractiveShell.set_custom_exc) for t
                                                        run first, in lines short enough for
                                                        `nbgrader validate`
     quiz.AnswerMissing (q1 still None, "E", ...)       its message alone, without the cell's source
+    CheckFailed, NotWrittenYet (a check's verdict)     the learner's own lines (the cell that called the
+                                                       check) and the message, once: never the frames
+                                                       of the grader that raised it
 
 The cell still fails (nbgrader grades it as failed); only what it prints changes. A NameError from
 inside a function (the learner's typo in `nms`) keeps IPython's own traceback, at the learner's line.
@@ -18,14 +21,25 @@ does nothing. IPython has one slot for such a handler: installing replaces any o
 
 import re
 import textwrap
+from pathlib import Path
 from types import TracebackType
 
 WIDTH = 80  # `nbgrader validate` cuts traceback lines at 87 characters, 4 of them its indent
+PACKAGE = str(Path(__file__).resolve().parents[1])  # the course's package: a traceback's frames in it are the grader's
 ANSWER = re.compile(r"q\d+")  # a quiz's answer variables: q1, q2, ...
 
 
 class AnswerMissing(AssertionError):
     """A quiz answer that is not a letter yet: shown as its message alone (the cell holds the sealed key)."""
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict (grading/core.py): shown as an AssertionError at the learner's line, without the
+    grader's frames, whose source would only repeat what the message says."""
+
+
+class NotWrittenYet(NotImplementedError):
+    """A check run on a function still raising its stub: shown like CheckFailed, as a NotImplementedError."""
 
 
 def _lines(first: str, advice: str) -> list[str]:
@@ -52,7 +66,22 @@ def _raised_at_top_level(tb: TracebackType | None) -> bool:
     return tb is not None and tb.tb_frame.f_code.co_name == "<module>"
 
 
+def _learner_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback cut after its last frame outside the course's package: the learner's cell and
+    their own functions, not the checker below them."""
+    last, entry = tb, tb
+    while entry is not None and not entry.tb_frame.f_code.co_filename.startswith(PACKAGE):
+        last, entry = entry, entry.tb_next
+    if last is not None:
+        last.tb_next = None
+    return tb
+
+
 def _handler(shell, etype, value, tb, tb_offset=None):
+    if isinstance(value, (CheckFailed, NotWrittenYet)):
+        shown = AssertionError if isinstance(value, CheckFailed) else NotImplementedError
+        shell.showtraceback((shown, value, _learner_frames(tb)), tb_offset=tb_offset, running_compiled_code=True)
+        return None
     if isinstance(value, AnswerMissing):
         shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])  # the kernel's reply names etype too
         return None
@@ -73,5 +102,5 @@ def install() -> None:
         return
     shell = get_ipython()
     if shell is not None and getattr(shell, "CustomTB", None) is not getattr(shell, "_mrcnn_course_handler", 0):
-        shell.set_custom_exc((NameError, AnswerMissing), _handler)
+        shell.set_custom_exc((NameError, AnswerMissing, CheckFailed, NotWrittenYet), _handler)
         shell._mrcnn_course_handler = shell.CustomTB

@@ -6,12 +6,14 @@ decorator that declares an exercise and makes its check_<name>.
       2. the judge (judge.py) computes the expected outputs with the package's own implementations, runs
          the learner's function on a copy of each case's inputs, with the reference switched off and a
          time limit (guard.py), and finds the first case that fails;
-      3. that case fails the check with an AssertionError whose first lines say which case failed and
+      3. that case fails the check with an AssertionError (a CheckFailed: a notebook shows it at the
+         learner's line, without this module's frames) whose first lines say which case failed and
          give a hint (the hint of the usual mistake whose answer matches the learner's, else the
          exercise's own hint), each line short enough for `nbgrader validate` (MESSAGE_WIDTH); then
          the inputs, expected against got (shape, dtype, values);
-      4. otherwise the speed case runs (speed.py), and the check prints "nms: 7 cases passed (compared
-         exactly)" and remembers the function as passed (save_component and plug_into_model use that).
+      4. otherwise the speed case runs (speed.py; under autograding only outside the kernel, in sealed.py),
+         and the check prints "nms: 7 cases passed (compared exactly)" and remembers the function as
+         passed (save_component and plug_into_model use that).
 
 A learner's function may call another exercise of theirs by its global name (roi_align calls the
 learner's interpolation_weights). Before the cases run, each such helper gets its own visible check,
@@ -28,6 +30,7 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from mrcnn_course.teaching.autograding import autograding
 from mrcnn_course.teaching.grading.exercise import Case, Exercise, every_exercise, register, versions
 from mrcnn_course.teaching.grading.guard import (
     ReferenceSwitchedOff,
@@ -52,6 +55,7 @@ from mrcnn_course.teaching.grading.judge import (
     switched_off,
 )
 from mrcnn_course.teaching.grading.speed import MAX_RATIO, Timing, check_speed
+from mrcnn_course.teaching.notebook_errors import CheckFailed, NotWrittenYet
 
 SPEED_TIME_LIMIT = 120.0  # seconds for a speed case (two measurements): a function this slow is far too slow
 # Functions that passed their checker in this session, by exercise name.
@@ -96,7 +100,7 @@ def passed(name: str) -> Callable | None:
 def _refuse_the_reference(name: str, fn: Callable) -> None:
     module = getattr(fn, "__module__", "") or ""
     if module.split(".")[0] in ("mrcnn_course", "torchvision"):
-        raise AssertionError(
+        raise CheckFailed(
             _wrapped(
                 f"check_{name} checks YOUR function, but this is {module}.{fn.__name__}: "
                 f"write your own {name} in the notebook and pass that.",
@@ -107,7 +111,7 @@ def _refuse_the_reference(name: str, fn: Callable) -> None:
 
 def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
     if not callable(fn):
-        raise AssertionError(
+        raise CheckFailed(
             _wrapped(
                 f"check_{name} needs your function, got {type(fn).__name__}: pass {name} itself "
                 f"(check_{name}({name})), without calling it.",
@@ -118,7 +122,7 @@ def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
     try:
         inspect.signature(fn).bind(*parameters)
     except TypeError:
-        raise AssertionError(
+        raise CheckFailed(
             _wrapped(
                 f"check_{name}: your {name} takes {inspect.signature(fn)}, but the model calls "
                 f"{name}({', '.join(parameters)}): give it exactly these arguments.",
@@ -182,11 +186,19 @@ def _judged(exercise: Exercise, fn: Callable, cases: list, replaced: dict | None
         scope.update(saved)
 
 
-def speed_case(exercise: Exercise, fn: Callable, reference: Callable | None = None) -> tuple[Timing | None, str | None]:
+def has_speed_case(exercise: Exercise) -> bool:
+    """Whether the exercise is timed (speed.py): a helper or train_step is not (timed inside what uses it), nor is
+    a component's first version when a fast one follows (nms)."""
+    return exercise.reference is None and versions(exercise.writes)[-1] is exercise
+
+
+def speed_case(
+    exercise: Exercise, fn: Callable, reference: Callable | None = None, package_seconds: float | None = None
+) -> tuple[Timing | None, str | None]:
     """The speed case of a component that runs in training (speed.py): (timing, failure message or None).
-    `reference`: the package's function, if taken before any learner code ran (sealed.py). A helper or train_step
-    has none (timed inside what uses it), nor has a component's first version when a fast one follows (nms)."""
-    if exercise.reference is not None or versions(exercise.writes)[-1] is not exercise:
+    `reference`: the package's function, if taken before any learner code ran, and `package_seconds` its time per
+    call, measured once per grading run (sealed.py)."""
+    if not has_speed_case(exercise):
         return None, None
     name = exercise.component
     stop = f"check_{name} stopped your {name} while timing it: it is far too slow for training (see the hint)"
@@ -199,6 +211,7 @@ def speed_case(exercise: Exercise, fn: Callable, reference: Callable | None = No
                 fn,
                 lambda: switched_off(exercise, fn),
                 exercise.speed_advice(),
+                package_seconds,
             )
         except TimeLimitExceeded:
             return None, f"check_{name}: speed case failed: {stop}. {exercise.speed_advice()}."
@@ -223,13 +236,14 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
         for helper, why in failing.items()
     ]
     if failure is None:
-        timing, slow = (None, None) if extra else speed_case(exercise, fn)
+        # at autograding the re-check outside the kernel times it, against the package's time of the grading run
+        timing, slow = (None, None) if extra or autograding() else speed_case(exercise, fn)
         if slow:  # its paragraphs in lines nbgrader validate shows whole, the verdict first
             _PASSED.pop(name, None)
             paragraphs = [part.strip() for part in slow.split("\n")]
             lines = [_wrapped(paragraphs[0], first=len("AssertionError: "))]
             lines += [_wrapped(part, indent="  ") for part in paragraphs[1:]]
-            raise AssertionError("\n".join(lines)) from None
+            raise CheckFailed("\n".join(lines)) from None
         hidden = sum(c.extra for c in cases)
         including = f", {hidden} of them hidden" if hidden else ""
         fast = (
@@ -247,7 +261,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     _PASSED.pop(name, None)
     error = failure.outcome.error
     if isinstance(error, NotImplementedError) and raised_in_learner_code(error):
-        raise NotImplementedError(
+        raise NotWrittenYet(
             _wrapped(
                 f"{name} is not written yet: replace `raise NotImplementedError()` with your code, "
                 f"run its cell, then this one again.",
@@ -255,7 +269,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
             )
         ) from None
     message = _explain(exercise, failure, names, helpers_note)
-    raise AssertionError(message) from None
+    raise CheckFailed(message) from None
 
 
 FAILED_CASE = re.compile(r"check_(\w+):\s+case\s+'(.*?)'\s+failed[.:]", re.DOTALL)  # "failed." or "failed: ... raised"

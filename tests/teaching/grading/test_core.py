@@ -3,15 +3,19 @@ expected, got and the first difference; shape and dtype; a stub, a wrong signatu
 missing return, an input changed in place), that it leaves the learner's random generator alone, and that it
 never blames correct code for an earlier helper's mistake: when the learner's function calls another
 exercise of theirs by name (lesson 04's roi_align calls interpolation_weights), the helper is checked first,
-and one that fails its check is replaced by the package's for that check, which says so."""
+and one that fails its check is replaced by the package's for that check, which says so. In a real kernel
+(slow), a failure shows the learner's cell and the message once, never the grader's frames or paths."""
 
 import json
+import re
 from pathlib import Path
 
+import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import words
+from nbclient import NotebookClient
 
 from mrcnn_course.model import box_ops, components
 from mrcnn_course.teaching import grading
@@ -130,5 +134,43 @@ def test_returning_none_and_changing_an_input_in_place_get_their_own_hints():
 
 def test_the_checker_leaves_the_learners_random_generator_alone(as_learner):
     state = torch.get_rng_state()
-    grading.check_bottleneck(as_learner(components.COMPONENTS["bottleneck"].own), extra=True)
+    grading.check_residual_block(as_learner(components.COMPONENTS["residual_block"].own), extra=True)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+WRONG_VALUES = """def box_iou(boxes1, boxes2):
+    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = bottom_right - top_left  # the clamp at 0 forgotten
+    inter = wh[..., 0] * wh[..., 1]
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    return inter / (area1[:, None] + area2[None, :] - inter)"""
+RAISES = "def box_iou(boxes1, boxes2):\n    widths = boxes1[:, 2] - boxes1[:, 0]\n    return widths[:, 7]"
+STUB = "def box_iou(boxes1, boxes2):\n    raise NotImplementedError()"
+
+
+@pytest.mark.slow
+def test_in_a_kernel_a_failure_shows_the_learners_lines_and_the_message_once_never_the_grader(tmp_path):
+    """A real kernel, as a learner runs a lesson: three failing checks (wrong values, an error in the
+    learner's code, a stub); each error output shows the cell that called the check and the message once,
+    and no frame or path of the grader's."""
+    check = "from mrcnn_course.teaching import grading\ngrading.check_box_iou(box_iou)"
+    sources = ["import torch", WRONG_VALUES, check, RAISES, check, STUB, check]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True).execute(cwd=str(tmp_path))
+    plain = lambda text: re.sub(r"\x1b\[[0-9;]*m", "", text)  # noqa: E731 (IPython colours its tracebacks)
+    for index, ename, first_line in [
+        (2, "AssertionError", "check_box_iou: case 'disjoint boxes' failed."),
+        (4, "AssertionError", "check_box_iou: case 'identical boxes' failed: your box_iou"),
+        (6, "NotImplementedError", "box_iou is not written yet: replace `raise"),
+    ]:
+        [error] = [o for o in nb.cells[index].outputs if o.output_type == "error"]
+        shown = plain("\n".join(error.traceback))
+        assert error.ename == ename and error.evalue.startswith(first_line), error.evalue
+        assert "----> 2 grading.check_box_iou(box_iou)" in shown  # the learner's cell and line
+        assert shown.count(first_line) == 1, shown  # the message once
+        assert "mrcnn_course/" not in shown and "core.py" not in shown and "File " not in shown, shown
+        assert "skipping hidden" not in shown
+    raised = plain("\n".join(next(o for o in nb.cells[4].outputs if o.output_type == "error").traceback))
+    assert "Cell In[4], line 3, in box_iou\n        return widths[:, 7]" in raised  # where their code failed
