@@ -160,40 +160,50 @@ def select_training_samples(
     matcher: Matcher,
     sampler: BalancedPositiveNegativeSampler,
     box_coder: BoxCoder,
+    generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
-    """Label and sample the proposals the box head trains on.
+    """Label the proposals and sample the RoIs the box head trains on (Fast R-CNN, section 2.3).
+
+    Per image: the ground-truth boxes are appended to the proposals (every object then has at least one
+    perfect positive); the matcher labels each RoI (its object's class at IoU >= 0.5, background 0 below,
+    -1 ignored between the thresholds of a matcher that has a gap); the sampler draws (with `generator`)
+    at most batch_size_per_image RoIs, at most positive_fraction of them positive; the sampled RoIs keep
+    their order in the image's list; each gets its matched box encoded relative to it.
 
     Args:
-        proposals: N Tensor[P_i, 4] from the RPN; targets: dicts with "boxes" (Tensor[G, 4]) and "labels"
-    Returns, per image, for the K_i sampled RoIs: the RoIs (Tensor[K_i, 4]), the index of each one's
-    ground-truth box (Tensor[K_i], 0 for background), its class label (0 background), and its
-    regression targets (Tensor[K_i, 4]).
+        proposals: N Tensor[P_i, 4] from the RPN; targets: dicts with "boxes" (Tensor[G_i, 4]) and
+        "labels" (Tensor[G_i] int64); an image may have no objects (G_i = 0: all its RoIs are background)
+        generator: where the sampler's draws come from (None: torch's default generator, as torchvision)
+    Returns, per image, for its K_i sampled RoIs: the RoIs (Tensor[K_i, 4]), the index of each one's
+    ground-truth box (Tensor[K_i] int64; background: 0), its class label (Tensor[K_i] int64, background
+    0) and its regression targets (Tensor[K_i, 4]). The loss and the mask targets read the index and the
+    targets of positive RoIs only.
     """
-    sampled_rois, sampled_matches, sampled_labels, matched_boxes = [], [], [], []
-    all_matches, all_labels = [], []
-    proposals = [torch.cat((p, t["boxes"].to(p.dtype))) for p, t in zip(proposals, targets)]  # add the gt boxes
-    for rois, target in zip(proposals, targets):
-        gt_boxes, gt_labels = target["boxes"], target["labels"]
-        if gt_boxes.numel() == 0:  # no objects: every RoI is background
+    all_rois, all_matches, all_labels = [], [], []
+    for proposals_in_image, target in zip(proposals, targets):
+        gt_boxes = target["boxes"].to(proposals_in_image.dtype)
+        rois = torch.cat((proposals_in_image, gt_boxes))  # (P + G, 4): the objects' own boxes last
+        if len(gt_boxes) == 0:  # no objects: every RoI is background (the matcher needs a box to match)
             matches = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
             labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
         else:
-            codes = match_to_ground_truth(matcher, gt_boxes, rois)
+            codes = match_to_ground_truth(matcher, gt_boxes, rois)  # (P + G,): index, or a negative code
             matches = codes.clamp(min=0)
-            labels = gt_labels[matches].to(torch.int64)
-            labels[codes == Matcher.BELOW_LOW_THRESHOLD] = 0
-            labels[codes == Matcher.BETWEEN_THRESHOLDS] = -1  # ignored by the sampler
+            labels = target["labels"][matches].to(torch.int64)
+            labels[codes == Matcher.BELOW_LOW_THRESHOLD] = 0  # background
+            labels[codes == Matcher.BETWEEN_THRESHOLDS] = -1  # neither: the sampler never draws it
+        all_rois.append(rois)
         all_matches.append(matches)
         all_labels.append(labels)
-    pos_masks, neg_masks = sampler(all_labels)
-    for rois, target, matches, labels, pos, neg in zip(
-        proposals, targets, all_matches, all_labels, pos_masks, neg_masks
-    ):
-        chosen = torch.where(pos | neg)[0]
-        gt_boxes = target["boxes"] if target["boxes"].numel() else rois.new_zeros((1, 4))
-        sampled_rois.append(rois[chosen])
-        sampled_matches.append(matches[chosen])
-        sampled_labels.append(labels[chosen])
-        matched_boxes.append(gt_boxes[matches[chosen]])
+    positive_masks, negative_masks = sampler(all_labels, generator)
+    sampled = [torch.where(pos | neg)[0] for pos, neg in zip(positive_masks, negative_masks)]  # in index order
+    sampled_rois = [rois[chosen] for rois, chosen in zip(all_rois, sampled)]
+    sampled_matches = [matches[chosen] for matches, chosen in zip(all_matches, sampled)]
+    sampled_labels = [labels[chosen] for labels, chosen in zip(all_labels, sampled)]
+    # a background RoI's target is never used: without objects, a zero box stands in for the missing one
+    boxes_to_match = [
+        t["boxes"].to(r.dtype) if len(t["boxes"]) else r.new_zeros((1, 4)) for t, r in zip(targets, all_rois)
+    ]
+    matched_boxes = [boxes[matches] for boxes, matches in zip(boxes_to_match, sampled_matches)]
     regression_targets = box_coder.encode(matched_boxes, sampled_rois)
     return sampled_rois, sampled_matches, sampled_labels, regression_targets

@@ -39,7 +39,13 @@ if TYPE_CHECKING:
     # What type checkers and editors see as components.<name>: the package's own function, whose signature and
     # docstring the forwarder copies when it is made (make_forwarders). Never imported at run time.
     from mrcnn_course.model.backbone import bottleneck, fpn_top_down  # noqa: F401
-    from mrcnn_course.model.box_head import fastrcnn_loss, fastrcnn_predictor, postprocess_detections, two_mlp_head  # noqa: F401
+    from mrcnn_course.model.box_head import (  # noqa: F401
+        fastrcnn_loss,
+        fastrcnn_predictor,
+        postprocess_detections,
+        select_training_samples,
+        two_mlp_head,
+    )
     from mrcnn_course.model.box_ops import (  # noqa: F401
         batched_nms,
         box_iou,
@@ -115,6 +121,12 @@ _COMPONENTS = [
     Component("rpn_loss", "3 RPN", "objectness BCE over sampled anchors + smooth L1 over positives", "rpn"),
     Component("roi_align", "4 RoI Align", "bilinear RoI Align", "roi_align"),
     Component("map_levels", "4 RoI Align", "FPN level of each box (canonical 224 px at level 4)", "roi_align"),
+    Component(
+        "select_training_samples",
+        "5 box head",
+        "add the gt boxes to the proposals, match, sample RoIs, encode their targets",
+        "box_head",
+    ),
     Component("two_mlp_head", "5 box head", "TwoMLPHead's forward: flatten, fc6 + ReLU, fc7 + ReLU", "box_head"),
     Component("fastrcnn_predictor", "5 box head", "FastRCNNPredictor's forward: class logits, box deltas", "box_head"),
     Component("fastrcnn_loss", "5 box head", "cross-entropy + smooth L1 on the true class's deltas", "box_head"),

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mrcnn_course.model import components
 from mrcnn_course.model.backbone import BackboneWithFPN, BasicBlock, ResNetConfig
-from mrcnn_course.model.box_head import FastRCNNPredictor, TwoMLPHead, select_training_samples
+from mrcnn_course.model.box_head import FastRCNNPredictor, TwoMLPHead
 from mrcnn_course.model.box_ops import BoxCoder
 from mrcnn_course.model.input_checks import check_images_and_targets
 from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD, GeneralizedRCNNTransform
@@ -114,7 +114,7 @@ class RoIHeads(nn.Module):
     ) -> dict[str, Tensor]:
         """The box head's and the mask head's losses on a sample of the proposals."""
         # label each proposal with its ground truth and sample the RoIs the heads learn from
-        proposals, matched_idxs, labels, regression_targets = select_training_samples(
+        proposals, matched_idxs, labels, regression_targets = components.select_training_samples(
             proposals, targets, self.proposal_matcher, self.fg_bg_sampler, self.box_coder
         )
         # 4. RoI Align: a 7x7 feature grid per sampled RoI

@@ -151,6 +151,25 @@ def fastrcnn_predictor(predictor, x):
     return TVFastRCNNPredictor.forward(predictor, x)
 
 
+def select_training_samples(proposals, targets, matcher, sampler, box_coder, generator=None):
+    """torchvision's RoIHeads.select_training_samples with these settings, its sampler drawing from
+    `generator` (sample_balanced, image by image: the same draws in the same order)."""
+    heads = tv_roi_heads.RoIHeads(
+        None, None, None, matcher.high_threshold, matcher.low_threshold, sampler.batch_size_per_image,
+        sampler.positive_fraction, box_coder.weights, 0.05, 0.5, 100,
+    )  # fmt: skip
+    heads.proposal_matcher = det_utils.Matcher(
+        matcher.high_threshold, matcher.low_threshold, matcher.allow_low_quality_matches
+    )
+
+    def draw(labels):
+        masks = [sample_balanced(sampler, labels_in_image, generator) for labels_in_image in labels]
+        return [positive for positive, _ in masks], [negative for _, negative in masks]
+
+    heads.fg_bg_sampler = draw
+    return heads.select_training_samples(proposals, targets)
+
+
 fastrcnn_loss = tv_roi_heads.fastrcnn_loss
 
 

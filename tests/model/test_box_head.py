@@ -6,7 +6,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor as TVPred
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads
 
-from mrcnn_course.model import torchvision_ops
+from mrcnn_course.model import components, torchvision_ops
 from mrcnn_course.model.box_head import (
     FastRCNNPredictor,
     TwoMLPHead,
@@ -15,7 +15,9 @@ from mrcnn_course.model.box_head import (
     select_training_samples,
 )
 from mrcnn_course.model.box_ops import BoxCoder
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher
+from mrcnn_course.training import data
 
 
 def generator(seed: int) -> torch.Generator:
@@ -68,26 +70,76 @@ def test_postprocess_detections_matches_torchvision(score_thresh, detections):
             torch.testing.assert_close(x, y)
 
 
-def test_select_training_samples_matches_torchvision():
-    proposals = [
-        torch.tensor([[0.0, 0, 10, 10], [1, 1, 12, 12], [20, 20, 40, 40], [50, 50, 60, 70]] * 5),
-        torch.tensor([[5.0, 5, 30, 30]] * 3),
-    ]
+def _proposals_and_targets() -> tuple[list[torch.Tensor], list[dict]]:
+    """Three images: proposals around two objects, proposals and no object, a few proposals and one object."""
+    g = generator(4)
+    around = torch.tensor([[0.0, 0, 10, 10], [1, 1, 12, 12], [20, 20, 40, 40], [50, 50, 60, 70]]).repeat(5, 1)
+    proposals = [around + torch.rand(20, 4, generator=g) * 4, torch.tensor([[5.0, 5, 30, 30]] * 3), around[:6] * 1.5]
     targets = [
         {"boxes": torch.tensor([[0.0, 0, 11, 11], [21, 19, 40, 41]]), "labels": torch.tensor([3, 1])},
-        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)},
-    ]  # no objects
-    theirs = TVRoIHeads(None, None, None, 0.5, 0.5, 8, 0.25, None, 0.05, 0.5, 100)
-    torch.manual_seed(3)
+        {"boxes": torch.zeros((0, 4)), "labels": torch.zeros(0, dtype=torch.int64)},  # no objects
+        {"boxes": torch.tensor([[30.0, 30, 62, 62]]), "labels": torch.tensor([2])},
+    ]
+    return proposals, targets
+
+
+@pytest.mark.parametrize("thresholds", [(0.5, 0.5), (0.6, 0.4)])
+def test_select_training_samples_matches_torchvision(thresholds):
+    """The same RoIs, indices, labels and targets as torchvision's RoIHeads, drawing from the same seed."""
+    proposals, targets = _proposals_and_targets()
+    matcher, sampler = Matcher(*thresholds), BalancedPositiveNegativeSampler(8, 0.25)
+    theirs = TVRoIHeads(None, None, None, *thresholds, 8, 0.25, None, 0.05, 0.5, 100)
+    torch.manual_seed(3)  # the model passes no generator: the draws come from torch's default one
     ours_out = select_training_samples(
-        [p.clone() for p in proposals],
-        targets,
-        Matcher(0.5, 0.5),
-        BalancedPositiveNegativeSampler(8, 0.25),
-        BoxCoder((10.0, 10.0, 5.0, 5.0)),
+        [p.clone() for p in proposals], targets, matcher, sampler, BoxCoder((10.0, 10.0, 5.0, 5.0))
     )
     torch.manual_seed(3)
     tv_out = theirs.select_training_samples([p.clone() for p in proposals], targets)
+    assert [len(rois) for rois in ours_out[0]] == [8, 3, 7]  # 3 RoIs with no object; 6 proposals + 1 gt box
     for a, b in zip(ours_out, tv_out):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y)
+
+
+def test_select_training_samples_draws_from_its_generator_as_torchvision_from_the_default_one():
+    proposals, targets = _proposals_and_targets()
+    args = (
+        proposals,
+        targets,
+        Matcher(0.5, 0.5),
+        BalancedPositiveNegativeSampler(4, 0.5),
+        BoxCoder((1.0, 1.0, 1.0, 1.0)),
+    )
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    ours = select_training_samples(*args, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.random.get_rng_state(), before), "the default generator is left alone"
+    theirs = torchvision_ops.select_training_samples(*args, torch.Generator().manual_seed(5))
+    for a, b in zip(ours, theirs):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y)
+    again = select_training_samples(*args, torch.Generator().manual_seed(6))
+    assert any(not torch.equal(x, y) for x, y in zip(ours[0], again[0])), "another seed, another sample"
+
+
+def test_ground_truth_boxes_are_positives_and_images_without_objects_background():
+    proposals, targets = _proposals_and_targets()
+    far = [torch.tensor([[80.0, 80, 90, 90]] * 4), proposals[1], torch.tensor([[0.0, 0, 5, 5]])]
+    rois, indices, labels, _ = select_training_samples(
+        far, targets, Matcher(0.5, 0.5), BalancedPositiveNegativeSampler(16, 0.25), BoxCoder((10.0, 10.0, 5.0, 5.0))
+    )
+    assert labels[0].tolist() == [0, 0, 0, 0, 3, 1] and indices[0][-2:].tolist() == [0, 1]  # the gt boxes, last
+    assert torch.equal(rois[0][-2:], targets[0]["boxes"])
+    assert labels[1].tolist() == [0, 0, 0]  # no objects: all background, nothing added
+    assert labels[2].tolist() == [0, 2]
+
+
+def test_the_model_calls_the_box_head_components():
+    """Training and inference run the heads' forwards and the training samples through components, so a
+    learner's versions run in the model."""
+    torch.manual_seed(0)
+    model = maskrcnn_small()
+    image, target = data.make_scene(seed=1, image_size=64, classes=data.CLASSES[1:])
+    with components.recording() as ran:
+        model.train()([image], [target])
+    assert {"select_training_samples", "two_mlp_head", "fastrcnn_predictor"} <= set(ran)

@@ -18,7 +18,8 @@ The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     3 RPN (03)           check_cell_anchors, check_anchor_grid, check_filter_proposals (exercises_rpn.py),
                          check_encode_boxes, check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
     4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
-    5 box head (05)      check_fastrcnn_loss, check_postprocess_detections
+    5 box head (05)      check_two_mlp_head, check_fastrcnn_predictor, check_select_training_samples,
+                         check_fastrcnn_loss, check_postprocess_detections
     6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
     training (07)        check_train_step (not a component: the capstone's training step)
 

@@ -1,8 +1,12 @@
-"""The exercises of stage 5, the box head: fastrcnn_loss and postprocess_detections (lesson 05)."""
+"""The exercises of stage 5, the box head (lesson 05): the head's and the predictor's forwards, the training
+samples, fastrcnn_loss and postprocess_detections."""
 
 # This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
 # its check function (core.exercise), and grading/__init__.py exports them.
 __all__ = [
+    "check_two_mlp_head",
+    "check_fastrcnn_predictor",
+    "check_select_training_samples",
     "check_fastrcnn_loss",
     "check_postprocess_detections",
 ]
@@ -12,12 +16,332 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from mrcnn_course.model import box_head, components
+from mrcnn_course.model.box_ops import BoxCoder
+from mrcnn_course.model.matching import BalancedPositiveNegativeSampler, Matcher, match_to_ground_truth
 from mrcnn_course.teaching.grading.core import exercise
 from mrcnn_course.teaching.grading.exercise import Case, Mistake
+from mrcnn_course.teaching.grading.judge import Difference, difference
 
 ROI_HEADS = "torchvision.models.detection.roi_heads"
+SAMPLES_ATOL, SAMPLES_RTOL = 1e-4, 1e-5  # select_training_samples' regression targets (its integers: exactly)
+
+
+def _mlp_case(name: str, count: int, channels: int, side: int, width: int, extra: bool = False) -> Case:
+    head = box_head.TwoMLPHead(channels * side * side, width)
+    note = f"TwoMLPHead: fc6 {channels * side * side} -> {width}, fc7 {width} -> {width}"
+    return Case(name, (head, torch.randn(count, channels, side, side)), notes={"head": note}, extra=extra)
+
+
+def _two_mlp_head_cases() -> list[Case]:
+    return [
+        _mlp_case("8 RoIs, 4 channels of 7 x 7", 8, 4, 7, 16),
+        _mlp_case("one RoI: still a batch, Tensor[1, D]", 1, 4, 7, 16),
+        _mlp_case("no RoIs (an image the RPN found nothing in)", 0, 4, 7, 16),
+        _mlp_case("12 RoIs, 8 channels of 5 x 5, width 32", 12, 8, 5, 32, extra=True),
+        _mlp_case("one RoI, 2 channels of 3 x 3", 1, 2, 3, 8, extra=True),
+        _mlp_case("no RoIs, 8 channels of 5 x 5", 0, 8, 5, 32, extra=True),
+    ]
+
+
+@exercise(
+    cases=_two_mlp_head_cases,
+    hint="x.flatten(start_dim=1) (each RoI's grid one row, whatever K, even 0); then F.relu(self.fc6(x)), then "
+    "F.relu(self.fc7(x)): a ReLU after each layer. Don't call self(x): that is the forward you are writing.",
+    steps=(
+        "Each RoI's C x 7 x 7 grid becomes one row of C * 49 numbers: flatten every dimension but the first.",
+        "The first fully connected layer, self.fc6, then a ReLU.",
+        "The second, self.fc7, then a ReLU again: the MLP's output is the last ReLU's.",
+    ),
+    mistakes=(
+        Mistake(
+            "a ReLU follows fc7 too (torchvision's TwoMLPHead): the predictor's linear layers come after it.",
+            lambda head, x: head.fc7(F.relu(head.fc6(x.flatten(start_dim=1)))),
+        ),
+        Mistake(
+            "a ReLU follows fc6: without it, fc6 and fc7 together are one linear map.",
+            lambda head, x: F.relu(head.fc7(head.fc6(x.flatten(start_dim=1)))),
+        ),
+        Mistake(
+            "flatten from dimension 1 (x.flatten(start_dim=1)): each RoI is one row; x.flatten() makes one "
+            "vector of all of them.",
+            lambda head, x: F.relu(head.fc7(F.relu(head.fc6(x.flatten())))),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=("torchvision.models.detection.faster_rcnn.TwoMLPHead.forward",),
+)
+def check_two_mlp_head(two_mlp_head: Callable, extra: bool = False) -> None:
+    """Check your TwoMLPHead's forward(self, x) -> Tensor[K, D] (the class or the function) against the reference."""
+
+
+def _predictor_case(name: str, count: int, features: int, classes: int, four_d: bool = False, extra=False) -> Case:
+    predictor = box_head.FastRCNNPredictor(features, classes)
+    x = torch.randn(count, features, *((1, 1) if four_d else ()))
+    note = f"FastRCNNPredictor: cls_score {features} -> {classes}, bbox_pred {features} -> {4 * classes}"
+    return Case(name, (predictor, x), notes={"predictor": note}, extra=extra)
+
+
+def _fastrcnn_predictor_cases() -> list[Case]:
+    return [
+        _predictor_case("6 RoIs of 32 features, 4 classes", 6, 32, 4),
+        _predictor_case("4-d input Tensor[K, D, 1, 1]: flattened first", 5, 16, 3, four_d=True),
+        _predictor_case("one RoI, 2 classes", 1, 8, 2),
+        _predictor_case("10 RoIs, 91 classes (COCO)", 10, 16, 91, extra=True),
+        _predictor_case("4-d input, 6 classes", 3, 24, 6, four_d=True, extra=True),
+        _predictor_case("one RoI, 5 classes", 1, 12, 5, extra=True),
+    ]
+
+
+@exercise(
+    cases=_fastrcnn_predictor_cases,
+    hint="x = x.flatten(start_dim=1) (a 4-d (K, D, 1, 1) input too); return (self.cls_score(x), self.bbox_pred(x)): "
+    "raw logits, no softmax and no ReLU, class logits first.",
+    steps=(
+        "Make x one row per RoI: flatten every dimension but the first (a 4-d input is K x D x 1 x 1).",
+        "The class logits: self.cls_score of those rows, as they are.",
+        "The box deltas: self.bbox_pred of the same rows.",
+        "Return the two, class logits first.",
+    ),
+    mistakes=(
+        Mistake(
+            "return (class logits, box deltas), in this order (torchvision's FastRCNNPredictor).",
+            lambda predictor, x: box_head.fastrcnn_predictor(predictor, x)[::-1],
+        ),
+        Mistake(
+            "return the logits, not probabilities: the loss's cross-entropy and post-processing apply the softmax.",
+            lambda predictor, x: (
+                F.softmax(predictor.cls_score(x.flatten(start_dim=1)), dim=1),
+                predictor.bbox_pred(x.flatten(start_dim=1)),
+            ),
+        ),
+        Mistake(
+            "the predictor is linear: no ReLU on its outputs (logits and deltas are often negative).",
+            lambda predictor, x: tuple(F.relu(y) for y in box_head.fastrcnn_predictor(predictor, x)),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=("torchvision.models.detection.faster_rcnn.FastRCNNPredictor.forward",),
+)
+def check_fastrcnn_predictor(fastrcnn_predictor: Callable, extra: bool = False) -> None:
+    """Check your FastRCNNPredictor's forward(self, x) -> (Tensor[K, C], Tensor[K, 4C]) (the class or the function)."""
+
+
+def _scene(
+    objects: list[list[int]], classes: list[int], near: int, far: int, size: int = 100
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Proposals of one image: `near` jittered around each object (from a close fit to a poor one), `far` random
+    ones anywhere in a size x size image; and its target (boxes, labels)."""
+    boxes = torch.tensor(objects, dtype=torch.float32).reshape(-1, 4)
+    pieces = []
+    for box in boxes:
+        sides = (box[2:] - box[:2]).repeat(2)  # (w, h, w, h)
+        pieces.append(box + torch.randn(near, 4) * sides * torch.rand(near, 1) * 0.4)
+    corners = torch.rand(far, 2) * size * 0.8
+    pieces.append(torch.cat([corners, corners + 4 + torch.rand(far, 2) * size * 0.3], dim=1))
+    proposals = torch.cat(pieces)
+    x1y1 = torch.minimum(proposals[:, :2], proposals[:, 2:] - 1)  # jittering may swap corners: keep x1 < x2, y1 < y2
+    proposals = torch.cat([x1y1, torch.maximum(proposals[:, 2:], x1y1 + 1)], dim=1)
+    return proposals, {"boxes": boxes, "labels": torch.tensor(classes, dtype=torch.int64)}
+
+
+def _samples_case(
+    name: str,
+    scenes: list[tuple[Tensor, dict[str, Tensor]]],
+    thresholds: tuple[float, float] = (0.5, 0.5),
+    sample: tuple[int, float] = (16, 0.25),
+    weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0),
+    seed: int = 7,
+    extra: bool = False,
+) -> Case:
+    proposals, targets = [p for p, _ in scenes], [t for _, t in scenes]
+    matcher, sampler = Matcher(*thresholds), BalancedPositiveNegativeSampler(*sample)
+    args = (proposals, targets, matcher, sampler, BoxCoder(weights), torch.Generator().manual_seed(seed))
+    notes = {"box_coder": f"BoxCoder(weights={weights})", "generator": f"torch.Generator().manual_seed({seed})"}
+    return Case(name, args, notes=notes, extra=extra, compare=_positives_compared)
+
+
+def _select_training_samples_cases() -> list[Case]:
+    two = [[10, 10, 40, 40], [50, 20, 90, 70]]
+    none: list[list[int]] = []
+    return [
+        _samples_case(
+            "one image, 2 objects, 40 proposals: 16 sampled, at most 4 positive", [_scene(two, [3, 1], 12, 16)]
+        ),
+        _samples_case(
+            "an object no proposal overlaps: its own box is its positive",
+            [_scene([[60, 60, 80, 90]], [2], 0, 20, size=50)],
+        ),
+        _samples_case(
+            "two images, the second without objects: all its RoIs are background",
+            [_scene(two, [1, 2], 6, 10), _scene(none, [], 0, 12)],
+        ),
+        _samples_case(
+            "a matcher with a gap (0.6 / 0.4): RoIs in between are never sampled",
+            [_scene(two, [1, 2], 15, 10)],
+            thresholds=(0.6, 0.4),
+            sample=(64, 0.5),
+        ),
+        _samples_case(
+            "the model's sampling: 512 RoIs per image, at most a quarter positive",
+            [_scene(two, [2, 4], 200, 400), _scene([[5, 5, 60, 50]], [5], 300, 300)],
+            sample=(512, 0.25),
+        ),
+        _samples_case(
+            "three images, the first without objects",
+            [_scene(none, [], 0, 9), _scene(two, [4, 4], 8, 8), _scene([[30, 30, 70, 60]], [1], 10, 5)],
+            seed=3,
+            extra=True,
+        ),
+        _samples_case(
+            "another gap (0.7 / 0.3) and weights (1, 1, 1, 1)",
+            [_scene(two, [2, 3], 20, 10)],
+            thresholds=(0.7, 0.3),
+            sample=(48, 0.5),
+            weights=(1.0, 1.0, 1.0, 1.0),
+            extra=True,
+        ),
+        _samples_case(
+            "two objects far from every proposal, another sample size",
+            [_scene([[70, 5, 95, 30], [5, 70, 30, 95]], [1, 5], 0, 15, size=40)],
+            sample=(8, 0.5),
+            seed=11,
+            extra=True,
+        ),
+        _samples_case(
+            "many positives: 256 at most a quarter, two images",
+            [_scene(two, [5, 3], 150, 100), _scene(two, [1, 1], 100, 200)],
+            sample=(256, 0.25),
+            seed=5,
+            extra=True,
+        ),
+    ]
+
+
+def _positives_compared(expected: tuple, got: tuple, case: Case) -> Difference | None:
+    """The sampled RoIs and labels compared whole; the matched indices and regression targets on the positive
+    RoIs only: a background RoI's are never read (the loss and the mask targets take the positives')."""
+    found = difference(expected, got, SAMPLES_ATOL, SAMPLES_RTOL)
+    if found is None:
+        return None
+    try:  # the background rows of got's indices and targets replaced by the expected ones, where shapes agree
+        patched = list(got)
+        for part in (1, 3):
+            patched[part] = [
+                torch.where((labels > 0).reshape(-1, *[1] * (mine.dim() - 1)), mine, theirs)
+                for labels, mine, theirs in zip(expected[2], got[part], expected[part], strict=True)
+            ]
+    except (TypeError, RuntimeError, IndexError, ValueError, AttributeError):
+        return found  # another structure or shape: the first difference says so
+    return difference(expected, tuple(patched), SAMPLES_ATOL, SAMPLES_RTOL)
+
+
+def _samples_with(
+    proposals,
+    targets,
+    matcher,
+    sampler,
+    box_coder,
+    generator,
+    *,
+    add_gt: str = "after",
+    order: str = "index",
+    between: int = -1,
+    label: str = "class",
+    swap_encode: bool = False,
+):
+    """The training samples with one usual mistake (the keywords say which): add_gt "after" (right), "before" or
+    "no"; order "index" (right) or "positives first"; `between` the label of RoIs between the thresholds (-1
+    right); label "class" (right) or "index"; swap_encode: encode(RoIs, matched boxes)."""
+    all_rois, all_matches, all_labels = [], [], []
+    for proposals_in_image, target in zip(proposals, targets):
+        gt_boxes = target["boxes"]
+        orders = {"after": [proposals_in_image, gt_boxes], "before": [gt_boxes, proposals_in_image]}
+        rois = torch.cat(orders.get(add_gt, [proposals_in_image]))
+        matches = torch.zeros(len(rois), dtype=torch.int64)
+        labels = torch.zeros(len(rois), dtype=torch.int64)
+        if len(gt_boxes):
+            codes = match_to_ground_truth(matcher, gt_boxes, rois)
+            matches = codes.clamp(min=0)
+            labels = (target["labels"][matches] if label == "class" else matches).clone()
+            labels[codes == Matcher.BELOW_LOW_THRESHOLD] = 0
+            labels[codes == Matcher.BETWEEN_THRESHOLDS] = between
+        all_rois.append(rois)
+        all_matches.append(matches)
+        all_labels.append(labels)
+    positives, negatives = sampler(all_labels, generator)
+    if order == "index":
+        sampled = [torch.where(pos | neg)[0] for pos, neg in zip(positives, negatives)]
+    else:
+        sampled = [torch.cat([torch.where(pos)[0], torch.where(neg)[0]]) for pos, neg in zip(positives, negatives)]
+    sampled_rois = [r[s] for r, s in zip(all_rois, sampled)]
+    sampled_matches = [m[s] for m, s in zip(all_matches, sampled)]
+    boxes_to_match = [t["boxes"] if len(t["boxes"]) else torch.zeros(1, 4) for t in targets]
+    matched = [g[m] for g, m in zip(boxes_to_match, sampled_matches)]
+    regression = box_coder.encode(sampled_rois, matched) if swap_encode else box_coder.encode(matched, sampled_rois)
+    return sampled_rois, sampled_matches, [l[s] for l, s in zip(all_labels, sampled)], regression
+
+
+@exercise(
+    cases=_select_training_samples_cases,
+    hint="per image: rois = torch.cat((proposals, gt boxes)); codes = matcher(components.box_iou(gt boxes, rois)) "
+    "(no objects: every RoI background, index 0, without the matcher); index = codes.clamp(min=0); label = "
+    "the class of that index, 0 where code -1, -1 where code -2; then sampler(all labels, generator) once; "
+    "keep torch.where(positive | negative) of each image, in that order; targets = box_coder.encode(matched "
+    "gt boxes, sampled RoIs); return (RoIs, indices, labels, targets), each a list per image.",
+    steps=(
+        "For each image, append its ground-truth boxes after its proposals: these are its RoIs.",
+        "Match: the matcher takes the IoU matrix of the ground-truth boxes (rows) with the RoIs (columns) and "
+        "gives each RoI a box index or a negative code. An image without objects skips it: all background.",
+        "Labels: the matched box's class, 0 where the code is Matcher.BELOW_LOW_THRESHOLD, -1 where it is "
+        "Matcher.BETWEEN_THRESHOLDS; the index: the code clamped at 0.",
+        "Sample: call the sampler once with every image's labels and the generator; each image's sampled RoIs "
+        "are those where either mask is set (torch.where), in the order they have in its list.",
+        "Index the RoIs, the indices and the labels with them; the targets: box_coder.encode of each sampled "
+        "RoI's ground-truth box (its index into the image's boxes) against the RoI.",
+    ),
+    mistakes=(
+        Mistake(
+            "add each image's ground-truth boxes to its proposals (after them): every object then has a "
+            "perfect positive, even one that no proposal overlaps.",
+            lambda *args: _samples_with(*args, add_gt="no"),
+        ),
+        Mistake(
+            "the ground-truth boxes go AFTER the proposals (torch.cat((proposals, gt_boxes))), as torchvision's "
+            "add_gt_proposals: the RoIs' order decides which the sampler draws.",
+            lambda *args: _samples_with(*args, add_gt="before"),
+        ),
+        Mistake(
+            "keep the sampled RoIs in their order in the image's list (torch.where(positive | negative)), not "
+            "the positives first.",
+            lambda *args: _samples_with(*args, order="positives first"),
+        ),
+        Mistake(
+            "a RoI between the matcher's thresholds (Matcher.BETWEEN_THRESHOLDS) is ignored: label -1, which "
+            "the sampler never draws; only those below the low threshold are background (0).",
+            lambda *args: _samples_with(*args, between=0),
+        ),
+        Mistake(
+            "a positive RoI's label is its object's class (target['labels'] at the matched index), not the index.",
+            lambda *args: _samples_with(*args, label="index"),
+        ),
+        Mistake(
+            "the regression target is the ground-truth box encoded relative to its RoI: box_coder.encode(matched "
+            "boxes, RoIs), in this order.",
+            lambda *args: _samples_with(*args, swap_encode=True),
+        ),
+    ),
+    atol=SAMPLES_ATOL,
+    rtol=SAMPLES_RTOL,
+    torchvision_names=(f"{ROI_HEADS}.RoIHeads.select_training_samples",),
+)
+def check_select_training_samples(select_training_samples: Callable, extra: bool = False) -> None:
+    """Check your select_training_samples(proposals, targets, matcher, sampler, box_coder, generator) -> (RoIs,
+    matched indices, labels, regression targets), each a list of one tensor per image."""
 
 
 def _sampled_rois(counts: list[int], num_classes: int, positives: float = 0.25, spread: float = 1.0) -> tuple:

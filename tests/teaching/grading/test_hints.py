@@ -27,12 +27,16 @@ MOST_SHARED = 8  # "x(x, x)" is a call any step may name; "x = x[x, x] * x" is a
 
 
 def exercise_cells() -> dict[str, str]:
-    """name -> the source of the solution cell that defines it, from every lesson in solutions/."""
+    """name -> the source of the solution cell that defines it, from every lesson in solutions/: a function's
+    cell by the function's name, a module exercise's (`class MyHead(...): def forward`) by the exercise its
+    forward's docstring points to (grading.hint("name"))."""
     found = {}
     for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*/*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
             source = "".join(cell["source"])
-            match = re.match(r"def (\w+)\(", source)
+            match = re.match(r"def (\w+)\(", source) or (
+                re.match(r"class \w+\(", source) and re.search(r'grading\.hint\("(\w+)"\)', source)
+            )
             if cell["metadata"].get("nbgrader", {}).get("solution") and match:
                 found[match.group(1)] = source
     return found
