@@ -15,6 +15,9 @@ Robust on a busy machine (a shared 2-core laptop, an autograder running several 
   - the two functions alternate, round by round (ROUNDS rounds of enough calls to take MIN_ROUND seconds);
     each round gives a ratio, and the median ratio is the verdict;
   - a verdict over MAX_RATIO is measured once more, and the lower of the two counts.
+  - at autograding the package's time is measured once per grading run (package_seconds, sealed.py) and each
+    learner's function is timed alone against it (measure_against); only a ratio over MAX_RATIO is then
+    measured alternately, as above.
 What it leaves out: GPUs; a function fast on 1 thread and slow on many (no learner function is).
 """
 
@@ -22,7 +25,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,9 +145,7 @@ def measure(
     reference: Callable, fn: Callable, args: tuple, switched_off: Callable[[], AbstractContextManager]
 ) -> Timing:
     """Time fn against reference on args, alternating (see the module docstring); fn runs inside switched_off()."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_thread():
         with own_components():
             package = _cpu_seconds(reference, args, 1)  # warm-up, and how many calls make a round
             package = _cpu_seconds(reference, args, 1)
@@ -152,7 +153,7 @@ def measure(
             learner = _cpu_seconds(fn, args, 1)
         if learner > GIVE_UP and learner > MAX_RATIO * package:
             return Timing(learner / package, learner, package)
-        times = max(1, min(50, round(MIN_ROUND / max(package, 1e-6))))
+        times = _calls_per_round(package)
         ratios, learner_times, package_times = [], [], []
         for _ in range(ROUNDS):
             with own_components():
@@ -163,8 +164,44 @@ def measure(
             learner_times.append(learner)
             package_times.append(package)
         return Timing(statistics.median(ratios), statistics.median(learner_times), statistics.median(package_times))
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread within the block (both sides of a timing get the same single core)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def _calls_per_round(seconds_per_call: float) -> int:
+    """Calls of a function this fast that make a round of at least MIN_ROUND seconds (at most 50)."""
+    return max(1, min(50, round(MIN_ROUND / max(seconds_per_call, 1e-6))))
+
+
+def package_seconds(reference: Callable, args: tuple) -> float:
+    """The package's CPU seconds per call of reference(*args) on one thread: the median of ROUNDS rounds after a
+    warm-up call. The re-check at autograding measures it once per grading run (sealed.py), then times each
+    learner's function alone against it (check_speed's `package`)."""
+    with _one_thread(), own_components():
+        times = _calls_per_round(_cpu_seconds(reference, args, 1))
+        return statistics.median(_cpu_seconds(reference, args, times) for _ in range(ROUNDS))
+
+
+def measure_against(
+    package: float, fn: Callable, args: tuple, switched_off: Callable[[], AbstractContextManager]
+) -> Timing:
+    """Time fn alone (inside switched_off()) against the package's `package` seconds per call (package_seconds):
+    one thread, the median of ROUNDS rounds after a warm-up call."""
+    with _one_thread(), switched_off():
+        learner = _cpu_seconds(fn, args, 1)
+        if learner <= GIVE_UP or learner <= MAX_RATIO * package:
+            times = _calls_per_round(package)
+            learner = statistics.median(_cpu_seconds(fn, args, times) for _ in range(ROUNDS))
+    return Timing(learner / max(package, 1e-9), learner, package)
 
 
 def capstone_calls(inputs: StepInputs) -> int:
@@ -203,13 +240,19 @@ def check_speed(
     fn: Callable,
     switched_off: Callable[[], AbstractContextManager],
     advice: str,
+    package: float | None = None,
 ) -> tuple[Timing | None, str | None]:
     """Time exercise `name` on the inputs a training step gives `component` (nms_fast on nms's): (the timing,
     None) if fn is fast enough, (the timing, the failure message, ending with `advice`) if not; (None, None)
-    for a component that no training step calls."""
+    for a component that no training step calls. `package`: the package's seconds per call, measured before
+    (package_seconds): fn alone is timed against it, and only a ratio over MAX_RATIO is measured alternately."""
     inputs = step_inputs().get(component)
     if inputs is None:
         return None, None
+    if package is not None:
+        alone = measure_against(package, fn, inputs.args, switched_off)
+        if alone.ratio <= MAX_RATIO:
+            return alone, None
     timing = measure(reference, fn, inputs.args, switched_off)
     if timing.ratio > MAX_RATIO:  # a busy moment can look like a slow function: measure again
         timing = min(timing, measure(reference, fn, inputs.args, switched_off), key=lambda t: t.ratio)
