@@ -1,4 +1,7 @@
-"""The exercises of the box operations of stage 3: encode_boxes, decode_boxes, box_iou, nms (lesson 03)."""
+"""The exercises of the box operations of stage 3: encode_boxes, decode_boxes, box_iou, nms and nms_fast (lesson 03).
+
+nms is the greedy loop, checked for correctness; nms_fast writes the same component again, fast: its speed
+case and its steps (ideas, one at a time) are what make it an exercise of its own."""
 
 # This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
 # its check function (core.exercise), and grading/__init__.py exports them.
@@ -7,6 +10,7 @@ __all__ = [
     "check_decode_boxes",
     "check_box_iou",
     "check_nms",
+    "check_nms_fast",
 ]
 
 import math
@@ -292,6 +296,7 @@ def _nms_cases() -> list[Case]:
             (_boxes([0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]), torch.tensor([0.5, 0.7, 0.5]), 0.5),
             compare=_same_set_by_score,
         ),
+        Case("600 boxes crowded in a small image", (_random_boxes(600, 60.0), torch.rand(600), 0.5)),
         Case(
             "a zero-area box among others",
             (_boxes([0, 0, 10, 10], [5, 5, 5, 5], [1, 1, 11, 11]), torch.tensor([0.5, 0.9, 0.7]), 0.5),
@@ -300,58 +305,101 @@ def _nms_cases() -> list[Case]:
         Case("200 random boxes", (many, torch.rand(200), 0.5), extra=True),
         Case("threshold 0: any overlap suppresses", (many[:50], torch.rand(50), 0.0), extra=True),
         Case("threshold 1: nothing is suppressed", (many[:30], torch.rand(30), 1.0), extra=True),
+        Case("900 boxes crowded, threshold 0.7", (_random_boxes(900, 80.0), torch.rand(900), 0.7), extra=True),
     ]
+
+
+def _one_pass(boxes, scores, iou_threshold):
+    """Fast NMS (one pass over the IoU matrix): every box that a better box overlaps goes, even when that better
+    box is itself suppressed."""
+    order = scores.argsort(descending=True, stable=True)
+    overlaps = (box_ops.box_iou(boxes[order], boxes[order]) > iou_threshold).triu(diagonal=1)
+    return order[~overlaps.any(dim=0)]
+
+
+NMS_HINT = (
+    "sort by score, highest first; take the best box still in play, keep it, and drop every remaining box whose "
+    "IoU with it is > iou_threshold (strictly); repeat, so that a dropped box suppresses nothing. Return the kept "
+    "boxes' indices into the ORIGINAL boxes, as int64, by decreasing score (also for no boxes: "
+    "torch.empty(0, dtype=torch.int64))."
+)
+NMS_MISTAKES = (
+    Mistake(
+        "NMS suppresses IoU > t, strictly: an IoU of exactly t is kept.",
+        lambda boxes, scores, t: box_ops.nms(boxes, scores, t - 1e-6),
+    ),
+    Mistake(
+        "sort by score first: the boxes were visited in the order given.",
+        lambda boxes, scores, t: box_ops.nms(boxes, -torch.arange(len(boxes), dtype=torch.float32), t),
+    ),
+    Mistake(
+        "return the kept indices by decreasing score, not sorted by index.",
+        lambda boxes, scores, t: box_ops.nms(boxes, scores, t).sort().values,
+    ),
+    Mistake(
+        "return indices into the ORIGINAL boxes, not positions in the sorted order.",
+        lambda boxes, scores, t: torch.where(
+            torch.isin(scores.argsort(descending=True), box_ops.nms(boxes, scores, t))
+        )[0],
+    ),
+    Mistake(
+        "a suppressed box suppresses nothing: only a KEPT box removes the boxes it overlaps (dropping every box "
+        "that any better box overlaps is Fast NMS, which removes too many).",
+        _one_pass,
+    ),
+)
+NMS_OPS = (
+    "torchvision.ops.nms",
+    "torchvision.ops.boxes.nms",
+    "torch.ops.torchvision.nms",
+    "torchvision.ops.batched_nms",
+    "torchvision.ops.boxes.batched_nms",
+)
 
 
 @exercise(
     cases=_nms_cases,
-    hint="sort by score, highest first; take the best box still alive, keep it, and drop every remaining box "
-    "whose IoU with it is > iou_threshold (strictly); repeat. Return the kept boxes' indices into the "
-    "ORIGINAL boxes, as int64, by decreasing score (also for no boxes: torch.empty(0, dtype=torch.int64)).",
+    hint=NMS_HINT,
     steps=(
-        "Sort: the indices by decreasing score (Tensor.argsort), and the boxes in that order.",
-        "Work through the sorted boxes in blocks of a fixed size (128 is good): a block's IoU matrix stays "
-        "small whatever the number of boxes.",
-        "In a block: a boolean matrix saying which better box would suppress which worse one: IoU above the "
-        "threshold (components.box_iou), upper triangle only (a box can only suppress the boxes after it).",
-        "Settle the block (Cluster-NMS, Zheng et al. 2020): start with every box kept; a box stays kept when "
-        "no KEPT box before it suppresses it; recompute until nothing changes, so that a suppressed box "
-        "suppresses nothing. Each pass is one tensor operation over the matrix.",
-        "Record the original indices of the block's kept boxes; drop the block, and every later box that one "
-        "of them suppresses (one IoU of the kept boxes against all the rest).",
-        "Concatenate the recorded indices, int64 (also when there are none).",
+        "Sort: the indices by decreasing score (Tensor.argsort): the order in which the boxes are visited.",
+        "While that list is not empty, its first box is the best one still in play: record it as kept.",
+        "The IoU of that box with every other box of the list (components.box_iou takes a box as a (1, 4) tensor).",
+        "Go on with the others whose IoU is not above the threshold: a box dropped here is never visited again, "
+        "so it suppresses nothing.",
+        "The recorded indices as an int64 tensor (also when there are none).",
     ),
-    fast="no Python step per box: the IoU matrix of a block of boxes once, then a few tensor passes "
-    "(keep = ~overlaps[keep].any(dim=0) until it stops changing), as exercise 6 shows",
-    mistakes=(
-        Mistake(
-            "NMS suppresses IoU > t, strictly: an IoU of exactly t is kept.",
-            lambda boxes, scores, t: box_ops.nms(boxes, scores, t - 1e-6),
-        ),
-        Mistake(
-            "sort by score first: the boxes were visited in the order given.",
-            lambda boxes, scores, t: box_ops.nms(boxes, -torch.arange(len(boxes), dtype=torch.float32), t),
-        ),
-        Mistake(
-            "return the kept indices by decreasing score, not sorted by index.",
-            lambda boxes, scores, t: box_ops.nms(boxes, scores, t).sort().values,
-        ),
-        Mistake(
-            "return indices into the ORIGINAL boxes, not positions in the sorted order.",
-            lambda boxes, scores, t: torch.where(
-                torch.isin(scores.argsort(descending=True), box_ops.nms(boxes, scores, t))
-            )[0],
-        ),
-    ),
-    atol=0.0,
-    rtol=0.0,
-    torchvision_names=(
-        "torchvision.ops.nms",
-        "torchvision.ops.boxes.nms",
-        "torch.ops.torchvision.nms",
-        "torchvision.ops.batched_nms",
-        "torchvision.ops.boxes.batched_nms",
-    ),
+    mistakes=NMS_MISTAKES,
+    form="the greedy loop",
+    torchvision_names=NMS_OPS,
 )
 def check_nms(nms: Callable, extra: bool = False) -> None:
     """Check your nms(boxes, scores, iou_threshold) -> Tensor[K] int64 against the reference (exact indices)."""
+
+
+@exercise(
+    cases=_nms_cases,
+    hint=NMS_HINT,
+    steps=(
+        "What the greedy loop wastes: one round of Python and small tensor operations per kept box, each on a "
+        "single row of IoUs. A training step's proposals need hundreds of rounds, whose overhead outweighs the "
+        "arithmetic: find a form that decides many boxes per tensor operation.",
+        "Every IoU at once: with the boxes in score order, one IoU matrix compared with the threshold says which "
+        "box would suppress which. Only its upper triangle counts: a box can only suppress the boxes after it.",
+        "The rule in matrix form: greedy NMS keeps a box when no KEPT box before it would suppress it. Start from "
+        "'every box kept' and apply the rule to every box at once: one tensor operation on the matrix and the "
+        "current keep mask.",
+        "One pass drops too many (a box suppressed only by a dropped box must come back): repeat the pass until "
+        "the mask stops changing. It then obeys the rule for every box, so it is greedy NMS's answer exactly "
+        "(Cluster-NMS, Zheng et al. 2020), usually after a few passes.",
+        "The matrix grows with the square of the boxes: settle the best few hundred undecided boxes as a block, "
+        "let the block's kept boxes remove every later box they overlap (one IoU of those against the rest), "
+        "and go on with the next block.",
+        "The kept boxes' original indices, int64, by decreasing score.",
+    ),
+    mistakes=NMS_MISTAKES,
+    form="the matrix form",
+    implements="nms",
+    torchvision_names=NMS_OPS,
+)
+def check_nms_fast(nms_fast: Callable, extra: bool = False) -> None:
+    """Check your nms_fast(boxes, scores, iou_threshold) -> Tensor[K] int64 (exact indices), and its speed."""

@@ -1,4 +1,8 @@
-"""The exercises of stage 4, RoI Align: interpolation_weights (a helper), roi_align, map_levels (lesson 04).
+"""The exercises of stage 4, RoI Align: interpolation_weights (a helper), roi_align and roi_align_fast,
+map_levels (lesson 04).
+
+roi_align is the natural form, from dense bilinear weights, checked for correctness; roi_align_fast writes the
+same component again, fast: its speed case and its steps (ideas, one at a time) make it an exercise of its own.
 
 interpolation_weights is not a component (the model never calls it alone): bilinear interpolation
 along one axis, with RoI Align's rules at the border. Its reference is roi_align.sampling_taps, the
@@ -11,6 +15,7 @@ switched off.
 __all__ = [
     "check_interpolation_weights",
     "check_roi_align",
+    "check_roi_align_fast",
     "check_map_levels",
 ]
 
@@ -202,13 +207,52 @@ def _summed_not_averaged(input, boxes, output_size, spatial_scale, sampling_rati
     return roi_align.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned) * sampling_ratio**2
 
 
+def _every_box_from_image_0(input, boxes, output_size, spatial_scale, sampling_ratio, aligned):
+    if not bool((boxes[:, 0] != 0).any()):
+        raise ValueError("applies to boxes of several images only")
+    first_image = boxes.clone()
+    first_image[:, 0] = 0
+    return roi_align.roi_align(input, first_image, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+ROI_ALIGN_HINT = (
+    "per box: corners * spatial_scale, minus 0.5 if aligned; width and height clamped at 1 if not aligned; bin = "
+    "size / bins; points per bin per axis: sampling_ratio, or ceil(size / bins) when it is <= 0; point i of bin b at "
+    "start + b * bin + (i + 0.5) * bin / points; a bin is the MEAN of its points' bilinear readings, from the box's "
+    "own image (column 0 of boxes); return Tensor[K, C, PH, PW]."
+)
+ROI_ALIGN_MISTAKES = (
+    Mistake(
+        "spatial_scale was not applied: box corners are in image pixels; multiply them by spatial_scale "
+        "to get feature-map cells.",
+        lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(input, boxes, out, 1.0, ratio, aligned),
+    ),
+    Mistake(
+        "aligned=True shifts the corners by -0.5 cell (after scaling) and does not clamp the size at 1.",
+        lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(input, boxes, out, scale, ratio, False),
+    ),
+    Mistake("with aligned=False a box is at least one cell wide and high: clamp its size at 1.", _unclamped),
+    Mistake(
+        "the points sit at the bins' corners: spread them inside, at (i + 0.5) * bin / points.",
+        _points_at_bin_corners,
+    ),
+    Mistake("each output is the average of its points: divide the sum by the number of points.", _summed_not_averaged),
+    Mistake(
+        "output_size (PH, PW) is (height, width): PH bins down the rows, PW across the columns.",
+        lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(
+            input, boxes, out[::-1], scale, ratio, aligned
+        ),
+    ),
+    Mistake(
+        "each box reads its own image: column 0 of boxes is the image's index in input (every box read image 0).",
+        _every_box_from_image_0,
+    ),
+)
+
+
 @exercise(
     cases=_roi_align_cases,
-    hint="per box: corners * spatial_scale, minus 0.5 if aligned; width and height clamped at 1 if not aligned; "
-    "bin = size / bins; points per bin per axis: sampling_ratio, or ceil(size / bins) when it is <= 0; point i "
-    "of bin b at start + b * bin + (i + 0.5) * bin / points; a bin's row weights are the MEAN of its points' "
-    "interpolation_weights (the same for columns); each box's output is rows @ feature @ columns^T, read from "
-    "the box's own image (column 0 of boxes); return Tensor[K, C, PH, PW].",
+    hint=ROI_ALIGN_HINT,
     steps=(
         "PH and PW from output_size; the zero output Tensor[K, C, PH, PW]; with no boxes, return it.",
         "The corners in cells (scaled, and shifted if aligned); each box's width and height (clamped "
@@ -219,48 +263,48 @@ def _summed_not_averaged(input, boxes, output_size, spatial_scale, sampling_rati
         "interpolation_weights, and average over each bin's points. Boxes may have different numbers of "
         "points: make room for the most and weigh the extra ones 0.",
         "The helper gives the rows (along H) and the columns (along W).",
-        "Output = rows @ feature map @ columns transposed, per box, but only a few weights of a bin are not 0: "
-        "keep the largest few rows and columns (topk), number every (row, column) cell of every bin in the map "
-        "laid out channels last, one row per cell, weigh it by row weight times column weight, and let "
-        "F.embedding_bag sum each bin's cells in one pass; reshape to (K, C, PH, PW).",
+        "A box's output is rows @ its image's map @ columns transposed, for every channel: torch.einsum writes "
+        "it for many boxes at once (take each box's map by its image index, column 0 of boxes).",
     ),
-    fast="all RoIs at once: gather the four neighbours of every sample point with indexing, no Python loop "
-    "over RoIs or bins",
-    mistakes=(
-        Mistake(
-            "spatial_scale was not applied: box corners are in image pixels; multiply them by spatial_scale "
-            "to get feature-map cells.",
-            lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(
-                input, boxes, out, 1.0, ratio, aligned
-            ),
-        ),
-        Mistake(
-            "aligned=True shifts the corners by -0.5 cell (after scaling) and does not clamp the size at 1.",
-            lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(
-                input, boxes, out, scale, ratio, False
-            ),
-        ),
-        Mistake("with aligned=False a box is at least one cell wide and high: clamp its size at 1.", _unclamped),
-        Mistake(
-            "the points sit at the bins' corners: spread them inside, at (i + 0.5) * bin / points.",
-            _points_at_bin_corners,
-        ),
-        Mistake(
-            "each output is the average of its points: divide the sum by the number of points.", _summed_not_averaged
-        ),
-        Mistake(
-            "output_size (PH, PW) is (height, width): PH bins down the rows, PW across the columns.",
-            lambda input, boxes, out, scale, ratio, aligned: roi_align.roi_align(
-                input, boxes, out[::-1], scale, ratio, aligned
-            ),
-        ),
-    ),
+    mistakes=ROI_ALIGN_MISTAKES,
+    form="dense bilinear weights",
     atol=1e-5,
     rtol=1e-4,
     torchvision_names=ROI_ALIGN_OPS,
 )
 def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
     """Check your roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned).
+
+    It returns Tensor[K, C, PH, PW]."""
+
+
+@exercise(
+    cases=_roi_align_cases,
+    hint=ROI_ALIGN_HINT,
+    steps=(
+        "What the dense form wastes: a bin's row weights are 0 except on the few rows its points fall between "
+        "(two per point at most), and so are its column weights; rows @ map @ columns multiplies mostly zeros "
+        "and reads the whole map for every box. Find a form that touches only the cells a bin reads.",
+        "Keep only the taps that weigh something: for every bin, the few rows and the few columns with a weight, "
+        "with their weights (Tensor.topk on the weights keeps the same number for every bin; the weights it "
+        "adds are 0).",
+        "Each (row, column) pair of a bin is one cell of the maps, weighing row weight x column weight. Laid "
+        "out channels last, the maps are a table with one row of C numbers per cell (image, y, x): give every "
+        "pair the number of its row in that table.",
+        "A bin is then a weighted sum of a few rows of that table: F.embedding_bag (per_sample_weights, "
+        "mode 'sum') gathers and sums them in one pass, for every bin of every box at once, without building "
+        "the gathered tensor of all taps.",
+        "The sums come out one row per bin: reshape and permute them to (K, C, PH, PW).",
+    ),
+    mistakes=ROI_ALIGN_MISTAKES,
+    form="only the cells each bin reads",
+    implements="roi_align",
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=ROI_ALIGN_OPS,
+)
+def check_roi_align_fast(roi_align_fast: Callable, extra: bool = False) -> None:
+    """Check your roi_align_fast(input, boxes, output_size, spatial_scale, sampling_ratio, aligned), and its speed.
 
     It returns Tensor[K, C, PH, PW]."""
 

@@ -3,9 +3,14 @@
     grading.plug_into_model(model, [image], nms=nms)   # run with yours and with the reference: same output?
     grading.plug_into_model(model, [image], targets=[target], fastrcnn_loss=fastrcnn_loss)  # training: same losses?
     grading.save_component("nms", nms)                 # ~/.mrcnn_course/components/nms.py (MRCNN_COURSE_HOME)
-    mine = grading.load_components()                   # {name: function} of the saved ones
-    print(mine.report())                               # which are yours, which fall back to the reference
+    grading.save_component("nms_fast", nms_fast)       # the same component, fast: .../components/nms_fast.py
+    mine = grading.load_components()                   # {component name: function} of the saved ones
+    print(mine.report())                               # which are yours (which version), which are the reference
     with components.using(**mine): model([image])      # the capstone runs on your components
+
+A component written twice (nms, the greedy loop; nms_fast, checked for speed too) is one component with two
+exercises (exercise.versions): each version is saved under its exercise's name, and the model runs the fast
+one when it passed its check (and loads), else the first one; the report says which, and what it costs.
 
 Only functions that passed their checker in this session are plugged in or saved: a stub or a broken
 function would make the model crash far from its cause. For the same reason a saved function is checked
@@ -32,7 +37,7 @@ import torch
 from mrcnn_course.model import components
 from mrcnn_course.teaching.autograding import autograding
 from mrcnn_course.teaching.grading.core import passed, visible_check_failure
-from mrcnn_course.teaching.grading.exercise import EXERCISES
+from mrcnn_course.teaching.grading.exercise import EXERCISES, versions
 from mrcnn_course.teaching.grading.judge import difference, learner_function
 
 
@@ -44,6 +49,18 @@ def course_home() -> Path:
 
 def _unknown(name: str) -> ValueError:
     return ValueError(f"no component named {name!r}; the components are: {', '.join(components.NAMES)}")
+
+
+def _component_of(name: str) -> str:
+    """The component that `name` writes: a component's own name, or its fast version's (nms_fast -> nms)."""
+    if name in EXERCISES:
+        return EXERCISES[name].writes
+    if name in components.COMPONENTS:
+        return name
+    fast = ", ".join(n for n in EXERCISES if n not in components.COMPONENTS)
+    raise ValueError(
+        f"no component named {name!r}; the components are: {', '.join(components.NAMES)}; their fast versions: {fast}"
+    )
 
 
 def _names_used(code: CodeType) -> set[str]:
@@ -109,11 +126,11 @@ def save_component(name: str, fn: Callable) -> Path | None:
     """Save your `fn` for component `name` (its source and imports) so that later lessons can load it; for a
     module exercise, `fn` is your class (its forward is saved as the function).
 
-    Only a function that passed check_<name> in this session is saved. Returns the file, or None when
-    nothing was saved (not passed yet, autograding, or the folder is not writable: a warning says why).
+    `name` is a component's, or its fast version's (nms_fast): each version has a file of its own. Only a
+    function that passed check_<name> in this session is saved. Returns the file, or None when nothing was
+    saved (not passed yet, autograding, or the folder is not writable: a warning says why).
     """
-    if name not in components.COMPONENTS:
-        raise _unknown(name)
+    _component_of(name)
     fn = learner_function(fn)  # a module exercise's class: its forward, saved as the function
     if autograding():
         print(f"{name}: not saved (autograding)")
@@ -146,17 +163,18 @@ def save_component(name: str, fn: Callable) -> Path | None:
 class SavedComponents(dict):
     """{component name: your function} for each component saved and loaded; report() tells the rest."""
 
-    def __init__(self, functions: dict[str, Callable], problems: dict[str, str], folder: Path):
+    def __init__(self, functions: dict[str, Callable], problems: dict[str, str], folder: Path, notes: dict[str, str]):
         super().__init__(functions)
         self.problems = problems  # name -> why a saved file is not used: it did not load, or fails its check
         self.folder = folder
+        self.notes = notes  # component -> which of your versions runs, and what a missing fast one costs
 
     def report(self) -> str:
-        """One line per component: yours (and from where) or the reference (and why)."""
+        """One line per component: yours (which version, and from where) or the reference (and why)."""
         lines = [f"components in {self.folder}:"]
         for name in components.NAMES:
             if name in self:
-                lines.append(f"  yours      {name}")
+                lines.append(f"  yours      {name}" + (f"  ({self.notes[name]})" if name in self.notes else ""))
             elif name in self.problems:
                 lines.append(f"  reference  {name}  ({self.problems[name]})")
             else:
@@ -164,34 +182,63 @@ class SavedComponents(dict):
         return "\n".join(lines)
 
 
+def _load_saved(name: str, path: Path) -> tuple[Callable | None, str | None]:
+    """(your function saved for exercise `name`, None), or (None, why it is not used): it did not load, or it
+    fails its visible check again (edited by hand since it was saved: it would break the model far from its cause)."""
+    try:
+        spec = importlib.util.spec_from_file_location(f"mrcnn_course_saved_{name}", path)
+        assert spec is not None and spec.loader is not None  # a .py file always has both
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        function = getattr(module, name)
+    except Exception as error:  # a file edited by hand, or a package since uninstalled
+        return None, f"your saved file did not load: {type(error).__name__}: {error}"
+    why = visible_check_failure(EXERCISES[name], function) if name in EXERCISES else "no check exists for it"
+    if why is not None:
+        return None, f"your saved {name} was not loaded: {why}; fix it in its lesson, pass check_{name}, save it again"
+    return function, None
+
+
 def load_components(names: tuple[str, ...] | None = None) -> SavedComponents:
     """Load your saved components (all, or the named ones) from course_home()/components, each after it
-    passes its visible check again; one that does not load or fails is left to the reference (see report)."""
+    passes its visible check again; one that does not load or fails is left to the reference (see report).
+    Of a component written twice (nms, nms_fast), the fast version runs when it loads and passes, else the
+    first one."""
     folder = course_home() / "components"
-    functions, problems = {}, {}
-    for name in names or components.NAMES:
-        if name not in components.COMPONENTS:
-            raise _unknown(name)
-        path = folder / f"{name}.py"
-        if not path.exists():
-            continue
-        try:
-            spec = importlib.util.spec_from_file_location(f"mrcnn_course_saved_{name}", path)
-            assert spec is not None and spec.loader is not None  # a .py file always has both
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            function = getattr(module, name)
-        except Exception as error:  # a file edited by hand, or a package since uninstalled
-            problems[name] = f"your saved file did not load: {type(error).__name__}: {error}"
-            continue
-        why = visible_check_failure(EXERCISES[name], function) if name in EXERCISES else "no check exists for it"
-        if why is None:
-            functions[name] = function
-        else:  # edited by hand since it was saved, or saved by hand: it would break the model far from its cause
-            problems[name] = (
-                f"your saved {name} was not loaded: {why}; fix it in its lesson, pass check_{name}, save it again"
-            )
-    return SavedComponents(functions, problems, folder)
+    functions, problems, notes = {}, {}, {}
+    for component in names or components.NAMES:
+        if component not in components.COMPONENTS:
+            raise _unknown(component)
+        written = [e.component for e in versions(component)] or [component]  # no exercise: a file saved by hand
+        why_not = {}  # version -> why it is not used
+        for name in reversed(written):  # the fast version first
+            path = folder / f"{name}.py"
+            if not path.exists():
+                why_not[name] = "not saved"
+                continue
+            function, why = _load_saved(name, path)
+            if function is None:
+                why_not[name] = why or ""
+                continue
+            functions[component] = function
+            if len(written) > 1:
+                notes[component] = _version_note(name, why_not)
+            break
+        reasons = [why for why in why_not.values() if why != "not saved"]
+        if component not in functions and reasons:
+            problems[component] = "; ".join(reasons)
+    return SavedComponents(functions, problems, folder, notes)
+
+
+def _version_note(name: str, fast_not_used: dict[str, str]) -> str:
+    """The report's note on the version that runs: 'your nms_fast (the matrix form)', or, when it is the first
+    version, why the fast one is not used and what that costs."""
+    form = EXERCISES[name].form
+    note = f"your {name}" + (f": {form}" if form else "")
+    for fast, why in fast_not_used.items():
+        reason = "not passed or not saved" if why == "not saved" else f"not used: {why}"
+        note += f"; {fast} {reason}: slower training steps, which fit_to_budget times and pays for in scenes"
+    return note
 
 
 def plug_into_model(
@@ -205,15 +252,19 @@ def plug_into_model(
     random anchors and RoIs (the same seed), and the model itself, batch norm included, is untouched.
 
     A function that has not passed its checker yet is left out (the note says so): the model runs
-    with the reference in its place.
+    with the reference in its place. A component's fast version is named as its exercise (nms_fast=nms_fast).
     """
-    for name in functions:
-        if name not in components.COMPONENTS:
-            raise _unknown(name)
+    written = {name: _component_of(name) for name in functions}  # nms_fast -> nms
+    for component in set(written.values()):
+        both = [name for name, writes in written.items() if writes == component]
+        if len(both) > 1:
+            raise ValueError(f"{' and '.join(both)} are two versions of the component {component}: plug in one")
     functions = {name: learner_function(fn) for name, fn in functions.items()}  # a class: its forward
-    ready = {name: fn for name, fn in functions.items() if passed(name) is fn}
-    for name in (n for n in functions if n not in ready):
-        print(f"{name}: not plugged in: it has to pass check_{name} first (the model uses the reference {name})")
+    ready = {written[name]: fn for name, fn in functions.items() if passed(name) is fn}
+    for name in (n for n in functions if written[n] not in ready):
+        print(
+            f"{name}: not plugged in: it has to pass check_{name} first (the model uses the reference {written[name]})"
+        )
     was_training = model.training
     model.eval()
 
@@ -237,5 +288,6 @@ def plug_into_model(
     found = difference(reference, yours, atol, 1e-4)
     verdict = "yes" if found is None else f"no: in {found.where}, {found.detail}"
     run = "inference (detections)" if targets is None else "training (losses)"  # a cell often runs both
-    print(f"{run}, with your {', '.join(ready)}: same output as the reference: {verdict}")
+    plugged = [name for name in functions if written[name] in ready]
+    print(f"{run}, with your {', '.join(plugged)}: same output as the reference: {verdict}")
     return yours

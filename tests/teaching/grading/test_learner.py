@@ -134,3 +134,80 @@ def test_plug_into_model_with_targets_compares_the_training_losses_and_leaves_th
     grading.core._PASSED["fastrcnn_loss"] = doubled  # as if it had passed: the comparison must tell
     grading.plug_into_model(model, [torch.rand(3, 64, 64)], targets=targets, fastrcnn_loss=doubled)
     assert "same output as the reference: no: in output['loss_" in capsys.readouterr().out
+
+
+def nms(boxes, scores, iou_threshold):
+    """A learner's first version: the greedy loop."""
+    order = scores.argsort(descending=True)
+    kept = []
+    while len(order) > 0:
+        kept.append(int(order[0]))
+        overlap = components.box_iou(boxes[order[0]][None], boxes[order[1:]])[0]
+        order = order[1:][~(overlap > iou_threshold)]
+    return torch.tensor(kept, dtype=torch.int64)
+
+
+def nms_fast(boxes, scores, iou_threshold):
+    """A learner's fast version: settle every box at once, again until nothing changes."""
+    order = scores.argsort(descending=True)
+    overlaps = (components.box_iou(boxes[order], boxes[order]) > iou_threshold).triu(diagonal=1)
+    keep = torch.ones(len(order), dtype=torch.bool)
+    while not torch.equal(new := ~overlaps[keep].any(dim=0), keep):
+        keep = new
+    return order[keep]
+
+
+def save_both(which: tuple[str, ...]) -> None:
+    """Pass the named versions' checks (the hidden cases: no speed case to wait for) and save them."""
+    for name, function in (("nms", nms), ("nms_fast", nms_fast)):
+        if name in which:
+            getattr(grading, f"check_{name}")(function, extra=True)
+            assert grading.save_component(name, function) is not None
+
+
+def test_the_fast_version_runs_when_it_passed_and_was_saved(course_home):
+    save_both(("nms", "nms_fast"))
+    loaded = grading.load_components(("nms",))
+    assert loaded["nms"].__name__ == "nms_fast"
+    assert "  yours      nms  (your nms_fast: the matrix form)" in loaded.report()
+
+
+def test_the_first_version_runs_without_the_fast_one_and_the_report_says_what_it_costs(course_home):
+    save_both(("nms",))
+    loaded = grading.load_components(("nms",))
+    assert loaded["nms"].__name__ == "nms"
+    line = next(line for line in loaded.report().splitlines() if " nms " in f"{line} ")
+    assert line.startswith("  yours      nms  (your nms: the greedy loop; nms_fast not passed or not saved: slower")
+    assert "fit_to_budget" in line
+
+
+def test_a_fast_version_edited_to_be_wrong_falls_back_to_the_first_and_says_why(course_home):
+    save_both(("nms", "nms_fast"))
+    path = course_home / "components" / "nms_fast.py"
+    path.write_text(path.read_text().replace("> iou_threshold", ">= iou_threshold"))  # an IoU equal to t suppresses
+    loaded = grading.load_components(("nms",))
+    assert loaded["nms"].__name__ == "nms"
+    assert "nms_fast not used: your saved nms_fast was not loaded: it fails its own check, case '" in loaded.report()
+    path.write_text("def nms_fast(boxes, scores, iou_threshold)\n")  # and the first version gone too: the reference
+    (course_home / "components" / "nms.py").unlink()
+    loaded = grading.load_components(("nms",))
+    assert "nms" not in loaded
+    assert "  reference  nms  (your saved file did not load: SyntaxError" in loaded.report()
+
+
+def test_a_fast_version_is_plugged_in_by_its_own_name_and_never_beside_the_first(capsys):
+    grading.core._PASSED.pop("nms_fast", None)  # as in a new session (an earlier test passed it)
+    torch.manual_seed(0)
+    model = maskrcnn_small(num_classes=3)
+    images = [torch.rand(3, 64, 80)]
+    grading.plug_into_model(model, images, nms_fast=nms_fast)
+    assert "nms_fast: not plugged in: it has to pass check_nms_fast first (the model uses the reference nms)" in (
+        capsys.readouterr().out
+    )
+    grading.check_nms_fast(nms_fast, extra=True)
+    grading.plug_into_model(model, images, nms_fast=nms_fast)
+    assert "with your nms_fast: same output as the reference: yes" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="nms and nms_fast are two versions of the component nms: plug in one"):
+        grading.plug_into_model(model, images, nms=nms, nms_fast=nms_fast)
+    with pytest.raises(ValueError, match="no component named 'nms_faster'.*their fast versions: nms_fast"):
+        grading.save_component("nms_faster", nms_fast)
