@@ -1,4 +1,5 @@
-"""Speed cases (grading/speed.py): a correct but slow function fails its check with the reasons; a fast one passes.
+"""Speed cases (grading/speed.py): a correct but slow function fails its check with the reasons; a fast one passes;
+a component written twice (nms, nms_fast) is timed in its fast version only.
 
 No test here asserts a time: a slow function burns 50x the package's CPU time, so the verdict is certain."""
 
@@ -37,31 +38,38 @@ def test_step_inputs_are_a_real_training_step():
     assert "bottleneck" not in inputs  # the capstone's ResNet has basic blocks: no speed case for it
 
 
-def test_the_lessons_matrix_nms_passes_with_its_speed():
-    nms = lesson_function("03_rpn", "nms")
+def test_the_lessons_greedy_nms_is_checked_for_correctness_only_and_its_nms_fast_for_speed(capsys):
+    nms, nms_fast = lesson_function("03_rpn", "nms"), lesson_function("03_rpn", "nms-fast")
     grading.check_nms(nms)
-    assert grading.passed("nms") is nms
+    assert grading.passed("nms") is nms and "speed" not in capsys.readouterr().out
+    grading.check_nms_fast(nms_fast)
+    assert grading.passed("nms_fast") is nms_fast
+    assert "the package's on a training step's inputs (limit 3x)" in capsys.readouterr().out
 
 
-def test_a_correct_but_slow_nms_fails_and_says_why(capsys):
-    fast_nms = lesson_function("03_rpn", "nms")
+def test_a_correct_but_slow_nms_fast_fails_and_says_why_with_its_own_first_hint():
+    fast_nms = lesson_function("03_rpn", "nms-fast")
+    step_boxes = speed.step_inputs()["nms"].args[0]
     package_seconds = speed.measure(fast_nms, fast_nms, speed.step_inputs()["nms"].args, speed_off).package
 
-    def nms(boxes, scores, iou_threshold):
-        if len(boxes) > 100:  # only on the speed case's inputs: the cases are small
+    def nms_fast(boxes, scores, iou_threshold):
+        if boxes.shape == step_boxes.shape:  # only on the speed case's inputs: no case has as many boxes
             burn(50 * package_seconds)
         return fast_nms(boxes, scores, iou_threshold)
 
+    grading.check_nms(nms_fast)  # the first version has no speed case: correct is enough
+    assert grading.passed("nms") is nms_fast
     with pytest.raises(AssertionError) as failure:
-        grading.check_nms(nms)
+        grading.check_nms_fast(nms_fast)
     message = str(failure.value)
     assert all(len(line) <= 90 for line in message.splitlines())  # nbgrader validate shows them whole
     flat = " ".join(message.split())  # the message's words, its line breaks aside
-    assert flat.startswith("check_nms: speed case failed: your nms is")
+    assert flat.startswith("check_nms_fast: speed case failed: your nms_fast is")
     assert "slower than the package's (the limit is 3x)" in flat
     assert "times per training step" in flat and "more minutes" in flat
-    assert "To make it fast:" in flat and "overlaps[keep]" in flat
-    assert grading.passed("nms") is None  # not saved for the capstone
+    first_step = " ".join(grading.EXERCISES["nms_fast"].steps[0].rstrip(".").split())
+    assert f"To make it fast: {first_step} (grading.hint('nms_fast') gives the next ideas" in flat
+    assert grading.passed("nms_fast") is None  # not saved for the capstone
 
 
 def speed_off():
