@@ -155,10 +155,17 @@ def anchor_explorer(
 
 
 def nms_explorer(
-    image: Tensor, boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5, nms: Callable | None = None
+    image: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    iou_threshold: float = 0.5,
+    nms: Callable | None = None,
+    frame: tuple[int, int] | None = None,
 ) -> Explorer:
     """`nms` (yours, or the active components.nms by default) over boxes (Tensor[N, 4]) with scores
-    (Tensor[N]) on `image`, at a chosen IoU threshold; explorer.result["keep"] holds the kept indices."""
+    (Tensor[N]) on `image`, at a chosen IoU threshold; explorer.result["keep"] holds the kept indices.
+    frame=(H', W'): the boxes are in the pixels of an image of that size (the model's batch) and are
+    drawn rescaled to `image`'s (NMS runs on them as given)."""
     nms = nms or components.nms
     if boxes.dim() != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(
@@ -176,7 +183,7 @@ def nms_explorer(
             f"NMS keeps {len(keep)} of {len(boxes)} boxes: a box goes if it overlaps a better kept box by "
             f"IoU > {iou_threshold:.2f}"
         )
-        return View(stage_viz.draw_nms(image, boxes, scores, keep, iou_threshold), summary, {"keep": keep})
+        return View(stage_viz.draw_nms(image, boxes, scores, keep, iou_threshold, frame=frame), summary, {"keep": keep})
 
     return Explorer(controls, update)
 

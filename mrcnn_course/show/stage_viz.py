@@ -6,8 +6,10 @@ Shapes:
     H, W     an image's size;  H_l, W_l an FPN level's size;  A anchors per location
     N        boxes;  PH, PW RoI Align's output grid;  M = 28, the mask side
 
-Like viz.py, every function returns a Figure and never calls plt.show(). What RoI Align and RoI Pool
-read is computed by roi_geometry.py, from the package's own roi_align machinery.
+Like viz.py, every function returns a Figure and never calls plt.show(), and draws boxes in the frame
+of the image it shows (frame=(H', W') rescales boxes computed on another image: viz.boxes_in_frame).
+What RoI Align and RoI Pool read is computed by roi_geometry.py, from the package's own roi_align
+machinery.
 """
 
 import textwrap
@@ -31,6 +33,7 @@ from mrcnn_course.show.viz import (
     FONT,
     MASK_THRESHOLD,
     batch_to_display,
+    boxes_in_frame,
     class_colour,
     class_legend,
     class_name,
@@ -123,7 +126,8 @@ def draw_trace(
     axes[1].imshow(s2.tensors[level][0].norm(dim=0).cpu().numpy(), cmap="magma")
     axes[1].set_title(f"2 {s2.name}\n{level} {s2.outputs[level]}, L2 norm over channels", fontsize=FONT)
 
-    proposals, objectness = s3.tensors["proposals"].cpu(), s3.tensors["objectness"].cpu()
+    proposals = boxes_in_frame(s3.tensors["proposals"], batch.shape[:2])  # stages 3 and 4: the batch's frame
+    objectness = s3.tensors["objectness"].cpu()
     axes[2].imshow(batch)
     order = draw_proposal_boxes(axes[2], proposals, objectness, num_proposals)
     best = f", best {float(objectness[order[0]]):.2f}" if len(order) else ""
@@ -207,10 +211,19 @@ def draw_proposal_boxes(ax: Axes, proposals: Tensor, objectness: Tensor, count: 
     return order
 
 
-def draw_proposals(image: Tensor, proposals: Tensor, objectness: Tensor, count: int = 10, size: float = 4.5) -> Figure:
-    """The RPN's `count` best proposals (Tensor[K, 4] in `image`'s pixels, objectness Tensor[K]) on
-    `image` (Tensor[3, H, W]), coloured and labelled by objectness, with its colour scale."""
-    proposals, objectness = proposals.detach().cpu(), objectness.detach().cpu()
+def draw_proposals(
+    image: Tensor,
+    proposals: Tensor,
+    objectness: Tensor,
+    count: int = 10,
+    size: float = 4.5,
+    frame: tuple[int, int] | None = None,
+) -> Figure:
+    """The RPN's `count` best proposals (Tensor[K, 4], objectness Tensor[K]) on `image` (Tensor[3, H, W]),
+    coloured and labelled by objectness, with its colour scale. The proposals are in `image`'s pixels,
+    or in those of an image of size frame=(H', W') (the model's batch), from which they are rescaled."""
+    proposals = boxes_in_frame(proposals, (image.shape[-2], image.shape[-1]), frame)
+    objectness = objectness.detach().cpu()
     fig = new_figure(size + 0.6, size)
     ax = fig.add_subplot()
     ax.imshow(to_display(image))
@@ -295,10 +308,18 @@ def draw_anchors(
 
 
 def draw_nms(
-    image: Tensor, boxes: Tensor, scores: Tensor, keep: Tensor, iou_threshold: float, size: float = 4.5
+    image: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    keep: Tensor,
+    iou_threshold: float,
+    size: float = 4.5,
+    frame: tuple[int, int] | None = None,
 ) -> Figure:
-    """NMS's result: kept boxes (Tensor[K] indices into boxes Tensor[N, 4]) solid with their
-    scores, suppressed ones dashed grey."""
+    """NMS's result on `image` (Tensor[3, H, W]): kept boxes (Tensor[K] indices into boxes Tensor[N, 4])
+    solid with their scores, suppressed ones dashed grey. The boxes are in `image`'s pixels, or in those
+    of an image of size frame=(H', W') (the model's batch), from which they are rescaled."""
+    boxes = boxes_in_frame(boxes, (image.shape[-2], image.shape[-1]), frame)
     fig = new_figure(size, size)
     ax = fig.add_subplot()
     ax.imshow(to_display(image))
@@ -319,7 +340,7 @@ def draw_nms(
                 ls="-" if solid else "--",
             )
         )
-    label_boxes(ax, boxes[keep].detach().cpu(), [f"{float(scores[i]):.2f}" for i in keep.tolist()], colours)
+    label_boxes(ax, boxes[keep], [f"{float(scores[i]):.2f}" for i in keep.tolist()], colours)
     ax.set_title(f"IoU threshold {iou_threshold:.2f}: {len(kept)} of {len(boxes)} boxes kept", fontsize=FONT + 1)
     ax.set_axis_off()
     return fig

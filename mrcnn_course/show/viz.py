@@ -10,6 +10,11 @@ Every function returns a matplotlib Figure and never calls plt.show(): they run 
 backend in scripts and tests, and a notebook displays the returned figure once (a NotebookFigure
 renders itself as a PNG; pyplot is never involved, so figures are neither shown twice nor leaked).
 
+Boxes are drawn in the frame of the image they are drawn on. The model works on a resized image
+(stage 1): boxes from inside it (proposals, NMS candidates) are given with frame=(Hp, Wp), the size
+of the image they refer to, and rescaled (boxes_in_frame); boxes given without a frame that reach
+well beyond the image are refused, naming the fix, instead of landing beside their objects.
+
 Left out: interactive matplotlib backends (the widgets redraw PNGs instead), keypoints.
 """
 
@@ -30,11 +35,12 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 from torch import Tensor
 
-from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD
+from mrcnn_course.model.input_image import IMAGENET_MEAN, IMAGENET_STD, resize_boxes
 from mrcnn_course.model.mask_head import MASK_THRESHOLD
 from mrcnn_course.training.training_trace import LOSS_PARTS, TOTAL, TrainingTrace, figure_text
 
 FONT = 8  # small enough for six panels side by side, large enough to read
+FRAME_MARGIN = 0.1  # boxes may reach this share of a side beyond their image (a RoI grown around an object at the edge)
 CLASS_GID = "class"  # the gid of the boxes draw_instances draws: class_legend finds them by it
 
 
@@ -125,12 +131,37 @@ def class_name(label: int, class_names: Sequence[str] | None) -> str:
     return class_names[label] if class_names and 0 <= label < len(class_names) else f"class {label}"
 
 
+def boxes_in_frame(boxes: Tensor, image_size: tuple[int, int], frame: tuple[int, int] | None = None) -> Tensor:
+    """Boxes (Tensor[K, 4], x1 y1 x2 y2) in the pixels of the image they are drawn on, of image_size (H, W).
+
+    frame: the (H', W') of the image the boxes' coordinates refer to, when it is not the drawn image
+    (the model works on the scene resized, 128 -> 192 px for the small model); the boxes are rescaled
+    from it. Without it the boxes must already be in the drawn image's pixels: boxes that reach further
+    than FRAME_MARGIN of a side beyond the image are refused, as they are in another frame (drawn as
+    they are, they would land down and to the right of their objects).
+    """
+    boxes = boxes.detach().cpu().float()
+    if frame is not None:
+        return resize_boxes(boxes, tuple(frame), tuple(image_size))
+    height, width = image_size
+    if len(boxes):
+        reach = boxes.amax(dim=0)  # (4,): the furthest x1, y1, x2, y2
+        if float(reach[2]) > width * (1 + FRAME_MARGIN) + 1 or float(reach[3]) > height * (1 + FRAME_MARGIN) + 1:
+            raise ValueError(
+                f"boxes reach x = {float(reach[2]):.0f}, y = {float(reach[3]):.0f}, beyond this {height}x{width} "
+                "image: they are in the pixels of another image (the model's resized batch?). Pass "
+                "frame=(H, W) of the image they were computed on, and they are rescaled to this one."
+            )
+    return boxes
+
+
 def draw_instances(
     ax: Axes,
     image: Tensor,
     instances: dict[str, Tensor],
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
+    frame: tuple[int, int] | None = None,
 ) -> int:
     """Draw `image` with boxes, labels and masks on `ax`, one colour per class (class_colour); returns
     how many instances were drawn. class_legend(fig) then adds the legend of the classes drawn.
@@ -140,6 +171,8 @@ def draw_instances(
         instances: boxes Tensor[T, 4] (x1, y1, x2, y2), labels Tensor[T]; optional scores Tensor[T]
             (predictions: only score >= score_threshold are drawn, the score beside the label) and
             masks (ground truth Tensor[T, H, W] 0/1, or predicted probabilities Tensor[T, 1, H, W]).
+        frame: (H', W') of the image the boxes refer to, if not `image`'s: they are rescaled to it
+            (boxes_in_frame; masks must be in `image`'s pixels)
     """
     shown = to_display(image)
     boxes, labels = instances["boxes"].detach().cpu(), instances["labels"].detach().cpu()
@@ -155,6 +188,7 @@ def draw_instances(
                 f"masks are {tuple(masks.shape[-2:])} but the image is {shown.shape[:2]}: "
                 "draw the instances on the image they belong to"
             )
+    boxes = boxes_in_frame(boxes, shown.shape[:2], frame)
     keep = torch.ones(len(boxes), dtype=torch.bool) if scores is None else scores.detach().cpu() >= score_threshold
     index = torch.where(keep)[0].tolist()
     if scores is not None:  # the best first: it gets the best place for its label
@@ -294,8 +328,11 @@ def draw_detections(
     class_names: Sequence[str] | None = None,
     score_threshold: float = 0.5,
     size: float = 4,
+    frame: tuple[int, int] | None = None,
 ) -> Figure:
-    """The image with its ground truth (target) and/or the model's prediction, side by side."""
+    """The image with its ground truth (target) and/or the model's prediction, side by side. The
+    model's eval output is already in the image's pixels; frame=(H', W') rescales a prediction whose
+    boxes refer to another image (the target is in `image`'s pixels)."""
     panels = [
         (name, value) for name, value in (("ground truth", target), ("prediction", prediction)) if value is not None
     ]
@@ -303,7 +340,8 @@ def draw_detections(
         raise ValueError("give a prediction, a target or both: there is nothing to draw")
     fig = new_figure(size * len(panels), size + 0.3)
     for ax, (name, instances) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        drawn = draw_instances(ax, image, instances, class_names, score_threshold)
+        boxes_frame = frame if instances is prediction else None  # the target is in the image's pixels
+        drawn = draw_instances(ax, image, instances, class_names, score_threshold, boxes_frame)
         rule = f", score >= {score_threshold}" if "scores" in instances else ""
         ax.set_title(f"{name}: {drawn} of {len(instances['boxes'])}{rule}", fontsize=FONT + 1)
     class_legend(fig, class_names)

@@ -2,13 +2,14 @@
 static pictures draw what they are given."""
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 from matplotlib.patches import Rectangle
 
 from mrcnn_course.model import box_ops
 from mrcnn_course.model.maskrcnn import maskrcnn_small
-from mrcnn_course.show import stage_viz
+from mrcnn_course.show import stage_viz, viz
 from mrcnn_course.show.explorers import level_anchors
 from mrcnn_course.show.roi_geometry import compare_roi_align_pool
 from mrcnn_course.training import data
@@ -35,6 +36,11 @@ def middle_score(trace) -> float:
 
 def rectangles(ax):
     return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def extents(ax) -> torch.Tensor:
+    """Tensor[K, 4] float32: the (x1, y1, x2, y2) of the rectangles drawn on ax, in drawing order."""
+    return torch.tensor(np.array([r.get_bbox().extents for r in rectangles(ax)]), dtype=torch.float32)
 
 
 def test_trace_panels_are_titled_with_the_traces_shapes(trace):
@@ -182,3 +188,47 @@ def test_anchor_grid_dots_are_visible_and_the_location_is_marked():
     fig = stage_viz.draw_anchors(scene(), anchors, grid)
     dots, chosen = fig.axes[0].collections[:2]
     assert min(dots.get_sizes()) >= 9 and len(chosen.get_offsets()) == 1  # 3 points across or more
+
+
+def test_boxes_from_the_models_192_px_frame_land_on_their_objects_in_the_128_px_scene(trace):
+    """The small model enlarges the 128-px scene to 192 px: its proposals and NMS candidates are in that
+    frame. Drawn with frame=(192, 192) they are rescaled by 128 / 192; without it they are refused."""
+    image = trace[1].tensors["image"]
+    frame = tuple(trace[1].tensors["batch"].shape[-2:])
+    assert tuple(image.shape[-2:]) == (128, 128) and frame == (192, 192)
+    proposals, objectness = trace[3].tensors["proposals"], trace[3].tensors["objectness"]
+    top = objectness.argsort(descending=True)[:5]
+    in_scene = proposals[top] * 128 / 192  # where they must land
+    fig = stage_viz.draw_proposals(image, proposals, objectness, count=5, frame=frame)
+    drawn = extents(fig.axes[0]).flip(0)  # best drawn last
+    torch.testing.assert_close(drawn, in_scene, atol=1e-4, rtol=0)
+    keep = box_ops.nms(proposals[top], objectness[top], 0.5)
+    fig = stage_viz.draw_nms(image, proposals[top], objectness[top], keep, 0.5, frame=frame)
+    distances = torch.cdist(in_scene, extents(fig.axes[0]))  # kept and suppressed alike
+    assert len(rectangles(fig.axes[0])) == 5 and distances.min(dim=1).values.max() < 1e-3
+    assert proposals.max() > 128 * 1.1 + 1  # the untrained RPN's proposals reach the 192-px frame's edge
+    for draw in (
+        lambda: stage_viz.draw_proposals(image, proposals, objectness),
+        lambda: stage_viz.draw_nms(image, proposals, objectness, keep, 0.5),
+        lambda: viz.draw_detections(
+            image, {"boxes": proposals, "labels": torch.ones(len(proposals), dtype=torch.long)}
+        ),
+    ):
+        with pytest.raises(ValueError, match=r"beyond this 128x128 image: .* Pass frame=\(H, W\)"):
+            draw()
+
+
+def test_detections_and_a_prediction_in_another_frame_are_drawn_in_the_images(trace):
+    image = trace[1].tensors["image"]
+    detections = {k: trace.detections[k] for k in ("boxes", "labels", "scores")}  # already in the scene's pixels
+    fig = viz.draw_detections(image, detections, score_threshold=0.0)
+    drawn = extents(fig.axes[0])
+    assert len(drawn) == len(detections["boxes"]) and drawn.max() <= 128
+    in_batch = {**detections, "boxes": detections["boxes"] * 1.5}  # the same boxes, in the 192-px frame
+    fig = viz.draw_detections(image, in_batch, score_threshold=0.0, frame=(192, 192))
+    torch.testing.assert_close(
+        extents(fig.axes[0]).sort(dim=0).values,
+        drawn.sort(dim=0).values,
+        atol=1e-4,
+        rtol=0,
+    )
