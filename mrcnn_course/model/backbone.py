@@ -5,9 +5,10 @@ Shapes:
     C2..C5     ResNet stage outputs at strides 4, 8, 16, 32 (256, 512, 1024, 2048 channels in R-50)
     P2..P6     FPN maps, all with the same channels (256 in R-50), strides 4 to 64
 
-For a 1x3x800x800 batch and R-50-FPN: P2 1x256x200x200, P3 100x100, P4 50x50 (the stride-16 map a
-single-scale Faster R-CNN would use), P5 25x25, P6 13x13. The maps are returned in an ordered dict
-keyed "0", "1", "2", "3", "pool", as in torchvision, so the state_dict keys are the same.
+For a 1x3x800x800 batch and R-50: C4 is 1x1024x50x50, the stride-16 map a single-scale Faster R-CNN
+reads. The FPN gives P2 1x256x200x200, P3 100x100, P4 50x50 (C4's stride, 256 channels), P5 25x25,
+P6 13x13, in an ordered dict keyed "0", "1", "2", "3", "pool", as in torchvision, so the state_dict
+keys are the same.
 
 Left out: dilation, group convolution (ResNeXt), frozen layers for fine-tuning a pretrained backbone.
 """
@@ -40,24 +41,35 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     return conv, BatchNorm2d(out_channels)
 
 
-def bottleneck(block: "Bottleneck", x: Tensor) -> Tensor:
-    """A bottleneck block's forward pass (ResNet paper, Fig. 5 right).
+def residual_block(block: "BasicBlock | Bottleneck", x: Tensor) -> Tensor:
+    """A residual block's forward pass, for both kinds of block (He et al. 2016, Fig. 5).
 
-    1x1 conv reduces the channels, 3x3 conv (carrying the stride) works at the reduced width, 1x1 conv
-    expands 4x; batch norm after each, ReLU after the first two; the input is added back (through
-    block.downsample when the shape changes) and a final ReLU follows the addition.
+    The residual branch: each convolution followed by its batch norm, with a ReLU after every one but
+    the last. A BasicBlock has two 3x3 convolutions (conv1, conv2); a Bottleneck has three: a 1x1 that
+    reduces the channels, a 3x3 at the reduced width, a 1x1 that expands them 4x (conv1, conv2, conv3).
+    The shortcut is x itself, or block.downsample(x) (a strided 1x1 convolution and its batch norm)
+    when the block changes the shape. The block's output is ReLU(branch + shortcut): the last ReLU
+    comes after the addition.
+
+    The stride sits on the 3x3 convolution (conv2) in a Bottleneck, on conv1 in a BasicBlock: the
+    layers carry it, so this function never names it. The original ResNet-50 (He et al.'s released
+    models) put it on the first 1x1; torchvision moved it to the 3x3 ("ResNet v1.5"): a strided 1x1
+    reads one pixel in four, a strided 3x3 reads them all.
 
     Args:
-        block: holds conv1, bn1, conv2, bn2, conv3, bn3 and downsample (a module or None)
+        block: holds conv1, bn1, conv2, bn2 (and conv3, bn3 in a Bottleneck) and downsample (a module or None)
         x (Tensor[N, C_in, H, W])
     Returns:
-        Tensor[N, 4 * width, H / stride, W / stride]
+        Tensor[N, C_out, H / stride, W / stride], C_out = width * block.expansion
     """
-    identity = x if block.downsample is None else block.downsample(x)
+    shortcut = x if block.downsample is None else block.downsample(x)
     out = F.relu(block.bn1(block.conv1(x)))
-    out = F.relu(block.bn2(block.conv2(out)))
-    out = block.bn3(block.conv3(out))
-    return F.relu(out + identity)
+    if isinstance(block, Bottleneck):
+        out = F.relu(block.bn2(block.conv2(out)))
+        out = block.bn3(block.conv3(out))
+    else:
+        out = block.bn2(block.conv2(out))
+    return F.relu(out + shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -76,7 +88,7 @@ class Bottleneck(nn.Module):
             self.downsample = nn.Sequential(*conv_bn(in_channels, out_channels, 1, stride))
 
     def forward(self, x: Tensor) -> Tensor:
-        return components.bottleneck(self, x)
+        return components.residual_block(self, x)
 
 
 class BasicBlock(nn.Module):
@@ -93,10 +105,7 @@ class BasicBlock(nn.Module):
             self.downsample = nn.Sequential(*conv_bn(in_channels, width, 1, stride))
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + identity)
+        return components.residual_block(self, x)
 
 
 @dataclass

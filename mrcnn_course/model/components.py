@@ -21,7 +21,7 @@ module forwards the call to the active implementation:
 Each forwarder (components.nms, ...) has the package's function's real signature and docstring, so
 help(components.nms), Shift-Tab and inspect.signature show what to pass. What ran is recorded in
 every PredictionTrace (model.trace), TrainingTrace and checkpoint; a component that a model never
-calls (bottleneck in a model of BasicBlocks) is reported as NOT_CALLED rather than as "active".
+calls (the losses, in a model that only detects) is reported as NOT_CALLED rather than as "active".
 
 Every implementation of a component takes the same arguments as the package's own function (its
 docstring gives the shapes). The functions are listed below, stage by stage, in the order data flows.
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     # What type checkers and editors see as components.<name>: the package's own function, whose signature and
     # docstring the forwarder copies when it is made (make_forwarders). Never imported at run time.
-    from mrcnn_course.model.backbone import bottleneck, fpn_top_down  # noqa: F401
+    from mrcnn_course.model.backbone import fpn_top_down, residual_block  # noqa: F401
     from mrcnn_course.model.box_head import (  # noqa: F401
         fastrcnn_loss,
         fastrcnn_predictor,
@@ -103,7 +103,7 @@ _COMPONENTS = [
         "input_image",
     ),
     Component("batch_images", "1 input image", "pad images into one batch, sides a multiple of 32", "input_image"),
-    Component("bottleneck", "2 backbone", "a ResNet bottleneck block's forward pass", "backbone"),
+    Component("residual_block", "2 backbone", "a ResNet block's forward pass (basic or bottleneck)", "backbone"),
     Component("fpn_top_down", "2 backbone", "FPN merge: lateral 1x1, upsample, add, 3x3; P6", "backbone"),
     Component("cell_anchors", "3 RPN", "the anchors of one location, from sizes and aspect ratios", "rpn"),
     Component("anchor_grid", "3 RPN", "the anchors of every location of one level", "rpn"),

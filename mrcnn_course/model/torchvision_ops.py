@@ -21,6 +21,7 @@ from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.models.resnet import BasicBlock as TVBasicBlock
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.ops import boxes as tv_boxes
 from torchvision.ops import poolers as tv_poolers
@@ -210,19 +211,13 @@ def fpn_top_down(features: list[Tensor], lateral_convs, output_convs) -> list[Te
     return list(maps.values())
 
 
-def bottleneck(block, x):
-    """torchvision's ResNet Bottleneck.forward run on this block's layers."""
-    holder = SimpleNamespace(
-        conv1=block.conv1,
-        bn1=block.bn1,
-        conv2=block.conv2,
-        bn2=block.bn2,
-        conv3=block.conv3,
-        bn3=block.bn3,
-        relu=torch.nn.ReLU(),
-        downsample=block.downsample,
-    )
-    return TVBottleneck.forward(holder, x)
+def residual_block(block, x):
+    """torchvision's ResNet Bottleneck.forward or BasicBlock.forward (a block with conv3 is a bottleneck), run
+    on this block's layers."""
+    names = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3")
+    layers = {name: getattr(block, name) for name in names if hasattr(block, name)}
+    holder = SimpleNamespace(**layers, relu=torch.nn.ReLU(), downsample=block.downsample)
+    return (TVBottleneck if "conv3" in layers else TVBasicBlock).forward(holder, x)
 
 
 class _SmallBackbone(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Stage 2 against torchvision: bottleneck block, FPN top-down pathway, ResNet-50-FPN, frozen batch norm."""
+"""Stage 2 against torchvision: residual blocks (basic, bottleneck), FPN top-down, R-50-FPN, frozen batch norm."""
 
 from collections import OrderedDict
 
@@ -6,24 +6,26 @@ import pytest
 import torch
 from torchvision.models import resnet50
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.resnet import BasicBlock as TVBasicBlock
 from torchvision.models.resnet import Bottleneck as TVBottleneck
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork as TVFPN
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from mrcnn_course.model import components
 from mrcnn_course.model.backbone import (
     BackboneWithFPN,
     BasicBlock,
     Bottleneck,
     FeaturePyramidNetwork,
     ResNetConfig,
-    bottleneck,
     fpn_top_down,
+    residual_block,
 )
 
 
 @pytest.mark.parametrize("in_channels, width, stride", [(64, 64, 1), (256, 64, 1), (256, 128, 2)])
-def test_bottleneck_matches_torchvision(in_channels, width, stride):
+def test_residual_block_matches_torchvisions_bottleneck(in_channels, width, stride):
     ours = Bottleneck(in_channels, width, stride).eval()
     downsample = None
     if ours.downsample is not None:
@@ -33,8 +35,39 @@ def test_bottleneck_matches_torchvision(in_channels, width, stride):
     theirs = TVBottleneck(in_channels, width, stride, downsample).eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(2, in_channels, 15, 17)  # odd sizes: the stride-2 conv rounds up
-    torch.testing.assert_close(bottleneck(ours, x), theirs(x))
+    torch.testing.assert_close(residual_block(ours, x), theirs(x))
     torch.testing.assert_close(ours(x), theirs(x))
+    assert ours.conv2.stride == (stride, stride) and ours.conv1.stride == (1, 1)  # ResNet v1.5: stride on the 3x3
+
+
+@pytest.mark.parametrize("in_channels, width, stride", [(32, 32, 1), (32, 64, 2), (16, 32, 1)])
+def test_residual_block_matches_torchvisions_basic_block(in_channels, width, stride):
+    ours = BasicBlock(in_channels, width, stride).eval()
+    downsample = None
+    if ours.downsample is not None:
+        downsample = torch.nn.Sequential(
+            torch.nn.Conv2d(in_channels, width, 1, stride, bias=False), torch.nn.BatchNorm2d(width)
+        )
+    theirs = TVBasicBlock(in_channels, width, stride, downsample).eval()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, in_channels, 15, 17)
+    torch.testing.assert_close(residual_block(ours, x), theirs(x))
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_both_blocks_run_the_residual_block_component():
+    """The small model is made of BasicBlocks: the learner's residual_block runs in it (and in the capstone)."""
+    calls = []
+
+    def counted(block, x):
+        calls.append(type(block).__name__)
+        return residual_block(block, x)
+
+    x = torch.randn(1, 8, 6, 6)
+    with components.using(residual_block=counted):
+        BasicBlock(8, 8).eval()(x)
+        Bottleneck(8, 2).eval()(x)
+    assert calls == ["BasicBlock", "Bottleneck"]
 
 
 @pytest.mark.parametrize("size", [(64, 64), (50, 38), (13, 7)])

@@ -84,17 +84,17 @@ def test_a_recording_says_what_ran_and_what_the_model_never_called():
     def my_box_iou(boxes1, boxes2):
         return box_ops.box_iou(boxes1, boxes2)
 
-    model = maskrcnn_small(num_classes=3).eval()  # BasicBlocks: the bottleneck component never runs
+    model = maskrcnn_small(num_classes=3).eval()  # detection only: the losses never run
     with components.using(box_iou=my_box_iou), components.recording() as ran, torch.no_grad():
         model([torch.rand(3, 64, 64)])
     report = components.ran_report(ran)
-    assert report["bottleneck"] == components.NOT_CALLED
-    assert report["nms"] == report["roi_align"] == "own"
+    assert report["fastrcnn_loss"] == components.NOT_CALLED
+    assert report["nms"] == report["roi_align"] == report["residual_block"] == "own"
     assert report["box_iou"].endswith("my_box_iou")  # the package's NMS calls box_iou through the registry
     table = components.summary(ran)
     assert "ran" in table.splitlines()[0]
-    bottleneck_row = next(line for line in table.splitlines() if " bottleneck " in line)
-    assert components.NOT_CALLED in bottleneck_row
+    loss_row = next(line for line in table.splitlines() if " fastrcnn_loss " in line)
+    assert components.NOT_CALLED in loss_row
 
 
 def test_print_model_names_the_swapped_components():

@@ -74,5 +74,5 @@ def test_the_trace_records_which_implementation_of_each_component_ran():
     assert list(trace.components) == list(components.NAMES)
     assert trace.components["nms"].endswith("my_nms") and trace.components["roi_align"] == "torchvision"
     assert trace.components["fpn_top_down"] == "own"
-    assert trace.components["bottleneck"] == components.NOT_CALLED  # the small model's blocks are BasicBlocks
+    assert trace.components["residual_block"] == "own"  # the small model's BasicBlocks run it
     assert trace.components["fastrcnn_loss"] == components.NOT_CALLED  # a loss: training only

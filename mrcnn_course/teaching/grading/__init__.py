@@ -14,7 +14,7 @@ switched off, and a time limit stops endless loops (guard.py says how and its li
 
 The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     1 input image (01)   check_resize_boxes, check_resize, check_batch_images
-    2 backbone (02)      check_bottleneck, check_fpn_top_down
+    2 backbone (02)      check_residual_block, check_fpn_top_down
     3 RPN (03)           check_cell_anchors, check_anchor_grid, check_filter_proposals (exercises_rpn.py),
                          check_encode_boxes, check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
     4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
@@ -57,7 +57,7 @@ from mrcnn_course.teaching.grading import exercises_training
 # isort: on
 from mrcnn_course.teaching.grading.core import passed, run
 from mrcnn_course.teaching.grading.exercise import EXERCISES, HELPER_EXERCISES, Case, Exercise, Mistake
-from mrcnn_course.teaching.grading.exercises_backbone import *  # noqa: F403 (check_bottleneck, ...: see __all__)
+from mrcnn_course.teaching.grading.exercises_backbone import *  # noqa: F403 (check_residual_block, ...: see __all__)
 from mrcnn_course.teaching.grading.exercises_box_head import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_box_ops import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_input_image import *  # noqa: F403

@@ -1,8 +1,8 @@
-"""The exercises of stage 2, the backbone: bottleneck and fpn_top_down (lesson 02)."""
+"""The exercises of stage 2, the backbone: residual_block and fpn_top_down (lesson 02)."""
 
 # This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
 # its check function (core.exercise), and grading/__init__.py exports them.
-__all__ = ["check_bottleneck", "check_fpn_top_down"]
+__all__ = ["check_residual_block", "check_fpn_top_down"]
 
 from collections.abc import Callable
 
@@ -29,65 +29,101 @@ def _randomize(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def _block_case(name: str, in_channels: int, width: int, stride: int, x_shape: tuple, extra: bool = False) -> Case:
-    block = _randomize(backbone.Bottleneck(in_channels, width, stride))
+def _block_case(
+    name: str, kind: type[nn.Module], in_channels: int, width: int, stride: int, x_shape: tuple, extra: bool = False
+) -> Case:
+    block = _randomize(kind(in_channels, width, stride))
     shortcut = "with downsample" if block.downsample is not None else "identity shortcut"
-    note = f"Bottleneck {in_channels} -> {width * 4} channels (width {width}), stride {stride}, {shortcut}"
+    out_channels = width * kind.expansion  # type: ignore[attr-defined]  # both blocks have it
+    note = f"{kind.__name__} {in_channels} -> {out_channels} channels (width {width}), stride {stride}, {shortcut}"
     return Case(name, (block, torch.randn(x_shape)), notes={"block": note}, extra=extra)
 
 
-def _bottleneck_cases() -> list[Case]:
+def _residual_block_cases() -> list[Case]:
+    basic, bottleneck = backbone.BasicBlock, backbone.Bottleneck
     return [
-        _block_case("same channels, stride 1: identity shortcut", 16, 4, 1, (1, 16, 8, 8)),
-        _block_case("first block of a stage: stride 2 and downsample", 16, 8, 2, (2, 16, 9, 9)),
-        _block_case("channels change at stride 1: downsample without stride", 8, 4, 1, (1, 8, 5, 6)),
-        _block_case("batch of 3, non-square, odd size", 16, 4, 2, (3, 16, 7, 12), extra=True),
-        _block_case("a wider block", 32, 16, 1, (1, 32, 4, 4), extra=True),
+        _block_case("BasicBlock, same channels, stride 1: identity shortcut", basic, 8, 8, 1, (2, 8, 6, 6)),
+        _block_case("BasicBlock, first of a stage: stride 2 and downsample", basic, 8, 16, 2, (1, 8, 9, 9)),
+        _block_case("Bottleneck, same channels, stride 1: identity shortcut", bottleneck, 16, 4, 1, (1, 16, 8, 8)),
+        _block_case(
+            "Bottleneck, first of a stage: stride 2 (on the 3x3) and downsample", bottleneck, 16, 8, 2, (2, 16, 9, 9)
+        ),
+        _block_case(
+            "Bottleneck, channels change at stride 1: downsample without stride", bottleneck, 8, 4, 1, (1, 8, 5, 6)
+        ),
+        _block_case("BasicBlock, batch of 3, non-square, odd size", basic, 4, 8, 2, (3, 4, 7, 12), extra=True),
+        _block_case("Bottleneck, batch of 3, non-square, odd size", bottleneck, 16, 4, 2, (3, 16, 7, 12), extra=True),
+        _block_case("a wider Bottleneck", bottleneck, 32, 16, 1, (1, 32, 4, 4), extra=True),
+        _block_case("a 1 x 1 map through a BasicBlock", basic, 16, 16, 1, (2, 16, 1, 1), extra=True),
     ]
 
 
-def _residual_branch(block, x):
-    out = F.relu(block.bn1(block.conv1(x)))
-    out = F.relu(block.bn2(block.conv2(out)))
-    return block.bn3(block.conv3(out))
+def _conv_bn_pairs(block) -> list:
+    """The residual branch's (convolution, batch norm) pairs, in order: two in a BasicBlock, three in a Bottleneck."""
+    pairs = [(block.conv1, block.bn1), (block.conv2, block.bn2)]
+    return pairs + [(block.conv3, block.bn3)] if isinstance(block, backbone.Bottleneck) else pairs
 
 
-def _shortcut(block, x):
-    return x if block.downsample is None else block.downsample(x)
+def _block_with(block, x, *, inner_relu=True, last_relu=True, relu_before_add=False, add=True, add_before_bn=False):
+    """A residual block with one usual mistake (the keywords say which)."""
+    shortcut = x if block.downsample is None else block.downsample(x)
+    pairs, out = _conv_bn_pairs(block), x
+    for conv, bn in pairs[:-1]:
+        out = bn(conv(out))
+        out = F.relu(out) if inner_relu else out
+    conv, bn = pairs[-1]
+    if add_before_bn:
+        return F.relu(bn(conv(out) + shortcut))
+    out = bn(conv(out))
+    out = F.relu(out) if relu_before_add else out
+    out = out + shortcut if add else out
+    return F.relu(out) if last_relu else out
 
 
 @exercise(
-    cases=_bottleneck_cases,
-    hint="out = relu(bn1(conv1(x))); out = relu(bn2(conv2(out))); out = bn3(conv3(out)); the shortcut is x, "
-    "or block.downsample(x) when it is not None; return relu(out + shortcut). Don't call block(x): "
-    "that is the function you are writing.",
+    cases=_residual_block_cases,
+    hint="the branch: each convolution then its batch norm, with a ReLU after every pair but the last "
+    "(two pairs in a BasicBlock, three in a Bottleneck, which has conv3); the shortcut is x, or "
+    "block.downsample(x) when it is not None (the block changes the shape); return relu(branch + "
+    "shortcut). Don't call block(x): that is the function you are writing.",
     steps=(
-        "Run x through the first 1x1 convolution and its batch norm, then a ReLU (F.relu).",
-        "The same with the 3x3 convolution (it carries the stride) and its batch norm, then a ReLU.",
-        "Then the last 1x1 convolution and its batch norm, with no ReLU yet.",
+        "Tell the two kinds apart: a Bottleneck has a third convolution (conv3, bn3); "
+        "isinstance(block, backbone.Bottleneck) says which.",
+        "Run x through conv1 and bn1, then a ReLU (F.relu). The layers carry the stride: just call them.",
+        "A BasicBlock: conv2 and bn2, with no ReLU yet. A Bottleneck: conv2, bn2 and a ReLU, then conv3 "
+        "and bn3, with no ReLU yet.",
         "Choose the shortcut: x itself, unless the block has a downsample module, which maps x to the branch's shape.",
         "Add the branch and the shortcut, and only then apply the last ReLU.",
     ),
     mistakes=(
         Mistake(
             "the last ReLU is missing: it comes AFTER adding the shortcut.",
-            lambda block, x: _residual_branch(block, x) + _shortcut(block, x),
+            lambda block, x: _block_with(block, x, last_relu=False),
         ),
         Mistake(
-            "the ReLU came before the addition: add the shortcut to bn3's output, then ReLU.",
-            lambda block, x: F.relu(_residual_branch(block, x)) + _shortcut(block, x),
+            "the ReLU came before the addition: add the shortcut to the last batch norm's output, then ReLU.",
+            lambda block, x: _block_with(block, x, relu_before_add=True, last_relu=False),
         ),
         Mistake(
-            "the shortcut was not added: return relu(out + shortcut).",
-            lambda block, x: F.relu(_residual_branch(block, x)),
+            "the shortcut was not added: return relu(branch + shortcut).",
+            lambda block, x: _block_with(block, x, add=False),
+        ),
+        Mistake(
+            "a ReLU follows every batch norm of the branch but the last (one in a BasicBlock, two in a Bottleneck).",
+            lambda block, x: _block_with(block, x, inner_relu=False),
+        ),
+        Mistake(
+            "the shortcut is added after the last batch norm, not between the last convolution and its batch norm.",
+            lambda block, x: _block_with(block, x, add_before_bn=True),
         ),
     ),
     atol=1e-4,
     rtol=1e-4,
-    torchvision_names=("torchvision.models.resnet.Bottleneck.forward",),
+    torchvision_names=("torchvision.models.resnet.Bottleneck.forward", "torchvision.models.resnet.BasicBlock.forward"),
 )
-def check_bottleneck(bottleneck: Callable, extra: bool = False) -> None:
-    """Check your bottleneck(block, x) -> Tensor[N, 4 * width, H / stride, W / stride] against the reference."""
+def check_residual_block(residual_block: Callable, extra: bool = False) -> None:
+    """Check your residual_block(block, x) -> Tensor[N, C_out, H / stride, W / stride] against the reference, on
+    BasicBlocks and Bottlenecks; pass the function or your block class (its forward is the function)."""
 
 
 def _fpn_case(

@@ -35,7 +35,7 @@ def test_step_inputs_are_a_real_training_step():
     assert inputs["nms"].calls_per_step == 8  # one call per image of the recipe's batch of 8
     boxes, scores, threshold = inputs["nms"].args
     assert len(boxes) > 500 and threshold == 0.7  # an image's proposals before the RPN's NMS
-    assert "bottleneck" not in inputs  # the capstone's ResNet has basic blocks: no speed case for it
+    assert inputs["residual_block"].calls_per_step == 8  # the capstone's ResNet: 8 basic blocks, one batch
 
 
 def test_the_lessons_greedy_nms_is_checked_for_correctness_only_and_its_nms_fast_for_speed(capsys):
