@@ -142,7 +142,7 @@ def boxes_in_frame(boxes: Tensor, image_size: tuple[int, int], frame: tuple[int,
     """
     boxes = boxes.detach().cpu().float()
     if frame is not None:
-        return resize_boxes(boxes, tuple(frame), tuple(image_size))
+        return resize_boxes(boxes, (frame[0], frame[1]), (image_size[0], image_size[1]))
     height, width = image_size
     if len(boxes):
         reach = boxes.amax(dim=0)  # (4,): the furthest x1, y1, x2, y2
