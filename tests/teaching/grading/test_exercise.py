@@ -12,6 +12,7 @@ from conftest import words
 from mrcnn_course.model import components, torchvision_ops
 from mrcnn_course.teaching import grading
 from mrcnn_course.teaching.grading import exercise
+from mrcnn_course.teaching.grading.core import has_speed_case
 from mrcnn_course.teaching.grading.judge import build_cases, difference
 
 EXERCISES = list(grading.EXERCISES.values())
@@ -87,3 +88,49 @@ def test_every_exercise_is_declared_once_and_exported_as_its_check():
     for name in every:
         check = getattr(grading, f"check_{name}")
         assert list(inspect.signature(check).parameters) == [name, "extra"] and check.__doc__
+
+
+WRITTEN_TWICE = [e for e in EXERCISES if len(exercise.versions(e.writes)) > 1]  # nms and nms_fast, ...
+
+
+def test_a_component_written_twice_is_timed_in_its_fast_version_only():
+    assert [e.component for e in exercise.versions("nms")] == ["nms", "nms_fast"]
+    assert [e.component for e in exercise.versions("roi_align")] == ["roi_align", "roi_align_fast"]
+    for first, fast in (exercise.versions(name) for name in ("nms", "roi_align")):
+        assert not has_speed_case(first) and has_speed_case(fast)
+        assert fast.reference_function() is first.reference_function() is components.COMPONENTS[first.component].own
+        assert fast.speed_advice().startswith(fast.steps[0].rstrip("."))  # the advice is its own first idea
+        assert f"grading.hint({fast.component!r})" in fast.speed_advice()
+
+
+@pytest.mark.parametrize("exercise", WRITTEN_TWICE, ids=[e.component for e in WRITTEN_TWICE])
+def test_each_usual_mistake_of_a_version_shows_on_a_visible_and_a_hidden_case_with_its_hint(exercise):
+    """The catalogue's promise: every mistake fails a visible case (test_visible_cases.py checks that check's
+    message) and a hidden case with other values; here a learner who makes it only on the hidden cases fails
+    the hidden check, with the mistake's hint."""
+    cases = build_cases(exercise, extra=True)
+    own = exercise.reference_function()
+    for mistake in exercise.mistakes:
+        answers, shown = [], set()
+        for case in cases:
+            right = own(*copy.deepcopy(case.args))
+            try:
+                wrong = mistake.answer(*copy.deepcopy(case.args))
+            except Exception:  # the mistake does not apply here: answer right
+                wrong = right
+            if difference(right, wrong, exercise.atol, exercise.rtol) is not None:
+                shown.add(case.extra)
+            answers.append(wrong if case.extra else right)
+        assert shown == {False, True}, f"{mistake.hint!r}: shown on a visible and a hidden case? {shown}"
+        with pytest.raises(AssertionError) as failure:
+            grading.run(exercise, answering(answers), extra=True)
+        assert words(mistake.hint) in words(str(failure.value))
+
+
+def test_the_fast_version_is_checked_with_every_version_of_its_component_out_of_reach():
+    def nms_fast(boxes, scores, iou_threshold):
+        return components.nms(boxes, scores, iou_threshold)
+
+    with pytest.raises(AssertionError, match="components.nms is switched off while check_nms_fast runs"):
+        grading.check_nms_fast(nms_fast)
+    assert components.active("nms") == "own"
