@@ -1,7 +1,10 @@
-"""mrcnn_course.teaching.grading.exercises_roi_align: interpolation_weights, a helper exercise that is not a component
-(tests/teaching/grading/test_exercise.py covers roi_align and map_levels with every other component's exercise)."""
+"""mrcnn_course.teaching.grading.exercises_roi_align: interpolation_weights, a helper exercise that is not a component,
+and lesson 04's text for roi_align_fast (tests/teaching/grading/test_exercise.py covers roi_align, roi_align_fast and
+map_levels with every other component's exercise)."""
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +84,18 @@ def test_each_usual_mistake_is_caught_with_its_hint():
         with pytest.raises(AssertionError) as failure:
             grading.check_interpolation_weights(lambda coords, length: next(replies), extra=True)
         assert " ".join(mistake.hint.split()) in " ".join(str(failure.value).split())
+
+
+LESSON_04 = Path(__file__).resolve().parents[3] / "solutions" / "04_roi_align" / "04_roi_align.ipynb"
+
+
+def test_lesson_04_leaves_the_fast_method_to_the_hints_and_its_speed_advice_agrees_with_them(capsys):
+    """The lesson's text (markdown and docstrings) prescribes no method for roi_align_fast; the speed advice is the
+    exercise's own first step, so it cannot contradict the hints."""
+    cells = json.loads(LESSON_04.read_text())["cells"]
+    text = "\n".join("".join(c["source"]).split("### BEGIN SOLUTION")[0] for c in cells)
+    assert "topk" not in text and "embedding_bag" not in text and "gather the four" not in text
+    fast = grading.EXERCISES["roi_align_fast"]
+    assert fast.speed_advice().startswith(fast.steps[0].rstrip("."))
+    grading.hint("roi_align_fast", 1)
+    assert "wastes" in capsys.readouterr().out
