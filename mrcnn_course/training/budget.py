@@ -31,7 +31,7 @@ from mrcnn_course.model.components import COMPONENTS, NAMES, using
 from mrcnn_course.model.maskrcnn import MaskRCNN
 from mrcnn_course.training import training_step
 from mrcnn_course.training.distributed import cpus_available
-from mrcnn_course.training.pretrained import load_pretrained_small, small_model
+from mrcnn_course.training.pretrained import FEW_STEPS, load_pretrained_small, small_model
 from mrcnn_course.training.recipe import Recipe, epoch_scenes, optimizer_for, recipe_scenes
 from mrcnn_course.training.training_step import GradientLimit, step_batch
 from mrcnn_course.training.validation import validation_losses, validation_metrics
@@ -43,7 +43,6 @@ STEP_SHARES = (1.0, 0.75, 0.5, 0.25)  # of the recipe's scenes per epoch: the re
 SPEED_LIMIT = 3.0  # a component more than this many times the package's is named (the speed cases' limit too)
 NOTICEABLE = 0.05  # of the reference's step: a component's extra time below this share is not worth naming
 SAME_SPEED = 1.15  # a step ratio up to this is the same speed: alternated steps differ by this much on a busy machine
-FEW_STEPS = 300  # below this many steps both models are still learning fast: two runs end further apart
 PROBE_STEPS = 3  # timed steps per model and side, after one untimed step (the first pays for memory allocation)
 PROBE_IMAGES = 8  # validation scenes timed per model and side
 REST_OF_STEP = "train_step"  # what a step spends outside the components: the layers, backward, the update
@@ -274,16 +273,24 @@ def _largest_that_fits(fit: BudgetFit) -> Recipe:
     if fit.estimate(asked) <= fit.budget:
         return asked
     if fit.shares is None:
-        counts = list(range(asked.steps_per_epoch, 0, -1))
+        candidates = [
+            replace(asked, images_per_epoch=n * asked.batch_size) for n in range(asked.steps_per_epoch, 0, -1)
+        ]
     else:
-        counts = [max(1, round(share * asked.steps_per_epoch)) for share in sorted(fit.shares, reverse=True)]
+        candidates = [recipe_share(asked, share) for share in sorted(fit.shares, reverse=True)]
     least = min(asked.val_images, max(asked.shown_images, asked.batch_size))
-    for steps in counts:
-        left = fit.budget / asked.epochs - steps * times.step  # seconds per epoch left for validation
+    for candidate in candidates:
+        left = fit.budget / asked.epochs - candidate.steps_per_epoch * times.step  # per epoch, for validation
         val_images = min(asked.val_images, math.floor(left / times.validation_scene))
         if val_images >= least:
-            return replace(asked, images_per_epoch=steps * asked.batch_size, val_images=val_images)
-    return replace(asked, images_per_epoch=counts[-1] * asked.batch_size, val_images=least)
+            return replace(candidate, val_images=val_images)
+    return replace(candidates[-1], val_images=least)
+
+
+def recipe_share(recipe: Recipe, share: float) -> Recipe:
+    """`recipe` with `share` of its steps per epoch (whole batches, at least one): a recipe of the menu."""
+    steps = max(1, round(share * recipe.steps_per_epoch))
+    return replace(recipe, images_per_epoch=steps * recipe.batch_size)
 
 
 class _Side:

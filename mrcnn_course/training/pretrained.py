@@ -177,3 +177,44 @@ def write_reference_figures(runs: list[dict], command: str, folder: Path = FOLDE
     path = folder / REFERENCE_FIGURES
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+LEVEL = 0.02  # held-out mask mAP@0.5: two runs of one recipe whose components compute the same, end this close
+FEW_STEPS = 300  # below this many steps both models still learn fast, and runs end further apart
+
+
+def compare_with_reference(yours: dict, recipe: Recipe, epochs_trained: int, scenes: int) -> str:
+    """A sentence on `yours` (evaluation.evaluate's figures on the first `scenes` held-out scenes of a model
+    trained `epochs_trained` epochs by `recipe`) against the reference trained by the same recipe; says plainly
+    when there is no fair comparison to make (a run cut short, another recipe, other scenes)."""
+    if epochs_trained < recipe.epochs:
+        return (
+            f"Training stopped after epoch {epochs_trained} of {recipe.epochs} (the time limit): the reference's "
+            f"figures are for all {recipe.epochs} epochs, so there is no fair comparison. Give fit_to_budget more "
+            f"time (seconds=...) and train again."
+        )
+    reference = reference_figures(recipe)
+    if reference is None or scenes != HELD_OUT_SCENES:
+        return (
+            "The course ships the reference's figures for the recipes of fit_to_budget's menu, on "
+            f"{HELD_OUT_SCENES} held-out scenes; this run is not one of them (autograding's short run, or a recipe "
+            "you changed): compare it with the shipped model, trained by the whole recipe."
+        )
+    mine, theirs = yours["mask_map50"], reference["held_out"]["mask_map50"]
+    said = f"Mask mAP@0.5 {mine:.3f} against {theirs:.3f} for the reference trained by the same recipe"
+    if abs(mine - theirs) <= LEVEL:
+        said += f": level (within {LEVEL})."
+    elif mine < theirs:
+        said += (
+            f": {theirs - mine:.3f} below. Something of yours trains differently from the reference: the list "
+            f"above shows which of your components ran; plug them in one at a time with their training losses "
+            f"(grading.plug_into_model(model, images, targets=targets, name=yours)) to find it."
+        )
+    else:
+        said += f": {mine - theirs:.3f} above."
+    if recipe.total_steps < FEW_STEPS:
+        said += (
+            f" With {recipe.total_steps} steps both models were still learning fast, so a few hundredths either "
+            f"way are chance; {FEW_STEPS} steps or more give a close comparison."
+        )
+    return said
