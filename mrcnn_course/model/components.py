@@ -56,7 +56,13 @@ if TYPE_CHECKING:
         remove_small_boxes,
     )
     from mrcnn_course.model.input_image import batch_images, resize, resize_boxes  # noqa: F401
-    from mrcnn_course.model.mask_head import maskrcnn_loss, paste_masks_in_image, project_masks_on_boxes  # noqa: F401
+    from mrcnn_course.model.mask_head import (  # noqa: F401
+        maskrcnn_heads,
+        maskrcnn_loss,
+        maskrcnn_predictor,
+        paste_masks_in_image,
+        project_masks_on_boxes,
+    )
     from mrcnn_course.model.matching import match_boxes, sample_balanced  # noqa: F401
     from mrcnn_course.model.roi_align import map_levels, roi_align  # noqa: F401
     from mrcnn_course.model.rpn import anchor_grid, cell_anchors, filter_proposals, rpn_head, rpn_loss  # noqa: F401
@@ -132,6 +138,10 @@ _COMPONENTS = [
     Component("fastrcnn_loss", "5 box head", "cross-entropy + smooth L1 on the true class's deltas", "box_head"),
     Component(
         "postprocess_detections", "5 box head", "softmax, decode, clip, threshold, NMS per class, top-k", "box_head"
+    ),
+    Component("maskrcnn_heads", "6 mask head", "the 3x3 convolutions, each with a ReLU (14x14 kept)", "mask_head"),
+    Component(
+        "maskrcnn_predictor", "6 mask head", "transposed conv (28x28) and ReLU, per-class 1x1 logits", "mask_head"
     ),
     Component("project_masks_on_boxes", "6 mask head", "mask targets: gt masks RoI-aligned into the RoIs", "mask_head"),
     Component("maskrcnn_loss", "6 mask head", "BCE on the ground-truth class's mask channel", "mask_head"),

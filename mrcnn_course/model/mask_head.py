@@ -39,14 +39,31 @@ MASK_PADDING = 1  # pixels of zeros around a 28x28 mask before pasting (30x30)
 PASTE_MEMORY_LIMIT = 2**29
 
 
+def maskrcnn_heads(head: "MaskRCNNHeads", features: Tensor) -> Tensor:
+    """The mask head's convolutions (Mask R-CNN, Fig. 4 right): each 3x3 convolution in turn, each followed
+    by a ReLU. Their padding of 1 keeps the 14x14 grid, so every output pixel still belongs to its RoI's cell.
+
+    Args:
+        head: head.convs, its 3x3 convolutions in order (four in R-50, 256 -> 256 channels)
+        features (Tensor[K, C_fpn, 14, 14]): the RoIs' pooled features; K may be 0
+    Returns:
+        Tensor[K, D, 14, 14], D the last convolution's output channels
+    """
+    for conv in head.convs:
+        features = F.relu(conv(features))  # (K, D_i, 14, 14)
+    return features
+
+
 class MaskRCNNHeads(nn.Sequential):
-    """Four 3x3 convolutions with ReLU, keeping 14x14 (Mask R-CNN, Fig. 4 right)."""
+    """Four 3x3 convolutions, each with a ReLU, keeping 14x14 (Mask R-CNN, Fig. 4 right); the forward pass
+    is maskrcnn_heads."""
 
     def __init__(self, in_channels: int, layers: tuple[int, ...]):
+        # Each convolution in a Sequential of its own, so that keys read "0.0.weight" as torchvision's (whose
+        # blocks also hold the ReLU, which has no weights: here maskrcnn_heads applies it).
         blocks = []
         for width in layers:
-            # Nested Sequential so keys read "0.0.weight", as torchvision's.
-            blocks.append(nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(inplace=True)))
+            blocks.append(nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1)))
             in_channels = width
         super().__init__(*blocks)
         for layer in self.modules():
@@ -55,26 +72,47 @@ class MaskRCNNHeads(nn.Sequential):
                 if layer.bias is not None:  # every convolution here has one
                     nn.init.zeros_(layer.bias)
 
+    @property
+    def convs(self) -> list[nn.Conv2d]:
+        """The 3x3 convolutions, in order."""
+        return [block[0] for block in self]
+
     def forward(self, features: Tensor) -> Tensor:
         """Tensor[K, C_fpn, 14, 14] -> Tensor[K, layers[-1], 14, 14], in channels-last memory order.
 
         Channels-last (each pixel's channels side by side) is the layout oneDNN's CPU convolutions work in:
         on K x 64 x 14 x 14 RoIs it makes this head, and the predictor's transposed convolution above all,
         faster than the default layout, for the same numbers up to rounding (benchmarks/TUNING.md, "What
-        made the step cheaper").
+        made the step cheaper"). The layout is set here, so maskrcnn_heads need not know about it.
         """
-        return super().forward(features.contiguous(memory_format=torch.channels_last))
+        return components.maskrcnn_heads(self, features.contiguous(memory_format=torch.channels_last))
+
+
+def maskrcnn_predictor(predictor: "MaskRCNNPredictor", x: Tensor) -> Tensor:
+    """Mask logits: the transposed convolution doubles the grid (kernel 2, stride 2: each input pixel becomes
+    a 2x2 patch of its own, 14x14 -> 28x28), a ReLU, then the 1x1 convolution gives one logit map per class.
+
+    Args:
+        predictor: holds conv5_mask (ConvTranspose2d, D -> D') and mask_fcn_logits (Conv2d 1x1, D' -> C)
+        x (Tensor[K, D, 14, 14])
+    Returns:
+        Tensor[K, C, 28, 28]: logits, no sigmoid (the loss takes logits; detection turns only the detected
+        class's map into probabilities)
+    """
+    return predictor.mask_fcn_logits(F.relu(predictor.conv5_mask(x)))  # (K, D', 28, 28) -> (K, C, 28, 28)
 
 
 class MaskRCNNPredictor(nn.Sequential):
-    """2x upsampling (transposed conv) then a 1x1 conv to one mask logit map per class."""
+    """2x upsampling (transposed conv) and a ReLU, then a 1x1 conv to one mask logit map per class; the forward
+    pass is maskrcnn_predictor."""
 
     def __init__(self, in_channels: int, dim_reduced: int, num_classes: int):
+        # torchvision's names, so the keys read conv5_mask.weight, mask_fcn_logits.weight (its ReLU between
+        # them has no weights: here maskrcnn_predictor applies it)
         super().__init__(
             OrderedDict(
                 [
                     ("conv5_mask", nn.ConvTranspose2d(in_channels, dim_reduced, 2, 2, 0)),  # 14x14 -> 28x28
-                    ("relu", nn.ReLU(inplace=True)),
                     ("mask_fcn_logits", nn.Conv2d(dim_reduced, num_classes, 1, 1, 0)),
                 ]
             )
@@ -82,6 +120,10 @@ class MaskRCNNPredictor(nn.Sequential):
         for name, param in self.named_parameters():
             if "weight" in name:
                 nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Tensor[K, D, 14, 14] -> Tensor[K, C, 28, 28] mask logits."""
+        return components.maskrcnn_predictor(self, x)
 
 
 def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, M: int) -> Tensor:

@@ -18,6 +18,8 @@ from torchvision.models.detection import transform as tv_transform
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor as TVFastRCNNPredictor
 from torchvision.models.detection.faster_rcnn import TwoMLPHead as TVTwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskRCNNHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork as TVRegionProposalNetwork
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.models.detection.rpn import concat_box_prediction_layers
@@ -191,6 +193,30 @@ def postprocess_detections(
         detections_per_img=detections_per_img,
     )
     return tv_roi_heads.RoIHeads.postprocess_detections(holder, class_logits, box_regression, proposals, image_sizes)
+
+
+def _with_weights_of(module: torch.nn.Module, build) -> torch.nn.Module:
+    """torchvision's module made by build(), with `module`'s weights (the same state_dict keys) and dtype.
+    Built with torch's generator forked: initialising its weights must not shift the caller's random draws."""
+    with torch.random.fork_rng(devices=[]):
+        theirs = build()
+    theirs.to(next(module.parameters()).dtype).load_state_dict(module.state_dict())
+    return theirs
+
+
+def maskrcnn_heads(head, features):
+    """torchvision's MaskRCNNHeads (its convolutions and their ReLUs) with this head's weights."""
+    convs = head.convs
+    widths = [conv.out_channels for conv in convs]
+    return _with_weights_of(head, lambda: TVMaskRCNNHeads(convs[0].in_channels, widths, 1))(features)
+
+
+def maskrcnn_predictor(predictor, x):
+    """torchvision's MaskRCNNPredictor with this predictor's weights."""
+    up, logits = predictor.conv5_mask, predictor.mask_fcn_logits
+    return _with_weights_of(
+        predictor, lambda: TVMaskRCNNPredictor(up.in_channels, up.out_channels, logits.out_channels)
+    )(x)
 
 
 project_masks_on_boxes = tv_roi_heads.project_masks_on_boxes

@@ -1,4 +1,4 @@
-"""Stage 6 against torchvision: head layout, mask targets, mask loss, pasting masks into the image."""
+"""Stage 6 against torchvision: the head and predictor (keys, forward), mask targets, mask loss, pasting."""
 
 import subprocess
 import sys
@@ -8,11 +8,13 @@ import torch
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads as TVMaskHeads
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor as TVMaskPredictor
 
-from mrcnn_course.model import mask_head, torchvision_ops
+from mrcnn_course.model import components, mask_head, torchvision_ops
 from mrcnn_course.model.mask_head import (
     MaskRCNNHeads,
     MaskRCNNPredictor,
+    maskrcnn_heads,
     maskrcnn_loss,
+    maskrcnn_predictor,
     paste_masks_in_image,
     project_masks_on_boxes,
     select_class_masks,
@@ -24,17 +26,47 @@ def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_heads_have_torchvision_keys_and_outputs():
+@pytest.mark.parametrize("rois", [3, 1, 0])
+@pytest.mark.parametrize("layers", [(16, 16), (16, 16, 16, 16)])
+def test_heads_have_torchvision_keys_and_outputs(rois, layers):
+    """The head's and the predictor's forward passes (maskrcnn_heads, maskrcnn_predictor) against torchvision's
+    modules with the same weights (random biases: a missing ReLU shows), zero RoIs included."""
     g = generator(1)
-    ours_head, ours_pred = MaskRCNNHeads(8, (16, 16)), MaskRCNNPredictor(16, 12, 4)
-    tv_head, tv_pred = TVMaskHeads(8, [16, 16], 1), TVMaskPredictor(16, 12, 4)
+    ours_head, ours_pred = MaskRCNNHeads(8, layers), MaskRCNNPredictor(16, 12, 4)
+    tv_head, tv_pred = TVMaskHeads(8, list(layers), 1), TVMaskPredictor(16, 12, 4)
     assert list(ours_head.state_dict()) == list(tv_head.state_dict())
     assert list(ours_pred.state_dict()) == list(tv_pred.state_dict())
+    for bias in [p for name, p in ours_head.named_parameters() if "bias" in name] + [ours_pred.conv5_mask.bias]:
+        bias.data = torch.randn(bias.shape, generator=g)
     tv_head.load_state_dict(ours_head.state_dict()), tv_pred.load_state_dict(ours_pred.state_dict())
-    x = torch.randn(3, 8, 14, 14, generator=g)
-    out = ours_pred(ours_head(x))
-    assert out.shape == (3, 4, 28, 28)
+    x = torch.randn(rois, 8, 14, 14, generator=g)
+    hidden = ours_head(x)
+    assert hidden.shape == (rois, 16, 14, 14)
+    torch.testing.assert_close(hidden, tv_head(x))
+    torch.testing.assert_close(maskrcnn_heads(ours_head, x), tv_head(x))
+    out = ours_pred(hidden)
+    assert out.shape == (rois, 4, 28, 28)
     torch.testing.assert_close(out, tv_pred(tv_head(x)))
+    torch.testing.assert_close(maskrcnn_predictor(ours_pred, hidden), tv_pred(hidden))
+
+
+def test_the_head_and_predictor_forward_through_their_components():
+    """Their forward calls components.maskrcnn_heads / maskrcnn_predictor with the module itself, so a learner's
+    forward runs in the model while the state_dict keeps torchvision's keys."""
+    head, predictor = MaskRCNNHeads(4, (4, 4)), MaskRCNNPredictor(4, 4, 3)
+    seen = []
+
+    def heads_seen(module, features):
+        seen.append(module)
+        return maskrcnn_heads(module, features)
+
+    def predictor_seen(module, x):
+        seen.append(module)
+        return maskrcnn_predictor(module, x)
+
+    with components.using(maskrcnn_heads=heads_seen, maskrcnn_predictor=predictor_seen):
+        predictor(head(torch.randn(2, 4, 14, 14)))
+    assert seen == [head, predictor]
 
 
 def gt_masks(n: int, height: int, width: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
     5 box head (05)      check_two_mlp_head, check_fastrcnn_predictor, check_select_training_samples,
                          check_fastrcnn_loss, check_postprocess_detections
-    6 mask head (06)     check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
+    6 mask head (06)     check_maskrcnn_heads, check_maskrcnn_predictor (module exercises: the class or the
+                         function), check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
     training (07)        check_train_step (not a component: the capstone's training step)
 
 Stuck? hint("nms") prints an exercise's steps; its docstring in the lesson states only the contract, so

@@ -1,8 +1,11 @@
-"""The exercises of stage 6, the mask head: project_masks_on_boxes, maskrcnn_loss, paste_masks_in_image (lesson 06)."""
+"""The exercises of stage 6, the mask head (lesson 06): the head's forward (maskrcnn_heads, maskrcnn_predictor),
+project_masks_on_boxes, maskrcnn_loss, paste_masks_in_image."""
 
 # This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
 # its check function (core.exercise), and grading/__init__.py exports them.
 __all__ = [
+    "check_maskrcnn_heads",
+    "check_maskrcnn_predictor",
     "check_project_masks_on_boxes",
     "check_maskrcnn_loss",
     "check_paste_masks_in_image",
@@ -12,12 +15,154 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mrcnn_course.model import components, mask_head, roi_align
 from mrcnn_course.teaching.grading.core import exercise
 from mrcnn_course.teaching.grading.exercise import Case, Mistake
 
 ROI_HEADS = "torchvision.models.detection.roi_heads"
+
+
+MASK_RCNN = "torchvision.models.detection.mask_rcnn"
+
+
+def _random_biases(module: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Random biases (they start at zero), in `dtype`: a ReLU forgotten after a convolution then shows."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and layer.bias is not None:
+            layer.bias.data.normal_(0, 0.5)
+    return module.to(dtype)
+
+
+def _heads_case(
+    name: str, in_channels: int, layers: tuple[int, ...], rois: int, side: int = 14, dtype=torch.float32, extra=False
+) -> Case:
+    head = _random_biases(mask_head.MaskRCNNHeads(in_channels, layers), dtype)
+    note = f"MaskRCNNHeads: {len(layers)} 3x3 convolutions, {in_channels} -> {' -> '.join(map(str, layers))} channels"
+    features = torch.randn(rois, in_channels, side, side, dtype=dtype)
+    return Case(name, (head, features), notes={"head": note}, extra=extra)
+
+
+def _heads_cases() -> list[Case]:
+    return [
+        _heads_case("four convolutions (as in R-50), 3 RoIs", 8, (8, 8, 8, 8), 3),
+        _heads_case("two convolutions (the small model's), 5 RoIs", 6, (6, 6), 5),
+        _heads_case("the channels change: 4 -> 8 -> 8", 4, (8, 8), 2),
+        _heads_case("no RoIs: Tensor[0, C, 14, 14]", 8, (8, 8, 8, 8), 0),
+        _heads_case("three convolutions, one RoI", 5, (7, 7, 7), 1, extra=True),
+        _heads_case("float64, 6 RoIs", 4, (4, 4, 4, 4), 6, dtype=torch.float64, extra=True),
+        _heads_case("a 7 x 7 grid: the convolutions keep any size", 6, (6, 6), 4, side=7, extra=True),
+    ]
+
+
+def _heads_with(head, features, *, relu=True, last_relu=True, relu_first=False, layers=None):
+    """The head's forward with one usual mistake (the keywords say which)."""
+    convs = head.convs[:layers]
+    for index, conv in enumerate(convs):
+        if relu_first:
+            features = conv(F.relu(features))
+            continue
+        features = conv(features)
+        if relu and (last_relu or index < len(convs) - 1):
+            features = F.relu(features)
+    return features
+
+
+@exercise(
+    cases=_heads_cases,
+    hint="for conv in self.convs (every 3x3 convolution, in order): x = F.relu(conv(x)); a ReLU follows the last "
+    "one too; return x, Tensor[K, D, 14, 14]. Don't call self(x) or super().forward: that is the forward you "
+    "are writing.",
+    steps=(
+        "self.convs lists the head's 3x3 convolutions in order (the model's has four in R-50, two in the small "
+        "model): loop over them, do not count them yourself.",
+        "Each convolution, then a ReLU (F.relu) on its output; the next convolution takes that.",
+        "Return what the last ReLU gave: Tensor[K, D, 14, 14], 14x14 kept by the padding of 1.",
+    ),
+    fast="one call of each convolution on all the RoIs at once: no Python loop over RoIs or pixels",
+    mistakes=(
+        Mistake(
+            "a ReLU follows every convolution: without them the four convolutions are one linear map.",
+            lambda head, x: _heads_with(head, x, relu=False),
+        ),
+        Mistake(
+            "a ReLU follows the last convolution too (the predictor's transposed convolution comes after it).",
+            lambda head, x: _heads_with(head, x, last_relu=False),
+        ),
+        Mistake(
+            "run every convolution of self.convs, in order, not only the first.",
+            lambda head, x: _heads_with(head, x, layers=1),
+        ),
+        Mistake(
+            "the ReLU comes after each convolution (on its output), not before it (on its input).",
+            lambda head, x: _heads_with(head, x, relu_first=True),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=(f"{MASK_RCNN}.MaskRCNNHeads",),
+)
+def check_maskrcnn_heads(maskrcnn_heads: Callable, extra: bool = False) -> None:
+    """Check your MaskRCNNHeads' forward(self, features) -> Tensor[K, D, 14, 14] (the class or the function)."""
+
+
+def _predictor_case(
+    name: str, in_channels: int, dim_reduced: int, classes: int, rois: int, side=14, dtype=torch.float32, extra=False
+) -> Case:
+    predictor = _random_biases(mask_head.MaskRCNNPredictor(in_channels, dim_reduced, classes), dtype)
+    note = (
+        f"MaskRCNNPredictor: conv5_mask ConvTranspose2d {in_channels} -> {dim_reduced} (kernel 2, stride 2), "
+        f"mask_fcn_logits Conv2d 1x1 {dim_reduced} -> {classes}"
+    )
+    x = torch.randn(rois, in_channels, side, side, dtype=dtype)
+    return Case(name, (predictor, x), notes={"predictor": note}, extra=extra)
+
+
+def _predictor_cases() -> list[Case]:
+    return [
+        _predictor_case("3 classes, 2 RoIs: 14x14 -> 28x28", 8, 8, 3, 2),
+        _predictor_case("the channels change: 8 -> 6, 5 classes", 8, 6, 5, 3),
+        _predictor_case("no RoIs: Tensor[0, C, 28, 28]", 8, 8, 4, 0),
+        _predictor_case("a 7 x 7 input: the grid doubles, 14 x 14", 6, 6, 2, 2, side=7),
+        _predictor_case("one RoI, 10 classes", 4, 6, 10, 1, extra=True),
+        _predictor_case("float64, 4 RoIs", 6, 4, 3, 4, dtype=torch.float64, extra=True),
+    ]
+
+
+@exercise(
+    cases=_predictor_cases,
+    hint="x = F.relu(self.conv5_mask(x)) (the transposed convolution doubles 14x14 to 28x28); return "
+    "self.mask_fcn_logits(x): one logit map per class, Tensor[K, C, 28, 28], with no sigmoid and no ReLU "
+    "after it. Don't call self(x) or super().forward: that is the forward you are writing.",
+    steps=(
+        "self.conv5_mask, the transposed convolution (kernel 2, stride 2), turns each pixel into a 2x2 patch: "
+        "14x14 becomes 28x28.",
+        "A ReLU on its output.",
+        "self.mask_fcn_logits, the 1x1 convolution, gives one map per class. Return it as it is: logits.",
+    ),
+    fast="one call of each convolution on all the RoIs at once: no Python loop over RoIs or classes",
+    mistakes=(
+        Mistake(
+            "a ReLU follows the transposed convolution (conv5_mask), before the 1x1.",
+            lambda predictor, x: predictor.mask_fcn_logits(predictor.conv5_mask(x)),
+        ),
+        Mistake(
+            "return the logits: no sigmoid (the loss applies it, binary_cross_entropy_with_logits; detection "
+            "applies it to the detected class's map only).",
+            lambda predictor, x: mask_head.maskrcnn_predictor(predictor, x).sigmoid(),
+        ),
+        Mistake(
+            "no ReLU after the 1x1 convolution: a logit may be negative (a pixel outside the object).",
+            lambda predictor, x: F.relu(mask_head.maskrcnn_predictor(predictor, x)),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=(f"{MASK_RCNN}.MaskRCNNPredictor",),
+)
+def check_maskrcnn_predictor(maskrcnn_predictor: Callable, extra: bool = False) -> None:
+    """Check your MaskRCNNPredictor's forward(self, x) -> Tensor[K, C, 28, 28] logits (the class or the function)."""
 
 
 def _objects(count: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
