@@ -15,8 +15,10 @@ switched off, and a time limit stops endless loops (guard.py says how and its li
 The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     1 input image (01)   check_resize_boxes, check_resize, check_batch_images
     2 backbone (02)      check_residual_block, check_fpn_top_down
-    3 RPN (03)           check_cell_anchors, check_anchor_grid, check_filter_proposals (exercises_rpn.py),
-                         check_encode_boxes, check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
+    3 RPN (03a)          check_cell_anchors, check_anchor_grid (exercises_rpn.py), check_encode_boxes,
+                         check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
+          (03b)          check_rpn_head, check_filter_proposals, check_rpn_loss (exercises_rpn.py),
+                         check_match_boxes, check_sample_balanced (exercises_matching.py)
     4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
     5 box head (05)      check_two_mlp_head, check_fastrcnn_predictor, check_select_training_samples,
                          check_fastrcnn_loss, check_postprocess_detections
@@ -50,6 +52,7 @@ from mrcnn_course.teaching.grading import exercises_input_image
 from mrcnn_course.teaching.grading import exercises_backbone
 from mrcnn_course.teaching.grading import exercises_rpn
 from mrcnn_course.teaching.grading import exercises_box_ops
+from mrcnn_course.teaching.grading import exercises_matching
 from mrcnn_course.teaching.grading import exercises_roi_align
 from mrcnn_course.teaching.grading import exercises_box_head
 from mrcnn_course.teaching.grading import exercises_mask_head
@@ -63,6 +66,7 @@ from mrcnn_course.teaching.grading.exercises_box_head import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_box_ops import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_input_image import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_mask_head import *  # noqa: F403
+from mrcnn_course.teaching.grading.exercises_matching import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_roi_align import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_rpn import *  # noqa: F403
 from mrcnn_course.teaching.grading.exercises_training import *  # noqa: F403
@@ -94,6 +98,7 @@ __all__ += exercises_input_image.__all__
 __all__ += exercises_backbone.__all__
 __all__ += exercises_rpn.__all__
 __all__ += exercises_box_ops.__all__
+__all__ += exercises_matching.__all__
 __all__ += exercises_roi_align.__all__
 __all__ += exercises_box_head.__all__
 __all__ += exercises_mask_head.__all__

@@ -1,12 +1,15 @@
-"""The exercises of stage 3's anchors and proposals: cell_anchors, anchor_grid, filter_proposals (lesson 03).
-The box operations (encode/decode, IoU, NMS) are in exercises_box_ops.py."""
+"""The exercises of stage 3's anchors, head, proposals and loss: cell_anchors, anchor_grid (lesson 03a),
+rpn_head, filter_proposals, rpn_loss (lesson 03b). The box operations (encode/decode, IoU, NMS) are in
+exercises_box_ops.py; matching and sampling, which the box head uses too, in exercises_matching.py."""
 
 # This stage's exercises, in the lesson's order: each is declared once, below, by the `exercise` decorator on
 # its check function (core.exercise), and grading/__init__.py exports them.
 __all__ = [
     "check_cell_anchors",
     "check_anchor_grid",
+    "check_rpn_head",
     "check_filter_proposals",
+    "check_rpn_loss",
 ]
 
 import inspect
@@ -14,6 +17,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from mrcnn_course.model import components, rpn
 from mrcnn_course.teaching.grading.core import exercise
@@ -136,6 +140,130 @@ def _locations_first(cell, grid_size, stride, order=(1, 0, 2, 3)):
 )
 def check_anchor_grid(anchor_grid: Callable, extra: bool = False) -> None:
     """Check your anchor_grid(cell, grid_size, stride) -> Tensor[H * W * A, 4] against the reference (exactly)."""
+
+
+def _head_case(
+    name: str, channels: int, num_anchors: int, sizes: list[tuple[int, int]], batch: int = 1, extra: bool = False
+) -> Case:
+    """An RPNHead with weights large enough that every mistake shows (its init's 0.01 would hide the ReLU)."""
+    head = rpn.RPNHead(channels, num_anchors)
+    for parameter in head.parameters():
+        parameter.data.normal_(0, 0.3)
+    features = [torch.randn(batch, channels, h, w) for h, w in sizes]
+    note = f"RPNHead(in_channels={channels}, num_anchors={num_anchors}): conv 3x3, cls_logits, bbox_pred"
+    return Case(name, (head, features), notes={"head": note}, extra=extra)
+
+
+def _head_cases() -> list[Case]:
+    return [
+        _head_case("one level, one image, 3 anchors on a 2 x 2 map", 4, 3, [(2, 2)]),
+        _head_case("a map of 2 rows and 3 columns: row by row", 4, 3, [(2, 3)]),
+        _head_case("two levels, two images: each image's anchors level after level", 4, 3, [(4, 6), (2, 3)], 2),
+        _head_case("five levels like P2..P6, the last one 1 x 1", 6, 2, [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]),
+        _head_case("three images, odd sizes", 5, 3, [(5, 7), (3, 4)], 3, extra=True),
+        _head_case("one anchor per location", 4, 1, [(3, 5), (2, 3)], 2, extra=True),
+        _head_case("five aspect ratios", 8, 5, [(4, 3), (2, 2)], extra=True),
+    ]
+
+
+def _logits_flattened(x):
+    """(N, A, H, W) -> (N, H * W * A), as the reference."""
+    return x.permute(0, 2, 3, 1).reshape(len(x), -1)
+
+
+def _deltas_flattened(x, groups=(1, 4), order=(0, 3, 4, 1, 2)):
+    """(N, 4A, H, W) -> (N, H * W * A, 4): the channels split into A groups of 4 (the reference) or other ways."""
+    n, channels, h, w = x.shape
+    split = [channels // 4 if g == 1 else 4 for g in groups]
+    return x.view(n, *split, h, w).permute(*order).reshape(n, -1, 4)
+
+
+def _head_with(flatten_logits=_logits_flattened, flatten_deltas=_deltas_flattened, relu=True, join=None) -> Callable:
+    """rpn_head with one of the usual mistakes: another flattening of the logits (N, A, H, W) or of the deltas
+    (N, 4A, H, W), no ReLU, or another way of joining the levels (lists of (N, R_l) and (N, R_l, 4))."""
+
+    def wrong(head, features):
+        objectness, pred_deltas = [], []
+        for feature in features:
+            t = head.conv(feature)
+            t = torch.relu(t) if relu else t
+            objectness.append(flatten_logits(head.cls_logits(t)))
+            pred_deltas.append(flatten_deltas(head.bbox_pred(t)))
+        if join:
+            return join(objectness, pred_deltas)
+        return torch.cat(objectness, dim=1), torch.cat(pred_deltas, dim=1)
+
+    return wrong
+
+
+def _levels_joined_across_images(objectness, pred_deltas):
+    """Every level flattened over the whole batch, then cut into images: image 0 gets level 0 of every image."""
+    n = len(objectness[0])
+    return (
+        torch.cat([o.reshape(-1) for o in objectness]).reshape(n, -1),
+        torch.cat([d.reshape(-1, 4) for d in pred_deltas]).reshape(n, -1, 4),
+    )
+
+
+@exercise(
+    cases=_head_cases,
+    hint="per level: t = relu(conv(feature)); logits (N, A, H, W) -> permute(0, 2, 3, 1) -> (N, H*W*A); deltas "
+    "(N, 4A, H, W) -> view (N, A, 4, H, W) -> permute(0, 3, 4, 1, 2) -> (N, H*W*A, 4); join the levels "
+    "along dim 1. Don't call head(features): that is the forward you are writing.",
+    steps=(
+        "For each level's map: the 3x3 convolution (self.conv), then a ReLU.",
+        "From that, the objectness logits (self.cls_logits) and the deltas (self.bbox_pred), and the sizes "
+        "N, A, H, W from the logits' shape.",
+        "The anchors are ordered location by location (row by row), then the A anchors of a location; the "
+        "map holds them as channels. Move the channel dimension of the logits to the end (Tensor.permute), "
+        "then flatten everything after the batch dimension.",
+        "The deltas' 4A channels are A groups of 4 (anchor a's coordinate k is channel a * 4 + k): split the "
+        "channel dimension into (A, 4) with Tensor.view, move the location dimensions before them, flatten "
+        "to (N, H * W * A, 4).",
+        "Join the levels of each image: torch.cat along dimension 1, finest level first.",
+    ),
+    fast="one permute and one reshape per level, one torch.cat at the end: no loop over locations or anchors",
+    mistakes=(
+        Mistake(
+            "the logits were flattened without a permute: the anchors are location-major, so move the A "
+            "channels last ((N, A, H, W) -> (N, H, W, A)) before flattening.",
+            _head_with(flatten_logits=lambda x: x.reshape(len(x), -1)),
+        ),
+        Mistake(
+            "the deltas were flattened without a permute: (N, 4A, H, W) -> (N, A, 4, H, W) -> "
+            "(N, H, W, A, 4), then flatten.",
+            _head_with(flatten_deltas=lambda x: x.reshape(len(x), -1, 4)),
+        ),
+        Mistake(
+            "the deltas' channels are A groups of 4 numbers (channel a * 4 + k): view them as "
+            "(N, A, 4, H, W), not (N, 4, A, H, W).",
+            _head_with(flatten_deltas=lambda x: _deltas_flattened(x, groups=(4, 1), order=(0, 3, 4, 2, 1))),
+        ),
+        Mistake(
+            "locations go row by row (x changes fastest): permute to (N, H, W, A), not (N, W, H, A).",
+            _head_with(
+                flatten_logits=lambda x: x.permute(0, 3, 2, 1).reshape(len(x), -1),
+                flatten_deltas=lambda x: _deltas_flattened(x, order=(0, 4, 3, 1, 2)),
+            ),
+        ),
+        Mistake("the ReLU after the 3x3 convolution is missing: relu(conv(feature)).", _head_with(relu=False)),
+        Mistake(
+            "the levels are joined per image (torch.cat along dimension 1): each image keeps its own anchors, "
+            "level after level; the whole batch flattened at once mixes the images.",
+            _head_with(join=_levels_joined_across_images),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=(
+        "torchvision.models.detection.rpn.RPNHead.forward",
+        "torchvision.models.detection.rpn.concat_box_prediction_layers",
+        "torchvision.models.detection.rpn.permute_and_flatten",
+    ),
+)
+def check_rpn_head(rpn_head: Callable, extra: bool = False) -> None:
+    """Check your RPN head (the class, or its forward(head, features)) -> (objectness Tensor[N, R], pred_deltas
+    Tensor[N, R, 4]) against the reference."""
 
 
 def _proposal_case(
@@ -300,3 +428,134 @@ def _reference_with(**changes):
 )
 def check_filter_proposals(filter_proposals: Callable, extra: bool = False) -> None:
     """Check your filter_proposals(...) -> (boxes per image, scores per image) against the reference."""
+
+
+def _loss_case(
+    name: str,
+    anchors: int,
+    positives: list[int],
+    negatives: list[int],
+    spread: float = 1.0,
+    extra: bool = False,
+) -> Case:
+    """N images of `anchors` anchors: the first positives[i] of image i are objects, the rest background or
+    ignored; positives[i] and negatives[i] of them sampled (at random places)."""
+    labels, sampled_pos, sampled_neg = [], [], []
+    for num_pos, num_neg in zip(positives, negatives):
+        order = torch.randperm(anchors)
+        objects = max(num_pos, 2 * num_pos)
+        labels_per_image = torch.where(torch.rand(anchors) < 0.2, -1.0, 0.0)
+        labels_per_image[order[:objects]] = 1.0
+        pos = torch.zeros(anchors, dtype=torch.uint8)
+        pos[order[:num_pos]] = 1
+        background = torch.where(labels_per_image == 0)[0]
+        neg = torch.zeros(anchors, dtype=torch.uint8)
+        neg[background[torch.randperm(len(background))[:num_neg]]] = 1
+        labels.append(labels_per_image)
+        sampled_pos.append(pos)
+        sampled_neg.append(neg)
+    n = len(positives)
+    objectness = torch.randn(n, anchors) * 2
+    pred_deltas = torch.randn(n, anchors, 4) * 0.2 * spread
+    targets = [torch.randn(anchors, 4) * 0.2 * spread for _ in range(n)]
+    return Case(name, (objectness, pred_deltas, labels, targets, sampled_pos, sampled_neg), extra=extra)
+
+
+def _loss_cases() -> list[Case]:
+    return [
+        _loss_case("one image: 4 positives and 12 negatives sampled of 40 anchors", 40, [4], [12]),
+        _loss_case("two images: one pool of sampled anchors, not a mean per image", 30, [6, 2], [10, 4]),
+        _loss_case("an image without objects: no positives, its negatives still count", 30, [3, 0], [5, 9]),
+        _loss_case("large errors: smooth L1 is linear beyond beta = 1/9", 20, [5], [5], spread=10.0),
+        _loss_case("three images: 256, 130 and 256 anchors sampled", 600, [128, 30, 0], [128, 100, 256], extra=True),
+        _loss_case("small errors only, two images", 50, [8, 4], [8, 20], spread=0.05, extra=True),
+        _loss_case("one positive, many negatives", 80, [1], [40], extra=True),
+    ]
+
+
+def _loss_with(
+    divide_by_positives=False,
+    beta=1 / 9,
+    mean_over_coordinates=False,
+    box_over_all_sampled=False,
+    objectness_over_labelled=False,
+    per_image_mean=False,
+) -> Callable:
+    """rpn_loss with one of the usual mistakes (each keyword, changed, is one)."""
+
+    def wrong(objectness, pred_deltas, labels, regression_targets, sampled_positive, sampled_negative):
+        if per_image_mean:
+            losses = [
+                rpn.rpn_loss(o[None], d[None], [lab], [t], [p], [n])
+                for o, d, lab, t, p, n in zip(
+                    objectness, pred_deltas, labels, regression_targets, sampled_positive, sampled_negative
+                )
+            ]
+            return tuple(torch.stack(parts).mean() for parts in zip(*losses))
+        positive = torch.cat(sampled_positive).bool()
+        sampled = positive | torch.cat(sampled_negative).bool()
+        labels_all = torch.cat(labels)
+        box = sampled if box_over_all_sampled else positive
+        reduction = "mean" if mean_over_coordinates else "sum"
+        box_loss = F.smooth_l1_loss(
+            pred_deltas.reshape(-1, 4)[box], torch.cat(regression_targets)[box], beta=beta, reduction=reduction
+        )
+        if not mean_over_coordinates:
+            box_loss = box_loss / (positive.sum() if divide_by_positives else sampled.sum())
+        scored = labels_all >= 0 if objectness_over_labelled else sampled
+        objectness_loss = F.binary_cross_entropy_with_logits(objectness.flatten()[scored], labels_all[scored])
+        return objectness_loss, box_loss
+
+    return wrong
+
+
+@exercise(
+    cases=_loss_cases,
+    hint="join the images (torch.cat of the lists, objectness.flatten(), pred_deltas.reshape(-1, 4)); sampled = "
+    "positive | negative masks; loss_objectness = binary_cross_entropy_with_logits over the sampled anchors "
+    "(mean); loss_rpn_box_reg = smooth_l1_loss(beta=1/9, reduction='sum') over the sampled POSITIVES, "
+    "divided by the number of SAMPLED anchors.",
+    steps=(
+        "Put the batch's images one after another: the lists with torch.cat, the logits flattened and the "
+        "deltas as rows of 4, in the same order.",
+        "Boolean masks of the sampled positives and of all sampled anchors (positive or negative).",
+        "The objectness loss: binary cross-entropy on the logits (F.binary_cross_entropy_with_logits) of "
+        "the sampled anchors against their labels, averaged over them.",
+        "The box loss: smooth L1 (F.smooth_l1_loss, beta=1/9, reduction='sum') between the sampled "
+        "positives' deltas and their regression targets.",
+        "Divide the box loss by the number of sampled anchors, positives and negatives together.",
+    ),
+    fast="boolean masks over the whole batch and one call of each loss: no loop over anchors",
+    mistakes=(
+        Mistake(
+            "the box loss is divided by the number of SAMPLED anchors (positives and negatives), not by "
+            "the positives: torchvision's normalization.",
+            _loss_with(divide_by_positives=True),
+        ),
+        Mistake("smooth L1 with beta = 1/9 (torchvision's RPN), not the default beta = 1.", _loss_with(beta=1.0)),
+        Mistake(
+            "the box loss is a SUM over the positives' four deltas, then divided by the sampled anchors: "
+            "reduction='mean' divides by 4 x positives instead.",
+            _loss_with(mean_over_coordinates=True),
+        ),
+        Mistake(
+            "only the sampled POSITIVES have a box to regress to: the negatives are left out of the box loss.",
+            _loss_with(box_over_all_sampled=True),
+        ),
+        Mistake(
+            "the objectness loss is over the SAMPLED anchors only, not over every anchor that is not ignored.",
+            _loss_with(objectness_over_labelled=True),
+        ),
+        Mistake(
+            "the batch's sampled anchors form one pool: average over all of them at once, not per image "
+            "and then over the images.",
+            _loss_with(per_image_mean=True),
+        ),
+    ),
+    atol=1e-5,
+    rtol=1e-5,
+    torchvision_names=("torchvision.models.detection.rpn.RegionProposalNetwork.compute_loss",),
+)
+def check_rpn_loss(rpn_loss: Callable, extra: bool = False) -> None:
+    """Check your rpn_loss(objectness, pred_deltas, labels, regression_targets, sampled_positive,
+    sampled_negative) -> (loss_objectness, loss_rpn_box_reg) against the reference."""
