@@ -16,8 +16,11 @@ Each function runs nbgrader's own converters through nbgrader.apps.NbGraderAPI (
 `nbgrader generate_assignment NAME --force`, `nbgrader autograde`, `nbgrader generate_feedback`,
 `nbgrader release_assignment`, `nbgrader collect`). Autograding runs in one process, or in `jobs`
 worker processes that each grade one submission at a time into the same gradebook (SQLite, or the
-PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: see shard). What
-the course changes in nbgrader's pipelines is in nbgrader_steps.py.
+PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: see shard, and
+shard_from_environment for a Slurm or Kubernetes job array). What the course changes in nbgrader's
+pipelines is in nbgrader_steps.py. The re-check outside the kernel (grading/sealed.py) needs, per exercise,
+its expected outputs and the package's time on its speed case: autograde builds them once, before grading
+anyone, and hands them to its workers, each of which starts its warm runner before its first submission.
 """
 
 import csv
@@ -30,10 +33,13 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.apps import NbGraderAPI
 from nbgrader.utils import temp_attrs
@@ -391,21 +397,120 @@ def autograde(
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gradebook:
         for learner in sorted({learner for learner, _ in todo}):
             gradebook.update_or_create_student(learner)
+    exercises = _exercises_checked(root, sorted({name for _, name in todo}))
     if jobs <= 1 or len(todo) <= 1:
-        outcomes += [_grade(api, learner, name) for learner, name in todo]
+        with _rechecking_here(exercises):
+            outcomes += [_grade(api, learner, name) for learner, name in todo]
     else:
-        # spawn, not fork: each worker starts clean (no copied gradebook connections or kernel threads)
-        with ProcessPoolExecutor(
-            max_workers=jobs,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(str(root), jobs),
-        ) as pool:
-            outcomes += pool.map(_grade_in_worker, todo)
+        with tempfile.TemporaryDirectory(prefix="mrcnn-references-") as private:  # this run's, mode 0700
+            references = None
+            if exercises:
+                from mrcnn_course.teaching.grading import sealed  # torch: only when an exercise is graded
+
+                references = sealed.save_references(exercises, private)
+            # spawn, not fork: each worker starts clean (no copied gradebook connections or kernel threads)
+            with ProcessPoolExecutor(
+                max_workers=jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(str(root), jobs, references),
+            ) as pool:
+                outcomes += pool.map(_grade_in_worker, todo)
     for outcome in outcomes:  # nbgrader's words for a broken notebook (a KeyError for no cells) come second
         if outcome.score is None and (why := found.broken.get((outcome.learner, outcome.assignment))):
             outcome.error = f"{why} (nbgrader: {outcome.error})"
     return sorted(outcomes, key=lambda o: (o.learner, o.assignment))
+
+
+SLURM_ARRAY = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+KUBERNETES_INDEX = ("JOB_COMPLETION_INDEX", "JOB_COMPLETIONS")  # the second: set in the Job's spec (README)
+
+
+def shard_from_environment(environ: Mapping[str, str] = os.environ) -> tuple[tuple[int, int], str] | None:
+    """((K, N), where they came from) when this process is a task of a job array, else None:
+      Slurm (sbatch --array=1-4, or 0-3): task K = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN + 1 of
+        N = SLURM_ARRAY_TASK_COUNT (a step, --array=0-6:2, is SLURM_ARRAY_TASK_STEP);
+      a Kubernetes Indexed Job: K = JOB_COMPLETION_INDEX + 1 (Kubernetes sets it, from 0) of N =
+        JOB_COMPLETIONS, which the Job sets in its pod's environment to its spec.completions (Kubernetes gives
+        the pod no count of its own).
+    A value missing, not a whole number or out of range, an array with gaps (--array=1,3,7), or both kinds
+    at once is a ValueError that names the variables and says what to do."""
+    slurm = {name: environ[name] for name in (*SLURM_ARRAY, "SLURM_ARRAY_TASK_STEP") if name in environ}
+    kubernetes = {name: environ[name] for name in KUBERNETES_INDEX if name in environ}
+    if slurm and kubernetes:
+        raise ValueError(
+            f"both a Slurm job array ({_shown_values(slurm)}) and a Kubernetes Indexed Job "
+            f"({_shown_values(kubernetes)}) are in the environment: unset the one that is not running this task, "
+            "or give SHARD=K/N yourself"
+        )
+    if slurm:
+        _all_set(slurm, SLURM_ARRAY, "sbatch --array=1-4 sets them all")
+        index, first = _whole_number(slurm, "SLURM_ARRAY_TASK_ID"), _whole_number(slurm, "SLURM_ARRAY_TASK_MIN")
+        count, step = (
+            _whole_number(slurm, "SLURM_ARRAY_TASK_COUNT", 1),
+            _whole_number(slurm, "SLURM_ARRAY_TASK_STEP", 1),
+        )
+        if index < first or (index - first) % step or (index - first) // step >= count:
+            raise ValueError(
+                f"{_shown_values(slurm)}: this task is not one of a range of {count} tasks; autograding needs "
+                "a plain range, e.g. sbatch --array=1-4 (not a list such as --array=1,3,7)"
+            )
+        return ((index - first) // step + 1, count), _shown_values(slurm)
+    if kubernetes:
+        _all_set(
+            kubernetes,
+            KUBERNETES_INDEX,
+            "Kubernetes sets only the index: set JOB_COMPLETIONS in the Job's pod template to its spec.completions",
+        )
+        index, count = (
+            _whole_number(kubernetes, "JOB_COMPLETION_INDEX"),
+            _whole_number(kubernetes, "JOB_COMPLETIONS", 1),
+        )
+        if index >= count:
+            raise ValueError(
+                f"{_shown_values(kubernetes)}: the index counts from 0 to JOB_COMPLETIONS - 1; set JOB_COMPLETIONS "
+                "in the Job's pod environment to the same number as its spec.completions"
+            )
+        return (index + 1, count), _shown_values(kubernetes)
+    return None
+
+
+def _all_set(values: dict[str, str], names: tuple[str, ...], advice: str) -> None:
+    missing = [name for name in names if name not in values]
+    if missing:
+        raise ValueError(
+            f"{_shown_values(values)} is set but not {' or '.join(missing)}: {advice} (or give SHARD=K/N yourself)"
+        )
+
+
+def _whole_number(values: dict[str, str], name: str, least: int = 0) -> int:
+    """values[name] (1 if unset: a job array's step) as a whole number of at least `least`, or a ValueError."""
+    text = values.get(name, "1")
+    if not text.strip().isdigit() or int(text) < least:
+        raise ValueError(f"{name}={text!r}: a job array sets it to a whole number of at least {least}")
+    return int(text)
+
+
+def _shown_values(values: dict[str, str]) -> str:
+    return " ".join(f"{name}={value}" for name, value in values.items())
+
+
+@contextmanager
+def _rechecking_here(exercises: set[str]) -> Iterator[None]:
+    """Within the block this process can re-check `exercises` outside the kernel (grading/sealed.py): their
+    references built and the warm runner started before any learner's code runs; the runner ends with it."""
+    if not exercises:
+        yield
+        return
+    from mrcnn_course.teaching.grading import sealed  # torch: only when an exercise is graded
+
+    for exercise in sorted(exercises):
+        sealed.reference_for(exercise)
+    sealed.warm_runner()
+    try:
+        yield
+    finally:
+        sealed.stop_warm_runner()
 
 
 def _nothing_found(
@@ -450,20 +555,38 @@ def _grade(api: NbGraderAPI, learner: str, name: str) -> Outcome:
 _WORKER_API: NbGraderAPI | None = None  # one per worker process, made by _start_worker
 
 
-def _start_worker(root: str, jobs: int) -> None:
+def _start_worker(root: str, jobs: int, references: tuple[Path, str] | None) -> None:
+    """A grading worker's start: its kernels' threads, nbgrader's API, and, when an exercise is graded, the
+    re-check's references (read from the file the run wrote, sealed.load_references) and its warm runner."""
     global _WORKER_API
     from mrcnn_course.training.distributed import cpus_available  # here: the gradebook's steps need no torch
 
     # Each kernel's torch would otherwise start a thread per CPU: `jobs` kernels share the CPUs this process
-    # may use (a container or taskset may allow fewer than the machine has).
+    # may use (its affinity and its cgroup's quota: a container or taskset may allow fewer than the machine has).
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(max(1, cpus_available() // jobs)))
     _WORKER_API = course_api(Path(root))
+    if references is not None:
+        from mrcnn_course.teaching.grading import sealed
+
+        sealed.load_references(*references)
+        sealed.warm_runner()
 
 
 def _grade_in_worker(submission: tuple[str, str]) -> Outcome:
     assert _WORKER_API is not None, "_start_worker runs first in every worker"
     return _grade(_WORKER_API, *submission)
+
+
+def _exercises_checked(root: Path, names: list[str]) -> set[str]:
+    """The exercises whose checks the graded cells of these assignments call (their notebooks in solutions/, whose
+    graded cells the gradebook holds): what the re-check outside the kernel needs references for."""
+    sources = [path.read_text() for name in names for path in (Path(root) / "solutions" / name).glob("*.ipynb")]
+    if not any("grading.check_" in source for source in sources):
+        return set()  # quizzes only: no need to import torch
+    from mrcnn_course.teaching.grading import sealed
+
+    return {exercise for source in sources for exercise in sealed.exercises_checked(nbformat.reads(source, 4))}
 
 
 GENERIC_ERRORS = ("There was an error processing", "Traceback (most recent call last)", "Please see the")

@@ -7,22 +7,31 @@ checker switches it off. So autograding (nbgrader_steps.AutogradingExecute) call
 folder) once the notebook has run, and it:
   1. finds each graded test cell's checks, `grading.check_<name>(<function>, ...)` (the cells are locked:
      nbgrader restores their source from the gradebook);
-  2. builds each exercise's cases, hidden ones included, and their expected outputs with the package's
-     reference, here, in the autograder's own process, which never runs a learner's code;
-  3. starts a fresh Python (`python -m mrcnn_course.teaching.grading.sealed RUN_FOLDER`, run_learner) that
-     executes the notebook's definitions cell by cell (solution cells whole; of the other code cells only
-     imports, defs, classes and assignments without calls: no pictures, no training), each cell within
-     CELL_TIME_LIMIT: a cell that keeps running at its top level (an endless loop, training left there) is
-     stopped and counts as not run (by the runner's own alarm; what that cannot stop, by the watcher,
-     _run_watched, which kills the runner and starts it again without the cell), so that only the
-     exercises that need what it defines fail (_names_needed says which), then runs each learner
+  2. takes each exercise's cases, hidden ones included, their expected outputs (the package's reference)
+     and the package's time on the speed case (speed.package_seconds) from this process's references
+     (reference_for): built once per grading run, in a process that never runs a learner's code, and
+     handed to the grading workers in a file read with torch.load(weights_only=True), whose SHA-256 they
+     check (save_references, load_references);
+  3. has a fresh process run the learner's code: the warm runner (WarmRunner, started once per grading
+     process, `python -m mrcnn_course.teaching.grading.sealed --serve`) has torch, the package and every
+     case ready and never runs a learner's code itself; per notebook it forks a child, in the notebook's
+     folder, that executes the notebook's definitions cell by cell (solution cells whole; of the other code
+     cells only imports, defs, classes and assignments without calls: no pictures, no training), each cell
+     within CELL_TIME_LIMIT: a cell that keeps running at its top level (an endless loop, training left
+     there) is stopped and counts as not run (by the child's own alarm; what that cannot stop, by the
+     watcher, _run_watched, which kills the child and forks another without the cell), so that only the
+     exercises that need what it defines fail (_names_needed says which). The child runs each learner
      function on the cases with judge.run_cases: the reference switched off (guard.py), every torchvision
      operator refused at the dispatcher (any route, a captured overload included), every run of the
-     reference's own Python code noticed (guard.reference_noticed); it times the speed case too (speed.py).
+     reference's own Python code noticed (guard.reference_noticed); it times the speed case against the
+     package's time of the grading run (a ratio over the limit is measured again, alternately: speed.py).
      It hands back outcomes only, read here with torch.load(weights_only=True): tensors, numbers, text;
   4. judges them here with judge.first_failure (the module as imported here, before any learner code),
      and returns, per grade cell, why it fails; AutogradingExecute adds that as the cell's error output,
      so nbgrader scores the cell 0 whatever the kernel printed.
+Nothing passes from one learner's child to the next: each is a new fork of the warm runner, whose memory no
+learner code has touched, and the runner, the children and the cases run torch on one thread (the grading
+workers share the CPUs; and a process that forks must not have started torch's thread pool).
 What it leaves out: a learner who attacks this runner itself (it runs their code, and could be lied to
 by code written against it); a learner's helper that fails its own check is not replaced by the
 package's here, as the check in the kernel does (core.py): the function is judged as it is. A stopped cell
@@ -31,22 +40,32 @@ need it fail here even when their check passed in the kernel.
 """
 
 import ast
+import atexit
 import builtins
 import dis
+import hashlib
+import io
+import json
 import os
+import random
 import re
+import select
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import types
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from mrcnn_course.teaching.grading.core import _wrapped, speed_case
+from mrcnn_course.teaching.grading.core import _wrapped, has_speed_case, speed_case
 from mrcnn_course.teaching.grading.exercise import Case, every_exercise
 from mrcnn_course.teaching.grading.guard import TimeLimitExceeded, reference_code, time_limit
 from mrcnn_course.teaching.grading.judge import (
@@ -60,10 +79,10 @@ from mrcnn_course.teaching.grading.judge import (
     learner_function,
     run_cases,
 )
-from mrcnn_course.teaching.grading.speed import MAX_RATIO
+from mrcnn_course.teaching.grading.speed import MAX_RATIO, one_thread, package_seconds, step_inputs
 
 CHECK_CALL = re.compile(r"grading\.check_(\w+)\(\s*(\w+)")
-RUNNER_SLACK = 300.0  # seconds for the runner beyond the exercises' own time limits (imports, the speed cases)
+RUNNER_SLACK = 300.0  # seconds for the runner beyond the exercises' own time limits (the speed cases)
 # Seconds for one cell's definitions in the runner. Defining functions takes milliseconds and the lessons'
 # import cells well under a second, so only work left at a cell's top level runs this long; the margin is
 # for a busy grading machine (a cell stopped wrongly costs a learner marks), and stopping an endless loop
@@ -73,6 +92,9 @@ CELL_TIME_LIMIT = 10.0
 # plain loop at CELL_TIME_LIMIT, without the cost of a new runner; the watcher stops what the alarm cannot.
 WATCH_GRACE = 5.0
 WATCH_INTERVAL = 0.1  # seconds between the watcher's looks at which cell the runner is defining
+# The warm runner's environment: a notebook's, as under nbgrader (AUTOGRADING=1), and torch on one thread
+RUNNER_ENV = {"AUTOGRADING": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+REFERENCES_FILE = "references.pt"  # in the folder a grading run gives save_references
 
 
 def checks_of(nb) -> dict[str, list[tuple[str, str]]]:
@@ -126,22 +148,96 @@ def _cell_label(source: str, kind: str) -> str:
     return f'{kind} that starts "{first[:40]}"'
 
 
+def exercises_checked(nb) -> set[str]:
+    """The exercises whose checks a notebook's graded test cells call (what its re-check needs references for)."""
+    return {name for calls in checks_of(nb).values() for name, _ in calls}
+
+
+# ----- what the re-check compares with: built once per grading run -----
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What an exercise's re-check compares a learner's outcomes with."""
+
+    cases: list[Case]  # judge.build_cases(exercise, extra=True): hidden ones included
+    expected: list  # the package's output on each case (judge.expected_outputs), on one thread, as the runner's
+    package_seconds: float | None  # the package's CPU seconds per call on the speed case; None: none
+
+
+# This process's references: exercise -> {"expected": [...], "package_seconds": float | None}, plain data (what
+# save_references writes), and the cases, rebuilt here from the exercise's declaration (they hold functions).
+_MEASURED: dict[str, dict[str, Any]] = {}
+_CASES: dict[str, list[Case]] = {}
+
+
+def reference_for(name: str) -> Reference:
+    """Exercise `name`'s Reference: loaded (load_references) or built here on first use, then kept."""
+    if name not in _CASES:
+        _CASES[name] = build_cases(every_exercise()[name], extra=True)
+    if name not in _MEASURED:
+        _MEASURED[name] = _measure(name)
+    return Reference(_CASES[name], **_MEASURED[name])
+
+
+def _measure(name: str) -> dict[str, Any]:
+    """Exercise `name`'s expected outputs and the package's time on its speed case, on one thread."""
+    exercise = every_exercise()[name]
+    with one_thread():
+        expected = expected_outputs(exercise, _CASES[name])
+    inputs = step_inputs().get(exercise.writes) if has_speed_case(exercise) else None
+    seconds = package_seconds(exercise.reference_function(), inputs.args) if inputs else None
+    return {"expected": expected, "package_seconds": seconds}
+
+
+def save_references(names: Iterable[str], folder: str | os.PathLike) -> tuple[Path, str]:
+    """Build the references of the exercises `names` here and write them to folder/REFERENCES_FILE, read-only:
+    (the file, its SHA-256), for the workers of a grading run to load (load_references). The folder should be
+    the grading run's own (tempfile.mkdtemp): the digest, kept out of any file, shows a change all the same."""
+    chosen = sorted(names)
+    for name in chosen:
+        reference_for(name)
+    data = io.BytesIO()
+    torch.save({name: _MEASURED[name] for name in chosen}, data)
+    path = Path(folder) / REFERENCES_FILE
+    path.write_bytes(data.getvalue())
+    path.chmod(0o400)
+    return path, hashlib.sha256(data.getvalue()).hexdigest()
+
+
+def load_references(path: str | os.PathLike, digest: str) -> None:
+    """Take the references save_references wrote into this process (reference_for then uses them). A file whose
+    SHA-256 is not `digest` (changed since: a learner's code runs as the same user) or that holds anything but
+    plain data is not used: a warning says so, and this process builds its own references instead."""
+    try:
+        data = Path(path).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError("it changed after the grading run wrote it")
+        loaded = torch.load(io.BytesIO(data), weights_only=True)  # the bytes checked, not the file read again
+    except Exception as error:  # noqa: BLE001 (whatever was done to the file, the grading goes on)
+        warnings.warn(
+            f"the re-check's references in {path} were not used ({error}); this process builds its own",
+            stacklevel=2,
+        )
+        return
+    _MEASURED.update(loaded)
+
+
 def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None) -> dict[str, str]:
     """grade cell id -> why its exercise fails, re-checked outside the kernel (see the module docstring);
     a cell whose checks all pass is not in it."""
     checks = checks_of(nb)
     if not checks:
         return {}
-    jobs: list[dict[str, Any]] = []
-    cases: dict[tuple[str, str], list[Case]] = {}
-    expected: dict[tuple[str, str], list] = {}
-    for cell_id, calls in checks.items():
-        for name, function in calls:
-            exercise = every_exercise()[name]
-            cases[(cell_id, name)] = build_cases(exercise, extra=True)
-            expected[(cell_id, name)] = expected_outputs(exercise, cases[(cell_id, name)])
-            jobs.append({"cell": cell_id, "name": name, "function": function})
-    limit = timeout or RUNNER_SLACK + sum(every_exercise()[j["name"]].time_limit for j in jobs)
+    references = {name: reference_for(name) for name in exercises_checked(nb)}
+    jobs: list[dict[str, Any]] = [
+        {"cell": cell_id, "name": name, "function": function, "package_seconds": references[name].package_seconds}
+        for cell_id, calls in checks.items()
+        for name, function in calls
+    ]
+    limit = timeout or RUNNER_SLACK + sum(
+        every_exercise()[name].time_limit for calls in checks.values() for name, _ in calls
+    )
     with tempfile.TemporaryDirectory(prefix="sealed-") as run_folder:
         try:
             problem = _run_watched(Path(run_folder), folder, definitions(nb), jobs, limit)
@@ -156,11 +252,11 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
     for cell_id, calls in checks.items():
         reasons = []
         for name, _ in calls:
-            key, result = (cell_id, name), results.get(f"{cell_id}/{name}")
+            result = results.get(f"{cell_id}/{name}")
             if isinstance(result, dict) and isinstance(result.get("stopped"), str):
                 reasons.append(_stopped_message(name, result["stopped"]))
                 continue
-            reason = problem or _judge(name, cases[key], expected[key], result)
+            reason = problem or _judge(name, references[name].cases, references[name].expected, result)
             if reason:
                 reasons.append(f"check_{name}, run again outside your notebook's kernel: {reason}")
         if reasons:
@@ -169,44 +265,38 @@ def verify_notebook(nb, folder: str | os.PathLike, timeout: float | None = None)
 
 
 def _run_watched(run_folder: Path, folder: str | os.PathLike, cells: list[tuple[str, str]], jobs: list, limit: float):
-    """Run the runner on `cells` (definitions) and `jobs` until it finishes, within `limit` seconds in all
+    """Run a fresh runner on `cells` (definitions) and `jobs` until it finishes, within `limit` seconds in all
     (else subprocess.TimeoutExpired). The runner stops a cell that runs past CELL_TIME_LIMIT itself; one still
     running WATCH_GRACE later (a loop that catches the runner's exception, one long tensor operation) is
-    stopped here: the runner is killed and started again without that cell, which it then names to the
+    stopped here: the runner is killed and another started without that cell, which it then names to the
     exercises that need it. Returns why the runner failed (its last words), or None once it has written
     results.pt."""
     deadline = time.monotonic() + limit
-    env = {**os.environ, "AUTOGRADING": "1", "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
     stopped: dict[int, str] = {}  # cell index -> its label
     while True:
         work = {"definitions": cells, "stopped": stopped, "cell_time_limit": CELL_TIME_LIMIT, "jobs": jobs}
         torch.save(work, run_folder / "jobs.pt")
         (run_folder / "defining").unlink(missing_ok=True)
         (run_folder / "stopped").write_text("")
-        with open(run_folder / "stderr.txt", "w+") as stderr:
-            runner = subprocess.Popen(
-                [sys.executable, "-m", "mrcnn_course.teaching.grading.sealed", str(run_folder)],
-                cwd=folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # a learner's prints; to a file or pipe, an endless print could fill it
-                stderr=stderr,
-            )
-            stuck = _watch(runner, run_folder / "defining", deadline, limit)
-            if stuck is None:
-                stderr.seek(0)
-                return None if runner.returncode == 0 else f"the runner stopped: {stderr.read().strip()[-800:]}"
+        runner = warm_runner().start(run_folder, folder)
+        stuck = _watch(runner, run_folder / "defining", deadline, limit)
+        if stuck is None:
+            if runner.returncode == 0:
+                return None
+            stderr = run_folder / "stderr.txt"
+            last_words = stderr.read_text(errors="replace").strip()[-800:] if stderr.is_file() else ""
+            return f"the runner stopped: {last_words or f'exit code {runner.returncode}'}"
         # this cell, and those the runner stopped itself before it (no need to wait for them again)
         for index in [stuck, *map(int, (run_folder / "stopped").read_text().split())]:
             stopped[index] = cells[index][0]
 
 
-def _watch(runner: subprocess.Popen, defining: Path, deadline: float, limit: float) -> int | None:
+def _watch(runner: "Runner", defining: Path, deadline: float, limit: float) -> int | None:
     """Wait for the runner to end; kill it if the cell it is defining (the number it writes in `defining`)
     takes longer than CELL_TIME_LIMIT + WATCH_GRACE, and return that cell's index, or past `deadline`
     (TimeoutExpired)."""
     cell, since = None, time.monotonic()
-    while runner.poll() is None:
+    while runner.poll(WATCH_INTERVAL) is None:
         now = time.monotonic()
         try:
             current: int | None = int(defining.read_text())
@@ -216,12 +306,114 @@ def _watch(runner: subprocess.Popen, defining: Path, deadline: float, limit: flo
             cell, since = current, now
         if now > deadline or (cell is not None and now - since > CELL_TIME_LIMIT + WATCH_GRACE):
             runner.kill()
-            runner.wait()
             if now > deadline:
-                raise subprocess.TimeoutExpired(runner.args, limit)
+                raise subprocess.TimeoutExpired("the re-check's runner", limit)
             return cell
-        time.sleep(WATCH_INTERVAL)
     return None
+
+
+# ----- the warm runner: one per grading process, a fresh fork per notebook -----
+
+
+class WarmRunner:
+    """The warm runner's server process (serve, in a Python of its own), as the grading process sees it: start()
+    has it fork a fresh runner for a notebook. A server that has ended (killed, out of memory) is started again."""
+
+    def __init__(self) -> None:
+        self._server = self._start_server()
+        self._pending = b""  # what the server wrote after the last full line read
+
+    @staticmethod
+    def _start_server() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mrcnn_course.teaching.grading.sealed", "--serve"],
+            env={**os.environ, **RUNNER_ENV},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # its replies; its own errors go to this process's stderr
+        )
+
+    def start(self, run_folder: Path, folder: str | os.PathLike) -> "Runner":
+        """A fresh runner, forked for the work in run_folder/jobs.pt, run in the notebook's `folder`."""
+        if self._server.poll() is not None:
+            self._server, self._pending = self._start_server(), b""
+        request = json.dumps({"run_folder": str(run_folder), "folder": str(Path(folder).resolve())}) + "\n"
+        try:
+            assert self._server.stdin is not None  # a pipe (Popen)
+            self._server.stdin.write(request.encode())
+            self._server.stdin.flush()
+            word, number = self.reply(None).split()
+        except (OSError, EOFError):
+            return Runner(self, pid=None, returncode=1)  # the server ended: its error is on stderr
+        return Runner(self, pid=int(number)) if word == "started" else Runner(self, pid=None, returncode=int(number))
+
+    def reply(self, timeout: float | None) -> str:
+        """The server's next line, waiting at most `timeout` seconds (None: as long as it takes); "" if none came
+        in time. EOFError once the server has ended."""
+        stdout = self._server.stdout
+        assert stdout is not None  # a pipe (Popen)
+        while b"\n" not in self._pending:
+            if not select.select([stdout], [], [], timeout)[0]:
+                return ""
+            chunk = os.read(stdout.fileno(), 4096)
+            if not chunk:
+                raise EOFError("the warm runner ended")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        """End the server (it ends when its input does) and wait for it."""
+        if self._server.poll() is None:
+            assert self._server.stdin is not None  # a pipe (Popen)
+            self._server.stdin.close()
+            self._server.wait()
+
+
+class Runner:
+    """One forked runner, as _watch sees it (like a subprocess.Popen): poll, kill, returncode."""
+
+    def __init__(self, server: WarmRunner, pid: int | None, returncode: int | None = None) -> None:
+        self.server, self.pid, self.returncode = server, pid, returncode
+
+    def poll(self, timeout: float | None = 0.0) -> int | None:
+        """Its exit code once it has ended (waiting at most `timeout` seconds for that), else None."""
+        if self.returncode is None:
+            try:
+                line = self.server.reply(timeout)
+            except EOFError:  # the server ended with it
+                line = "ended 1"
+            if line:
+                self.returncode = int(line.split()[1])
+        return self.returncode
+
+    def kill(self) -> None:
+        """Kill it and wait for its end. The server reaps a runner only when the next one is asked for, so until
+        then its process id cannot have gone to another process."""
+        if self.returncode is None and self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # the server ended, and reaped it
+                pass
+            self.poll(None)
+
+
+_WARM_RUNNER: list[WarmRunner] = []  # this process's, while it runs
+
+
+def warm_runner() -> WarmRunner:
+    """This process's warm runner, started on first use (course.autograde starts it before grading anyone); it
+    ends with stop_warm_runner, or when this process ends."""
+    if not _WARM_RUNNER:
+        _WARM_RUNNER.append(WarmRunner())
+        atexit.register(stop_warm_runner)
+    return _WARM_RUNNER[0]
+
+
+def stop_warm_runner() -> None:
+    """End this process's warm runner, if it has one (the next warm_runner() starts another)."""
+    if _WARM_RUNNER:
+        _WARM_RUNNER.pop().close()
+        atexit.unregister(stop_warm_runner)
 
 
 def _stopped_message(name: str, cell: str) -> str:
@@ -266,21 +458,95 @@ def _judge(name: str, cases: list[Case], expected: list, result: dict | None) ->
     return None
 
 
-def run_learner(run_folder: str) -> None:
-    """The runner (a fresh process, in the notebook's folder): define the learner's functions, cell by cell,
-    stopping a cell that runs longer than the cell time limit; run them on the jobs' cases (judge.run_cases),
-    time the speed cases, save the outcomes to results.pt."""
-    work = torch.load(Path(run_folder) / "jobs.pt", weights_only=True)  # verify_notebook wrote plain data
+def serve() -> None:
+    """The warm runner's server (`python -m mrcnn_course.teaching.grading.sealed --serve`): for each request on
+    its input, one JSON line {"run_folder", "folder"}, it prepares the work in run_folder/jobs.pt (the cases, the
+    reference's code objects, the speed cases' inputs: kept for later requests), forks a runner (run_learner)
+    and answers "started PID", then "ended CODE" when the runner has ended ("ended 1" at once if the work could
+    not be prepared, the reason in run_folder/stderr.txt). It never runs a learner's code itself."""
+    torch.set_num_threads(1)  # before any work: a process that forks must not have started torch's thread pool
+    ended: int | None = None  # the last runner, ended but not reaped (Runner.kill)
+    for line in sys.stdin:
+        if ended is not None:
+            os.waitpid(ended, 0)
+        request = json.loads(line)
+        run_folder = Path(request["run_folder"])
+        try:
+            work = torch.load(run_folder / "jobs.pt", weights_only=True)  # verify_notebook wrote plain data
+            ready = _ready(work)
+        except Exception:  # noqa: BLE001 (said in the runner's place)
+            (run_folder / "stderr.txt").write_text(traceback.format_exc())
+            ended = None
+            _answer("ended 1")
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the runner
+            code = 1
+            try:
+                _fresh_runner(run_folder, request["folder"])
+                run_learner(run_folder, work, *ready)
+                code = 0
+            except BaseException:  # noqa: BLE001 (its last words, for the grader)
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        _answer(f"started {pid}")
+        ended = pid
+        status = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # ended, still not reaped
+        assert status is not None  # waitid without WNOHANG waits
+        _answer(f"ended {status.si_status if status.si_code == os.CLD_EXITED else -status.si_status}")
+    if ended is not None:
+        os.waitpid(ended, 0)
+
+
+def _answer(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _ready(work: dict) -> tuple[dict, dict, dict]:
+    """What the runner of `work` needs from before any learner code runs, each by exercise name: the cases, the
+    reference's code objects, the reference itself; and the speed cases' inputs (speed.step_inputs), built here
+    once for every runner of this server."""
     exercises = {job["name"]: every_exercise()[job["name"]] for job in work["jobs"]}
-    # before any learner code runs: the cases, the reference's code objects, the reference itself
-    cases = {name: build_cases(e, extra=True) for name, e in exercises.items()}
+    for name in exercises:
+        if name not in _CASES:
+            _CASES[name] = build_cases(exercises[name], extra=True)
+    if any(job["package_seconds"] is not None for job in work["jobs"]):
+        step_inputs()
     forbidden = {
         name: reference_code(e.component, e.torchvision_names, e.reference_function()) for name, e in exercises.items()
     }
     references = {name: e.reference_function() for name, e in exercises.items()}
+    return {name: _CASES[name] for name in exercises}, forbidden, references
+
+
+def _fresh_runner(run_folder: Path, folder: str) -> None:
+    """Make a forked runner what a new process would be: in the notebook's folder, its own input, output and error
+    (nothing, nothing, run_folder/stderr.txt, never the server's pipes), torch's generator at its start and
+    Python's seeded afresh."""
+    os.chdir(folder)
+    nothing = os.open(os.devnull, os.O_RDWR)
+    os.dup2(nothing, 0)
+    os.dup2(nothing, 1)  # a learner's prints; to a file or pipe, an endless print could fill it
+    errors = os.open(run_folder / "stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(errors, 2)
+    os.close(nothing)
+    os.close(errors)
+    torch.manual_seed(torch.initial_seed())
+    random.seed()
+
+
+def run_learner(run_folder: Path, work: dict, cases: dict, forbidden: dict, references: dict) -> None:
+    """The runner (a fork of the warm runner, in the notebook's folder): define the learner's functions, cell by
+    cell, stopping a cell that runs longer than the cell time limit; run them on the jobs' cases
+    (judge.run_cases), time the speed cases, save the outcomes to results.pt."""
     namespace: dict[str, Any] = {"__name__": "__main__"}
     stopped: dict[int, str] = dict(work["stopped"])  # cell index -> label: the watcher's, then this runner's
-    defining = Path(run_folder) / "defining"  # which cell runs now, for the watcher (_watch)
+    defining = run_folder / "defining"  # which cell runs now, for the watcher (_watch)
     for index, (label, source) in enumerate(work["definitions"]):
         if index in stopped:
             continue
@@ -293,7 +559,7 @@ def run_learner(run_folder: str) -> None:
             namespace.clear()
             namespace.update(before)  # in place: the notebook's functions keep this dict as their globals
             stopped[index] = label
-            with open(Path(run_folder) / "stopped", "a") as told:  # for the watcher, if it restarts the runner
+            with open(run_folder / "stopped", "a") as told:  # for the watcher, if it restarts the runner
                 told.write(f"{index} ")
         except BaseException:  # noqa: BLE001, S110 (a cell that fails defines what it defined before failing)
             pass
@@ -307,7 +573,7 @@ def run_learner(run_folder: str) -> None:
     }
     results: dict[str, dict[str, Any]] = {}
     for job in work["jobs"]:
-        exercise, fn = exercises[job["name"]], learner_function(namespace.get(job["function"]))
+        exercise, fn = every_exercise()[job["name"]], learner_function(namespace.get(job["function"]))
         key = f"{job['cell']}/{job['name']}"
         needed_and_lost = [lost[n] for n in [job["function"], *sorted(_names_needed(fn, namespace))] if n in lost]
         if needed_and_lost:
@@ -320,7 +586,7 @@ def run_learner(run_folder: str) -> None:
         timing, slow = None, None
         if all(o.kind == OK for o in outcomes):
             try:
-                timing, slow = speed_case(exercise, fn, references[job["name"]])
+                timing, slow = speed_case(exercise, fn, references[job["name"]], job["package_seconds"])
             except Exception as error:  # noqa: BLE001 (the learner's code raised on the speed case's inputs)
                 slow = f"your {exercise.component} raised {type(error).__name__}: {str(error)[:300]}"
         results[key] = {
@@ -328,7 +594,7 @@ def run_learner(run_folder: str) -> None:
             "speed": None if timing is None else float(timing.ratio),
             "slow": slow,
         }
-    torch.save(results, Path(run_folder) / "results.pt")
+    torch.save(results, run_folder / "results.pt")
 
 
 def _top_level_names(source: str) -> set[str]:
@@ -393,4 +659,6 @@ def _plain(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    run_learner(sys.argv[1])
+    if sys.argv[1:] != ["--serve"]:
+        sys.exit("usage: python -m mrcnn_course.teaching.grading.sealed --serve (the grading process starts it)")
+    serve()

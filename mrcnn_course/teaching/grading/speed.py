@@ -145,7 +145,7 @@ def measure(
     reference: Callable, fn: Callable, args: tuple, switched_off: Callable[[], AbstractContextManager]
 ) -> Timing:
     """Time fn against reference on args, alternating (see the module docstring); fn runs inside switched_off()."""
-    with _one_thread():
+    with one_thread():
         with own_components():
             package = _cpu_seconds(reference, args, 1)  # warm-up, and how many calls make a round
             package = _cpu_seconds(reference, args, 1)
@@ -167,7 +167,7 @@ def measure(
 
 
 @contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """torch on one thread within the block (both sides of a timing get the same single core)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -186,7 +186,7 @@ def package_seconds(reference: Callable, args: tuple) -> float:
     """The package's CPU seconds per call of reference(*args) on one thread: the median of ROUNDS rounds after a
     warm-up call. The re-check at autograding measures it once per grading run (sealed.py), then times each
     learner's function alone against it (check_speed's `package`)."""
-    with _one_thread(), own_components():
+    with one_thread(), own_components():
         times = _calls_per_round(_cpu_seconds(reference, args, 1))
         return statistics.median(_cpu_seconds(reference, args, times) for _ in range(ROUNDS))
 
@@ -196,7 +196,7 @@ def measure_against(
 ) -> Timing:
     """Time fn alone (inside switched_off()) against the package's `package` seconds per call (package_seconds):
     one thread, the median of ROUNDS rounds after a warm-up call."""
-    with _one_thread(), switched_off():
+    with one_thread(), switched_off():
         learner = _cpu_seconds(fn, args, 1)
         if learner <= GIVE_UP or learner <= MAX_RATIO * package:
             times = _calls_per_round(package)

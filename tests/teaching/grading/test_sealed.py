@@ -14,17 +14,22 @@ Below them, without nbgrader: a cell that keeps running at its top level is stop
 exercises that need what it defines.
 """
 
+import hashlib
+import os
 import shutil
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbgrader.api import Gradebook
 
 from mrcnn_course.teaching.course import autograde, release
 from mrcnn_course.teaching.grading import sealed
 from mrcnn_course.teaching.grading.core import MESSAGE_WIDTH
+from mrcnn_course.teaching.grading.exercise import every_exercise
+from mrcnn_course.teaching.grading.judge import difference
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
 
@@ -195,3 +200,113 @@ def test_stopping_three_cells_costs_seconds_not_the_runner_limit(rechecked):
     limit (sealed.RUNNER_SLACK plus the exercises' own limits), which each endless cell used to reach."""
     _, seconds = rechecked
     assert seconds < sealed.RUNNER_SLACK / 2, seconds
+
+
+# ----- warm and fresh: one runner per grading process, a new fork per notebook -----
+# Lesson 03a's setup, box_iou and nms cells with their checks, re-checked without nbgrader.
+ALWAYS_RIGHT = (  # the attacker's patch of the runner it runs in: every outcome the reference's output
+    "from mrcnn_course.teaching.grading import judge, sealed\n"
+    "sealed.run_cases = lambda exercise, fn, cases, forbidden=None: [\n"
+    "    judge.Outcome(judge.OK, exercise.result(exercise.reference_function(), case.args)) for case in cases]\n"
+)
+WRONG_NMS = "def nms(boxes, scores, iou_threshold):\n    return scores.argsort(descending=True)\n"
+SLOW_BOX_IOU = (  # right, but burns 2.5 s of CPU on the speed case's inputs (a training step's: many boxes)
+    "import time\n"
+    "def box_iou(boxes1, boxes2):\n"
+    "    if len(boxes1) * len(boxes2) > 10000:\n"
+    "        end = time.thread_time() + 2.5\n"
+    "        while time.thread_time() < end:\n"
+    "            pass\n"
+    "    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])\n"
+    "    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])\n"
+    "    sides = (bottom_right - top_left).clamp(min=0)\n"
+    "    intersection = sides[..., 0] * sides[..., 1]\n"
+    "    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])\n"
+    "    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])\n"
+    "    return intersection / (area1[:, None] + area2[None, :] - intersection)\n"
+)
+
+
+def lesson_03a(**sources: str) -> nbformat.NotebookNode:
+    """Lesson 03a's setup, box_iou and nms cells and their checks, with the cells named (by id) replaced."""
+    cells = {c.get("id"): c for c in nbformat.read(ROOT / "solutions" / LESSON / f"{NOTEBOOK}.ipynb", 4).cells}
+    chosen = ["setup", "box-iou", "check-box-iou", "nms", "check-nms"]
+    nb = nbformat.v4.new_notebook(cells=[cells[i] for i in chosen])
+    nb = nbformat.reads(nbformat.writes(nb), 4)  # a copy
+    for cell in nb.cells:
+        cell.source = sources.get(cell.get("id").replace("-", "_"), cell.source)
+    return nb
+
+
+def test_each_notebook_runs_in_a_fresh_fork_of_one_warm_runner(tmp_path):
+    """A notebook that patches the runner it runs in cannot reach the next notebook's: on the same warm runner
+    (no new server), a wrong nms handed in after the attacker's still fails, and the lesson's own passes."""
+    server = sealed.warm_runner()._server.pid
+    sealed.verify_notebook(lesson_03a(nms=ALWAYS_RIGHT + WRONG_NMS), tmp_path)
+    failures = sealed.verify_notebook(lesson_03a(nms=WRONG_NMS), tmp_path)
+    assert list(failures) == ["check-nms"] and "outside your notebook's kernel" in failures["check-nms"]
+    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
+    assert sealed.warm_runner()._server.pid == server
+
+
+def test_a_slow_function_fails_its_speed_case_against_the_runs_reference_time(tmp_path):
+    """box_iou's speed case is timed against the package's time measured once (sealed.reference_for): the lesson's
+    box_iou passes it, a right one that is far too slow fails it, and only that check."""
+    assert sealed.reference_for("box_iou").package_seconds > 0
+    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
+    failures = sealed.verify_notebook(lesson_03a(box_iou=SLOW_BOX_IOU), tmp_path)
+    assert list(failures) == ["check-box-iou"], failures
+    assert "speed case" in failures["check-box-iou"] and "slower than the package's" in failures["check-box-iou"]
+
+
+# ----- the references: built once per grading run, handed to the workers in a file -----
+
+
+def test_references_read_back_as_they_were_written_for_every_exercise(tmp_path, monkeypatch):
+    """Every exercise's expected outputs and reference time are plain data: the file reads back with
+    torch.load(weights_only=True) into what the grading run built."""
+    names = sorted(every_exercise())
+    path, digest = sealed.save_references(names, tmp_path)
+    written = {name: sealed.reference_for(name) for name in names}
+    assert path.stat().st_mode & 0o777 == 0o400  # read-only
+    monkeypatch.setattr(sealed, "_MEASURED", {})
+    sealed.load_references(path, digest)
+    for name in names:
+        loaded = sealed.reference_for(name)
+        assert loaded.package_seconds == written[name].package_seconds, name
+        assert difference(written[name].expected, loaded.expected, 0.0, 0.0) is None, name
+
+
+def test_a_references_file_changed_after_it_was_written_is_not_used(tmp_path, monkeypatch):
+    """A learner's code runs as the grader's user: a file whose digest is not the run's own is set aside with a
+    warning, and the worker builds its references itself."""
+    path, digest = sealed.save_references(["box_iou"], tmp_path)
+    right = sealed.reference_for("box_iou").expected
+    path.chmod(0o600)
+    torch.save({"box_iou": {"expected": [torch.zeros(0)] * len(right), "package_seconds": 1e9}}, path)
+    monkeypatch.setattr(sealed, "_MEASURED", {})
+    with pytest.warns(UserWarning, match="changed after the grading run wrote it"):
+        sealed.load_references(path, digest)
+    assert difference(right, sealed.reference_for("box_iou").expected, 0.0, 0.0) is None
+
+
+class RunsCode:
+    """Pickled, a call of os.system: what a file read with plain pickle would run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_reading_references_runs_no_code(tmp_path, monkeypatch):
+    """Even with the digest the run expects, a file that holds anything but tensors, numbers and text is not
+    loaded (torch.load(weights_only=True)): nothing runs, a warning says so."""
+    marker = tmp_path / "ran"
+    path = tmp_path / sealed.REFERENCES_FILE
+    torch.save({"box_iou": {"expected": RunsCode(marker), "package_seconds": None}}, path)
+    monkeypatch.setattr(sealed, "_MEASURED", {})
+    with pytest.warns(UserWarning, match="were not used"):
+        sealed.load_references(path, hashlib.sha256(path.read_bytes()).hexdigest())
+    assert not marker.exists() and sealed._MEASURED == {}
