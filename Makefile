@@ -10,7 +10,8 @@
 #   make check      ruff (lint and format) and mypy
 #   make release    regenerate lessons/ and quizzes/ from solutions/
 #   make autograde  grade every submission under grading/submitted, write feedback; JOBS=N grades N at
-#                   once, SHARD=K/N grades the K-th of every N learners (several machines, one gradebook)
+#                   once, SHARD=K/N grades the K-th of every N learners (several machines, one gradebook;
+#                   in a Slurm job array or a Kubernetes Indexed Job each task finds its K and N itself)
 #   make exchange   create nbgrader's exchange folder (NBGRADER_EXCHANGE, else nbgrader's default)
 #   make exchange-release NAME="03_rpn quiz_03_rpn"   put lessons or quizzes into the exchange
 #   make exchange-collect NAME="03_rpn quiz_03_rpn"   collect learners' submissions from the exchange
@@ -76,9 +77,9 @@ release: $(STAMP)
 	$(PY) -m mrcnn_course.teaching release
 
 JOBS  ?= 1
-SHARD ?= 1/1
+SHARD ?=
 autograde: $(STAMP)
-	$(PY) -m mrcnn_course.teaching autograde --jobs $(JOBS) --shard $(SHARD)
+	$(PY) -m mrcnn_course.teaching autograde --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD))
 
 grades: $(STAMP)
 	$(PY) -m mrcnn_course.teaching grades

@@ -36,6 +36,27 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: write K/N, e.g. 2/3 for the second of three machines") from None
 
 
+def _chosen_shard(given: tuple[int, int] | None) -> tuple[int, int]:
+    """--shard, else the job array's task (course.shard_from_environment), else (1, 1); says which on stderr.
+    A --shard that a job array's environment contradicts is a ValueError: in a job array, leave it out."""
+    try:
+        found = course.shard_from_environment()
+    except ValueError:
+        if given is None:
+            raise
+        found = None  # an unusable job array's environment, overruled by --shard
+    if found is None:
+        return given or (1, 1)
+    shard, where = found
+    if given is not None and given != shard:
+        raise ValueError(
+            f"SHARD={given[0]}/{given[1]}, but this is task {shard[0]} of {shard[1]} of a job array ({where}): "
+            "leave SHARD out of a job array's script (each task finds its own), or unset the array's variables"
+        )
+    print(f"grading shard {shard[0]}/{shard[1]} of the class ({where})", file=sys.stderr)
+    return shard
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mrcnn_course.teaching", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -46,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     grade_cmd.add_argument("--assignment", action="append", help="only this assignment (repeatable)")
     grade_cmd.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     grade_cmd.add_argument(
-        "--shard", type=_shard, default=(1, 1), help="K/N: this machine grades the K-th of every N learners"
+        "--shard",
+        type=_shard,
+        help="K/N: this machine grades the K-th of every N learners (default: a Slurm job array's or a Kubernetes "
+        "Indexed Job's task, else 1/1)",
     )
     commands.add_parser("grades", help="write grading/grades.csv from the gradebook")
     for command, what in (("exchange-release", "put into nbgrader's exchange"), ("exchange-collect", "collect")):
@@ -58,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "release":
             course.release(root, args.names or None)
         elif args.command == "autograde":
-            outcomes = course.autograde(root, args.learner, args.assignment, jobs=args.jobs, shard=args.shard)
+            shard = _chosen_shard(args.shard)
+            outcomes = course.autograde(root, args.learner, args.assignment, jobs=args.jobs, shard=shard)
             return 1 if _print_outcomes(outcomes) else 0
         elif args.command == "exchange-release":
             course.exchange_release(root, args.names)

@@ -390,3 +390,68 @@ def test_a_released_quiz_gives_immediate_feedback():
         'q3 is still None: set q3 = "A", "B", "C" or "D" (one letter, in quotes) in the cell '
         "above, run that cell, then run this one."
     ]
+
+
+# ----- a job array's task grades its own shard -----
+SLURM_TASK_3_OF_4 = {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "0"}
+
+
+@pytest.mark.parametrize(
+    "environment, shard",
+    [
+        ({}, None),
+        (SLURM_TASK_3_OF_4, (3, 4)),  # sbatch --array=0-3
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "1"}, (3, 4)),  # --array=1-4
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_STEP": "2"}, (3, 4)),  # --array=0-6:2
+        ({"JOB_COMPLETION_INDEX": "0", "JOB_COMPLETIONS": "4"}, (1, 4)),  # a Kubernetes Indexed Job's first pod
+        ({"JOB_COMPLETION_INDEX": "3", "JOB_COMPLETIONS": "4"}, (4, 4)),
+    ],
+)
+def test_a_job_arrays_task_finds_its_shard(environment, shard):
+    found = course.shard_from_environment(environment)
+    assert (found and found[0]) == shard
+    if found:
+        assert all(f"{name}={value}" in found[1] for name, value in environment.items())  # where it came from
+
+
+@pytest.mark.parametrize(
+    "environment, words",
+    [
+        ({"SLURM_ARRAY_TASK_ID": "2"}, "but not SLURM_ARRAY_TASK_COUNT or SLURM_ARRAY_TASK_MIN"),
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_ID": "7"}, "not one of a range of 4 tasks; autograding needs a plain"),
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_STEP": "2"}, "not one of a range"),
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_COUNT": "four"}, "SLURM_ARRAY_TASK_COUNT='four': a job array sets"),
+        ({**SLURM_TASK_3_OF_4, "SLURM_ARRAY_TASK_COUNT": "0"}, "a whole number of at least 1"),
+        ({"JOB_COMPLETION_INDEX": "0"}, "set JOB_COMPLETIONS in the Job's pod template to its spec.completions"),
+        ({"JOB_COMPLETION_INDEX": "4", "JOB_COMPLETIONS": "4"}, "the index counts from 0 to JOB_COMPLETIONS - 1"),
+        ({**SLURM_TASK_3_OF_4, "JOB_COMPLETION_INDEX": "0"}, "both a Slurm job array (SLURM_ARRAY_TASK_ID=2"),
+    ],
+)
+def test_an_inconsistent_job_array_is_refused_saying_what_to_do(environment, words):
+    with pytest.raises(ValueError) as refused:
+        course.shard_from_environment(environment)
+    assert words in str(refused.value)
+
+
+def test_make_autograde_in_a_job_array_grades_its_tasks_shard(tmp_path, monkeypatch, capsys):
+    """The task's K and N come from the environment (said on stderr); a SHARD that contradicts them is refused."""
+    _course_folder(tmp_path)
+    hand_in(tmp_path, "ada", "03_rpn", ONE_CELL)
+    hand_in(tmp_path, "ben", "03_rpn", ONE_CELL)
+    monkeypatch.chdir(tmp_path)
+    for name, value in SLURM_TASK_3_OF_4.items():
+        monkeypatch.setenv(name, value)
+    where = "SLURM_ARRAY_TASK_ID=2 SLURM_ARRAY_TASK_COUNT=4 SLURM_ARRAY_TASK_MIN=0"
+    assert main(["autograde"]) == 2
+    assert capsys.readouterr().err == (
+        f"grading shard 3/4 of the class ({where})\n"
+        f"error: nothing to grade on shard 3/4: {SUBMITTED}/ holds 2 learners (ada, ben), none of them this shard's\n"
+    )
+    assert main(["autograde", "--shard", "1/1"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: SHARD=1/1, but this is task 3 of 4 of a job array ({where}): leave SHARD out of a job array's "
+        "script (each task finds its own), or unset the array's variables\n"
+    )
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "9")  # unusable, but overruled by SHARD
+    assert main(["autograde", "--shard", "3/3"]) == 2
+    assert "nothing to grade on shard 3/3" in capsys.readouterr().err
