@@ -163,13 +163,16 @@ class BudgetFit:
     def _decided(self) -> str:
         asked, fitted = self.asked, self.recipe
         whole = f"{asked.epochs} epochs of {asked.images_per_epoch} scenes ({asked.total_steps} steps)"
+        budget = f"the budget of {self.budget / 60:g} min"
         if fitted == asked:
-            minutes = self.estimate(asked) / 60
-            return f"The recipe, {whole}, takes about {minutes:.1f} min: within the budget of {self.budget / 60:g} min."
+            return f"The recipe, {whole}, takes about {self.estimate(asked) / 60:.1f} min: within {budget}."
+        if self.estimate(asked) <= self.budget:  # a menu without the whole recipe (shares=(0.25,), say)
+            said = f"The recipe, {whole}, fits {budget}, but the menu holds only {self.shares} of it"
+        else:
+            said = f"The recipe, {whole}, would take about {self.estimate(asked) / 60:.1f} min, over {budget}"
         over = self.estimate(fitted) > self.budget
         return (
-            f"The recipe, {whole}, would take about {self.estimate(asked) / 60:.1f} min, over the budget of "
-            f"{self.budget / 60:g} min: this run trains {fitted.epochs} epochs of {fitted.images_per_epoch} scenes "
+            f"{said}: this run trains {fitted.epochs} epochs of {fitted.images_per_epoch} scenes "
             f"({fitted.total_steps} steps, {fitted.images_per_epoch / asked.images_per_epoch:.0%} of the recipe) and "
             f"validates on {fitted.val_images} scenes, about {self.estimate(fitted) / 60:.1f} min"
             + (" (still over the budget: no smaller recipe has the reference's figures)." if over else ".")
@@ -267,11 +270,9 @@ def fit_to_budget(
 
 
 def _largest_that_fits(fit: BudgetFit) -> Recipe:
-    """The recipe to train: the asked one if it fits, else the largest of the menu (or of whole batches) that
-    fits with its validation cut, else the smallest."""
+    """The recipe to train: the largest of the menu (or of whole batches) that fits, with as many of the asked
+    validation scenes as fit, else the smallest (the asked recipe itself when the menu holds 1.0 and it fits)."""
     asked, times = fit.asked, fit.times
-    if fit.estimate(asked) <= fit.budget:
-        return asked
     if fit.shares is None:
         candidates = [
             replace(asked, images_per_epoch=n * asked.batch_size) for n in range(asked.steps_per_epoch, 0, -1)
@@ -281,7 +282,7 @@ def _largest_that_fits(fit: BudgetFit) -> Recipe:
     least = min(asked.val_images, max(asked.shown_images, asked.batch_size))
     for candidate in candidates:
         left = fit.budget / asked.epochs - candidate.steps_per_epoch * times.step  # per epoch, for validation
-        val_images = min(asked.val_images, math.floor(left / times.validation_scene))
+        val_images = min(asked.val_images, math.floor(left / max(times.validation_scene, 1e-9)))
         if val_images >= least:
             return replace(candidate, val_images=val_images)
     return replace(candidates[-1], val_images=least)

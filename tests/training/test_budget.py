@@ -32,11 +32,13 @@ RECIPE = Recipe()  # 9 epochs of 100 steps, 100 validation scenes
 PACKAGE = Times(step=0.25, validation_scene=0.05, parts={"nms": 0.02, "roi_align": 0.03, REST_OF_STEP: 0.2})
 
 
-def fitted(reference: Times, learner: Times | None, machine: Machine = QUIET, budget: float = 360.0) -> BudgetFit:
+def fitted(
+    reference: Times, learner: Times | None, machine: Machine = QUIET, budget: float = 360.0, shares=STEP_SHARES
+) -> BudgetFit:
     """The BudgetFit that fit_to_budget would return for these times (the same choice, without timing)."""
     from mrcnn_course.training.budget import _largest_that_fits
 
-    fit = BudgetFit(RECIPE, RECIPE, reference, learner, machine, budget, STEP_SHARES)
+    fit = BudgetFit(RECIPE, RECIPE, reference, learner, machine, budget, shares)
     return replace(fit, recipe=_largest_that_fits(fit))
 
 
@@ -57,6 +59,18 @@ def test_the_recipe_shrinks_to_the_largest_share_of_the_menu_that_fits():
         RECIPE, images_per_epoch=fit.recipe.images_per_epoch, val_images=fit.recipe.val_images
     )  # nothing else changed: the reference's figures are for this recipe
     assert max(RECIPE.shown_images, RECIPE.batch_size) <= fit.recipe.val_images <= RECIPE.val_images
+
+
+def test_a_menu_without_the_whole_recipe_trains_its_share_and_shares_none_any_whole_batches():
+    fit = fitted(PACKAGE, PACKAGE, shares=(0.25,))
+    assert fit.recipe == replace(RECIPE, images_per_epoch=200) and "the menu holds only (0.25,)" in str(fit)
+    slow_machine = Times(step=0.5, validation_scene=0.1, parts={REST_OF_STEP: 0.5})
+    free = fitted(slow_machine, None, shares=None)
+    assert (
+        free.estimate(free.recipe)
+        <= 360
+        < free.estimate(replace(free.recipe, images_per_epoch=free.recipe.images_per_epoch + 8))
+    )
 
 
 def test_a_slow_machine_is_named_and_the_learner_is_not_blamed():
