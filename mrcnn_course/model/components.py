@@ -172,7 +172,9 @@ def _resolve(name: str, implementation: str | Callable) -> tuple[Callable | None
             f"components.use({name!r}, ...) takes 'own', 'torchvision' or a function, "
             f"got {type(implementation).__name__}"
         )
-    parameters = list(inspect.signature(component.own).parameters)
+    # the arguments the model passes; a keyword-only one (e.g. a lab switch of the package's own) it never passes
+    own_parameters = inspect.signature(component.own).parameters.values()
+    parameters = [p.name for p in own_parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     try:
         inspect.signature(implementation).bind(*parameters)  # can it be called the way the model calls it?
     except TypeError:

@@ -122,11 +122,11 @@ def _no_low_quality_matches(model: MaskRCNN) -> Iterator[None]:
         matcher.allow_low_quality_matches = before
 
 
-def _without_ground_truth(proposals, targets, matcher, sampler, box_coder):
+def _without_ground_truth(proposals, targets, matcher, sampler, box_coder, generator=None):
     """select_training_samples with the proposals as the RPN gave them (no ground-truth box added)."""
     from mrcnn_course.model.box_head import select_training_samples
 
-    return select_training_samples(proposals, targets, matcher, sampler, box_coder, add_ground_truth=False)
+    return select_training_samples(proposals, targets, matcher, sampler, box_coder, generator, add_ground_truth=False)
 
 
 @dataclass(frozen=True)
