@@ -161,6 +161,8 @@ def select_training_samples(
     sampler: BalancedPositiveNegativeSampler,
     box_coder: BoxCoder,
     generator: torch.Generator | None = None,
+    *,
+    add_ground_truth: bool = True,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
     """Label the proposals and sample the RoIs the box head trains on (Fast R-CNN, section 2.3).
 
@@ -174,6 +176,8 @@ def select_training_samples(
         proposals: N Tensor[P_i, 4] from the RPN; targets: dicts with "boxes" (Tensor[G_i, 4]) and
         "labels" (Tensor[G_i] int64); an image may have no objects (G_i = 0: all its RoIs are background)
         generator: where the sampler's draws come from (None: torch's default generator, as torchvision)
+        add_ground_truth: False leaves the ground-truth boxes out (the ablation lab's switch; the model never
+            passes it, so a learner's function need not take it)
     Returns, per image, for its K_i sampled RoIs: the RoIs (Tensor[K_i, 4]), the index of each one's
     ground-truth box (Tensor[K_i] int64; background: 0), its class label (Tensor[K_i] int64, background
     0) and its regression targets (Tensor[K_i, 4]). The loss and the mask targets read the index and the
@@ -182,7 +186,7 @@ def select_training_samples(
     all_rois, all_matches, all_labels = [], [], []
     for proposals_in_image, target in zip(proposals, targets):
         gt_boxes = target["boxes"].to(proposals_in_image.dtype)
-        rois = torch.cat((proposals_in_image, gt_boxes))  # (P + G, 4): the objects' own boxes last
+        rois = torch.cat((proposals_in_image, gt_boxes)) if add_ground_truth else proposals_in_image  # (P + G, 4)
         if len(gt_boxes) == 0:  # no objects: every RoI is background (the matcher needs a box to match)
             matches = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
             labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
