@@ -9,8 +9,10 @@ import torch.nn.functional as F
 from conftest import words
 
 from mrcnn_course.model import box_head, components
+from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.model.matching import Matcher
 from mrcnn_course.teaching import grading
+from mrcnn_course.training import data
 
 
 class LearnersHead(box_head.TwoMLPHead):
@@ -104,3 +106,27 @@ def test_the_sample_is_drawn_from_the_cases_generator():
     with pytest.raises(AssertionError) as failure:
         grading.check_select_training_samples(ignores_the_generator)
     assert "sampler(all labels, generator)" in words(str(failure.value))
+
+
+def test_plugged_into_the_model_the_learners_box_head_gives_the_same_losses_and_detections(capsys):
+    grading.check_two_mlp_head(LearnersHead)
+    grading.check_fastrcnn_predictor(LearnersPredictor)
+    grading.check_select_training_samples(samples_as_a_learner_may_write_them)
+    capsys.readouterr()
+    torch.manual_seed(0)
+    model = maskrcnn_small()
+    image, target = data.make_scene(seed=3, image_size=96, classes=data.CLASSES[1:])
+    mine = {"two_mlp_head": LearnersHead, "fastrcnn_predictor": LearnersPredictor}
+    grading.plug_into_model(
+        model, [image], targets=[target], select_training_samples=samples_as_a_learner_may_write_them, **mine
+    )
+    grading.plug_into_model(model, [image], **mine)
+    printed = capsys.readouterr().out
+    assert (
+        "training (losses), with your select_training_samples, two_mlp_head, fastrcnn_predictor: "
+        "same output as the reference: yes" in printed
+    )
+    assert (
+        "inference (detections), with your two_mlp_head, fastrcnn_predictor: same output as the reference: yes"
+        in printed
+    )
