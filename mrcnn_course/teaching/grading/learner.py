@@ -287,7 +287,9 @@ def plug_into_model(
         model.train(was_training)
     found = difference(reference, yours, atol, 1e-4)
     verdict = "yes" if found is None else f"no: in {found.where}, {found.detail}"
-    run = "inference (detections)" if targets is None else "training (losses)"  # a cell often runs both
+    detections = isinstance(reference, list) and all(isinstance(r, dict) and "boxes" in r for r in reference)
+    run = "training (losses)" if targets is not None else "inference (detections)" if detections else "inference"
+    # a cell often runs both; a model that is not a detector (a ResNet body) gives no detections to name
     plugged = [name for name in functions if written[name] in ready]
     print(f"{run}, with your {', '.join(plugged)}: same output as the reference: {verdict}")
     return yours
