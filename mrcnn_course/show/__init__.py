@@ -5,6 +5,7 @@
       roi_geometry.py   RoI Align's sampling grid and RoI Pool's quantization, for the pictures
       explorers.py      interactive explorers (ipywidgets): anchors, NMS, RoI Align, mask threshold
       widgets.py        TrainingViewer: the training trace epoch by epoch (slider, curves, predictions)
+      static_picture.py what a widget shows, also as a PNG and text, for where no kernel runs
 
 Uses the model and training; nothing below imports it.
 """

@@ -11,8 +11,9 @@ Shapes:
 
 Each returns an Explorer (an ipywidgets VBox): the controls, the picture (an ipywidgets.Image
 redrawn as a PNG on every change: no flicker, no pyplot), a one-line summary, and in
-explorer.result the numbers behind the picture. The pictures are stage_viz's, so a lesson can
-draw a static one. The function an explorer runs is an argument (nms=..., roi_align=...,
+explorer.result the numbers behind the picture. Where no kernel runs (an executed copy, nbgrader's
+feedback HTML) the picture and summary it showed stay as a static PNG and text. The pictures are
+stage_viz's, so a lesson can draw a static one. The function an explorer runs is an argument (nms=..., roi_align=...,
 cell_anchors=..., anchor_grid=...): pass your own to see it at work; by default the active component
 runs, so no lesson needs a global components.use() and a reset() cells later.
 """
@@ -32,6 +33,7 @@ from mrcnn_course.model.mask_head import select_class_masks
 from mrcnn_course.model.prediction_trace import PredictionTrace
 from mrcnn_course.show import stage_viz
 from mrcnn_course.show.roi_geometry import compare_roi_align_pool
+from mrcnn_course.show.static_picture import StaticPicture, plain_text
 from mrcnn_course.show.viz import figure_png
 
 SIZE_DIVISIBLE = 32  # stage 1 pads the batch to a multiple of 32, which fixes each level's grid
@@ -48,9 +50,10 @@ class View:
     result: dict = field(default_factory=dict)
 
 
-class Explorer(widgets.VBox):
+class Explorer(StaticPicture, widgets.VBox):
     """Controls (and a hint on how to use them, if any), then a one-line summary, then the picture; any
-    change of a control redraws.
+    change of a control redraws. Displayed, it also leaves its picture and summary as a static PNG and
+    text, for where no kernel runs (static_picture.py).
 
     update(**control values) -> View. A ValueError from it (a setting that makes no sense) is shown
     in the summary and the last picture stays.
@@ -78,6 +81,12 @@ class Explorer(widgets.VBox):
                 control.continuous_update = False  # redraw when a slider is let go, not at every pixel of a drag
             control.observe(self.redraw, names="value")
         self.redraw()
+
+    def static_pictures(self) -> list[bytes]:
+        return [self.picture.value]
+
+    def static_text(self) -> str:
+        return plain_text(self.summary.value)
 
     def redraw(self, change: dict | None = None) -> None:
         try:

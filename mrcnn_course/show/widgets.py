@@ -21,14 +21,16 @@ import os
 
 import ipywidgets as widgets
 
+from mrcnn_course.show.static_picture import StaticPicture, plain_text
 from mrcnn_course.show.viz import draw_epoch_predictions, draw_training_curves, figure_png
 from mrcnn_course.training.training_trace import TOTAL, EpochRecord, TrainingTrace, figure_text
 
 PLAY_INTERVAL_MS = 1200  # per epoch: time to read the observation
 
 
-class TrainingViewer(widgets.VBox):
-    """Epoch slider + Play, a one-line summary, the curves, the predictions, the observation."""
+class TrainingViewer(StaticPicture, widgets.VBox):
+    """Epoch slider + Play, a one-line summary, the curves, the predictions, the observation. Displayed,
+    it also leaves the epoch it shows as a static PNG and text, for where no kernel runs."""
 
     def __init__(self, trace: TrainingTrace | None = None, images: int = 3, score_threshold: float = 0.5):
         self.trace = trace
@@ -83,6 +85,12 @@ class TrainingViewer(widgets.VBox):
             f"mask mAP@0.5 {record.mask_map50:.2f} "
             f"({record.seconds:.0f} s)"
         )
+
+    def static_pictures(self) -> list[bytes]:
+        return [self.curves.value, self.predictions.value]
+
+    def static_text(self) -> str:
+        return "\n".join(text for text in (plain_text(self.summary.value), plain_text(self.observation.value)) if text)
 
     def on_epoch(self, trace: TrainingTrace, record: EpochRecord) -> None:
         """A training callback (train(..., on_epoch=viewer.on_epoch)): take the trace so far and show

@@ -1,7 +1,12 @@
-"""widgets.TrainingViewer: built from a trace or its JSON, redrawn by the slider, fed live once per epoch."""
+"""widgets.TrainingViewer: built from a trace or its JSON, redrawn by the slider, fed live once per epoch,
+and displayed with a static PNG and text of what it shows (static_picture.py)."""
+
+import base64
+import io
 
 import pytest
 import torch
+from PIL import Image
 
 from mrcnn_course.show.widgets import TrainingViewer
 from mrcnn_course.training.encoding import encode_detections, encode_image
@@ -129,3 +134,26 @@ def test_a_trace_saved_before_precision_was_measured_shows_it_as_not_measured(tm
     viewer = TrainingViewer(TrainingTrace.from_dict(data))
     assert "recall 1.00, precision n/a (score >= 0.5)" in viewer.summary.value
     assert bytes(viewer.curves.value).startswith(b"\x89PNG")
+
+
+def size_of(picture: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(picture)).size
+
+
+def test_the_training_viewer_displays_its_curves_and_predictions_stacked():
+    """Where no kernel runs (an executed copy, a feedback HTML), the epoch it shows stays as one PNG."""
+    viewer = TrainingViewer(hand_made_trace(3))
+    bundle = viewer._repr_mimebundle_()
+    curves, predictions = size_of(viewer.curves.value), size_of(viewer.predictions.value)
+    assert size_of(base64.b64decode(bundle["image/png"])) == (
+        max(curves[0], predictions[0]),
+        curves[1] + predictions[1],
+    )
+    assert (
+        bundle["text/plain"].startswith("epoch 3 of 3: loss") and "Epoch 3: epoch 3 <went well>" in bundle["text/plain"]
+    )
+
+
+def test_a_viewer_waiting_for_its_first_epoch_shows_its_words_only():
+    bundle = TrainingViewer()._repr_mimebundle_()
+    assert "image/png" not in bundle and bundle["text/plain"] == "waiting for the first epoch..."
