@@ -251,7 +251,7 @@ def class_scores_and_ious(
         mine = mine[prediction["scores"].detach().cpu()[mine].argsort(descending=True, stable=True)][:MAX_DETECTIONS]
         objects = (target["labels"].cpu() == label).nonzero()[:, 0]
         if iou_type == "mask":
-            iou = mask_iou(binary_masks(prediction["masks"])[mine], binary_masks(target["masks"])[objects])
+            iou = mask_iou(binary_masks(prediction["masks"][mine]), binary_masks(target["masks"][objects]))
         else:
             iou = box_ops.box_iou(
                 prediction["boxes"].detach().cpu()[mine].double(), target["boxes"].cpu()[objects].double()
@@ -277,7 +277,7 @@ def recall_and_precision(
     for prediction, target in zip(predictions, targets):
         confident = prediction["scores"].detach().cpu() >= score_threshold
         labels = prediction["labels"].cpu()[confident]  # (T,)
-        iou = mask_iou(binary_masks(prediction["masks"])[confident], binary_masks(target["masks"]))  # (T, G)
+        iou = mask_iou(binary_masks(prediction["masks"][confident]), binary_masks(target["masks"]))  # (T, G)
         iou[labels[:, None] != target["labels"].cpu()[None, :]] = -1  # another class never matches
         found += int(match_detections(prediction["scores"].detach().cpu()[confident], iou, iou_threshold).sum())
         detections += len(labels)

@@ -24,7 +24,8 @@ The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
                          check_fastrcnn_loss, check_postprocess_detections
     6 mask head (06)     check_maskrcnn_heads, check_maskrcnn_predictor (module exercises: the class or the
                          function), check_project_masks_on_boxes, check_maskrcnn_loss, check_paste_masks_in_image
-    training (07)        check_train_step (not a component: the capstone's training step)
+    training (07)        check_average_precision (a helper: COCO's AP, 07a), check_train_step (not a component:
+                         the capstone's training step, 07b)
 
 Stuck? hint("nms") prints an exercise's steps; its docstring in the lesson states only the contract, so
 that a learner can try it as a problem first.

@@ -1,14 +1,92 @@
-"""mrcnn_course.teaching.grading.exercises_training: the capstone's train_step, checked by what a step leaves behind
-(the losses it returns, the weights after it) against the reference step on copies of a tiny model."""
+"""mrcnn_course.teaching.grading.exercises_training: average_precision (lesson 07a), checked against
+evaluation.average_precision (itself equal to pycocotools, tests/training/test_evaluation.py), and the capstone's
+train_step, checked by what a step leaves behind (the losses it returns, the weights after it) against the
+reference step on copies of a tiny model."""
+
+import copy
 
 import pytest
 import torch
 
 from mrcnn_course.teaching import grading
 from mrcnn_course.teaching.grading.exercises_training import tiny_model
+from mrcnn_course.teaching.grading.judge import build_cases
+from mrcnn_course.training import evaluation
 from mrcnn_course.training.training_step import train_step as reference_train_step
 
+AVERAGE_PRECISION = grading.HELPER_EXERCISES["average_precision"]
 TRAIN_STEP = grading.HELPER_EXERCISES["train_step"]
+
+
+def average_precision(scores, ious, iou_threshold):
+    """A learner's answer, from scratch, in float32 and returning a tensor."""
+    objects = sum(i.shape[1] for i in ious)
+    if objects == 0:
+        return torch.tensor(-1.0)
+    found = []
+    for image_scores, image_ious in zip(scores, ious):
+        claimed = torch.zeros(image_ious.shape[1], dtype=torch.bool)
+        hit = torch.zeros(len(image_scores), dtype=torch.bool)
+        for d in image_scores.argsort(descending=True, stable=True).tolist():
+            candidates = image_ious[d].float().masked_fill(claimed, -1)
+            if len(candidates) and candidates.max() >= iou_threshold:
+                claimed[candidates.argmax()] = hit[d] = True
+        found.append(hit)
+    ranking = torch.cat(scores).argsort(descending=True, stable=True)
+    true_positives = torch.cat(found)[ranking].float().cumsum(0)
+    recall = true_positives / objects
+    precision = (true_positives / torch.arange(1, len(ranking) + 1)).flip(0).cummax(0).values.flip(0)
+    levels = torch.arange(101, dtype=torch.float64) * 0.01
+    first = torch.searchsorted(recall.double(), levels)
+    return torch.stack([precision[i] if i < len(precision) else torch.tensor(0.0) for i in first]).mean()
+
+
+def test_a_right_answer_passes_whether_it_returns_a_float_or_a_tensor(capsys):
+    cases = build_cases(AVERAGE_PRECISION, extra=True)
+    grading.check_average_precision(average_precision, extra=True)
+    assert f"average_precision: {len(cases)} cases passed, {sum(c.extra for c in cases)} of them hidden" in (
+        capsys.readouterr().out
+    )
+
+    def as_float(scores, ious, iou_threshold):
+        return float(average_precision(scores, ious, iou_threshold))
+
+    grading.check_average_precision(as_float, extra=True)
+    assert AVERAGE_PRECISION.reference is evaluation.average_precision
+
+
+@pytest.mark.parametrize("mistake", AVERAGE_PRECISION.mistakes, ids=lambda m: m.hint[:30])
+def test_each_usual_ap_mistake_is_caught_with_its_hint_in_the_visible_and_the_hidden_check(mistake, as_learner):
+    for extra in (False, True):
+        with pytest.raises(AssertionError) as failure:
+            grading.check_average_precision(as_learner(mistake.answer), extra=extra)
+        message = " ".join(str(failure.value).split())
+        assert "your answer is what" in message and " ".join(mistake.hint.split()) in message
+
+
+def test_each_usual_ap_mistake_differs_from_the_reference_on_a_hidden_case():
+    """The hidden cases repeat every rule with other values: each mistake shows on one of them too."""
+    hidden = [c for c in build_cases(AVERAGE_PRECISION, extra=True) if c.extra]
+    for mistake in AVERAGE_PRECISION.mistakes:
+        answers = [
+            (evaluation.average_precision(*copy.deepcopy(c.args)), float(mistake.answer(*copy.deepcopy(c.args))))
+            for c in hidden
+        ]
+        assert any(abs(right - wrong) > 1e-6 for right, wrong in answers), mistake.hint
+
+
+def test_an_answer_of_the_wrong_kind_is_explained():
+    def a_list(scores, ious, iou_threshold):
+        return [0.5]
+
+    with pytest.raises(AssertionError, match="expected a tensor, got list"):
+        grading.check_average_precision(a_list)
+
+    def no_return(scores, ious, iou_threshold):
+        torch.cat(scores)
+
+    with pytest.raises(AssertionError, match="did you forget the `return` statement"):
+        grading.check_average_precision(no_return)
 
 
 def train_step(model, optimizer, images, targets):
