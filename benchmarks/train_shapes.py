@@ -89,7 +89,7 @@ def train_and_evaluate(which: str, recipe: Recipe, config: SmallConfig) -> dict:
         "steps": steps,
         "step": statistics.median(step_seconds),
         "trace": trace,
-        **{k: held_out[k] for k in ("box_map", "box_map50", "mask_map", "mask_map50", "accuracy")},
+        **{k: held_out[k] for k in ("box_map", "box_map50", "mask_map", "mask_map50", "recall", "precision")},
     }
 
 
@@ -120,7 +120,8 @@ def report(result: dict) -> None:
         f"{result['model']:<12} wall {result['wall']:6.1f} s  training {result['train']:6.1f} s  "
         f"{result['steps']} steps ({result['step']:.3f} s/step)  "
         f"box mAP {result['box_map']:.3f} mAP@0.5 {result['box_map50']:.3f}  "
-        f"mask mAP {result['mask_map']:.3f} mAP@0.5 {result['mask_map50']:.3f}  accuracy {result['accuracy']:.3f}"
+        f"mask mAP {result['mask_map']:.3f} mAP@0.5 {result['mask_map50']:.3f}  "
+        f"recall {result['recall']:.3f} precision {result['precision']:.3f} (score >= 0.5)"
     )
     print(f"{'':<12} final losses: " + ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items()))
     print(f"{'':<12} mask mAP@0.5 by epoch: " + " ".join(f"{e.mask_map50:.2f}" for e in result["trace"].epochs))
