@@ -118,7 +118,9 @@ def _check_signature(name: str, fn: Callable, reference: Callable) -> None:
                 first=len("AssertionError: "),
             )
         )
-    parameters = list(inspect.signature(reference).parameters)
+    # the arguments the model passes: not a keyword-only switch of the package's own (the ablation lab's)
+    reference_parameters = inspect.signature(reference).parameters.values()
+    parameters = [p.name for p in reference_parameters if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     try:
         inspect.signature(fn).bind(*parameters)
     except TypeError:

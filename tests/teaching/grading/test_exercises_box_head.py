@@ -65,7 +65,7 @@ def test_view_fails_on_an_image_without_rois_with_the_exercises_hint():
     assert "case 'no RoIs" in message and "raised RuntimeError" in message and "x.flatten(start_dim=1)" in message
 
 
-def samples_as_a_learner_may_write_them(proposals, targets, matcher, sampler, box_coder, generator=None, draw=True):
+def samples_as_a_learner_may_write_them(proposals, targets, matcher, sampler, box_coder, generator=None, *, draw=True):
     """Right where the model reads the samples; the raw codes as indices and zero targets for background RoIs,
     which nothing reads. draw=False: the sampler draws from torch's default generator, not the case's."""
     all_rois, all_codes, all_labels = [], [], []
