@@ -73,9 +73,9 @@ class MaskRCNNHeads(nn.Sequential):
                     nn.init.zeros_(layer.bias)
 
     @property
-    def convs(self) -> list[nn.Conv2d]:
-        """The 3x3 convolutions, in order."""
-        return [block[0] for block in self]
+    def convs(self) -> list[nn.Module]:
+        """The 3x3 convolutions (nn.Conv2d), in order."""
+        return [block[0] for block in self.children() if isinstance(block, nn.Sequential)]
 
     def forward(self, features: Tensor) -> Tensor:
         """Tensor[K, C_fpn, 14, 14] -> Tensor[K, layers[-1], 14, 14], in channels-last memory order.
@@ -105,6 +105,9 @@ def maskrcnn_predictor(predictor: "MaskRCNNPredictor", x: Tensor) -> Tensor:
 class MaskRCNNPredictor(nn.Sequential):
     """2x upsampling (transposed conv) and a ReLU, then a 1x1 conv to one mask logit map per class; the forward
     pass is maskrcnn_predictor."""
+
+    conv5_mask: nn.ConvTranspose2d  # the layers, by name (made in __init__), for type checkers
+    mask_fcn_logits: nn.Conv2d
 
     def __init__(self, in_channels: int, dim_reduced: int, num_classes: int):
         # torchvision's names, so the keys read conv5_mask.weight, mask_fcn_logits.weight (its ReLU between

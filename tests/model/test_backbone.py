@@ -23,36 +23,32 @@ from mrcnn_course.model.backbone import (
     residual_block,
 )
 
+BLOCKS = [
+    (Bottleneck, TVBottleneck, 64, 64, 1),
+    (Bottleneck, TVBottleneck, 256, 64, 1),
+    (Bottleneck, TVBottleneck, 256, 128, 2),
+    (BasicBlock, TVBasicBlock, 32, 32, 1),
+    (BasicBlock, TVBasicBlock, 32, 64, 2),
+    (BasicBlock, TVBasicBlock, 16, 32, 1),
+]
 
-@pytest.mark.parametrize("in_channels, width, stride", [(64, 64, 1), (256, 64, 1), (256, 128, 2)])
-def test_residual_block_matches_torchvisions_bottleneck(in_channels, width, stride):
-    ours = Bottleneck(in_channels, width, stride).eval()
+
+@pytest.mark.parametrize("ours_class, theirs_class, in_channels, width, stride", BLOCKS)
+def test_residual_block_matches_torchvisions_blocks(ours_class, theirs_class, in_channels, width, stride):
+    ours = ours_class(in_channels, width, stride).eval()
+    out_channels = width * ours_class.expansion
     downsample = None
     if ours.downsample is not None:
         downsample = torch.nn.Sequential(
-            torch.nn.Conv2d(in_channels, width * 4, 1, stride, bias=False), torch.nn.BatchNorm2d(width * 4)
+            torch.nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), torch.nn.BatchNorm2d(out_channels)
         )
-    theirs = TVBottleneck(in_channels, width, stride, downsample).eval()
+    theirs = theirs_class(in_channels, width, stride, downsample).eval()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(2, in_channels, 15, 17)  # odd sizes: the stride-2 conv rounds up
     torch.testing.assert_close(residual_block(ours, x), theirs(x))
     torch.testing.assert_close(ours(x), theirs(x))
-    assert ours.conv2.stride == (stride, stride) and ours.conv1.stride == (1, 1)  # ResNet v1.5: stride on the 3x3
-
-
-@pytest.mark.parametrize("in_channels, width, stride", [(32, 32, 1), (32, 64, 2), (16, 32, 1)])
-def test_residual_block_matches_torchvisions_basic_block(in_channels, width, stride):
-    ours = BasicBlock(in_channels, width, stride).eval()
-    downsample = None
-    if ours.downsample is not None:
-        downsample = torch.nn.Sequential(
-            torch.nn.Conv2d(in_channels, width, 1, stride, bias=False), torch.nn.BatchNorm2d(width)
-        )
-    theirs = TVBasicBlock(in_channels, width, stride, downsample).eval()
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, in_channels, 15, 17)
-    torch.testing.assert_close(residual_block(ours, x), theirs(x))
-    torch.testing.assert_close(ours(x), theirs(x))
+    strided = ours.conv2 if ours_class is Bottleneck else ours.conv1  # ResNet v1.5: a bottleneck's 3x3
+    assert strided.stride == (stride, stride) and ours.conv1.kernel_size == (1 if ours_class is Bottleneck else 3,) * 2
 
 
 def test_both_blocks_run_the_residual_block_component():
