@@ -122,22 +122,24 @@ def source_with_imports(fn: Callable) -> str:
     return "\n\n".join(p.strip("\n") for p in parts if p) + "\n"
 
 
-def save_component(name: str, fn: Callable) -> Path | None:
+def save_component(name: str, fn: Callable) -> None:
     """Save your `fn` for component `name` (its source and imports) so that later lessons can load it; for a
     module exercise, `fn` is your class (its forward is saved as the function).
 
-    `name` is a component's, or its fast version's (nms_fast): each version has a file of its own. Only a
-    function that passed check_<name> in this session is saved. Returns the file, or None when nothing was
-    saved (not passed yet, autograding, or the folder is not writable: a warning says why).
+    `name` is a component's, or its fast version's (nms_fast): each version has a file of its own,
+    course_home()/components/<name>.py. Only a function that passed check_<name> in this session is saved.
+    It says what it did in one line (saved to which file, or why not: not passed yet, autograding, or the
+    folder is not writable, with a warning) and returns nothing, so that a lesson cell ending with it
+    shows that line alone.
     """
     _component_of(name)
     fn = learner_function(fn)  # a module exercise's class: its forward, saved as the function
     if autograding():
         print(f"{name}: not saved (autograding)")
-        return None
+        return
     if passed(name) is not fn:
         print(f"{name}: not saved yet: it has to pass check_{name} first")
-        return None
+        return
     path = course_home() / "components" / f"{name}.py"
     header = (
         f'"""Your {name}, saved by mrcnn_course.teaching.grading.save_component after it passed check_{name}."""\n\n'
@@ -155,9 +157,8 @@ def save_component(name: str, fn: Callable) -> Path | None:
             f"to save your components.",
             stacklevel=2,
         )
-        return None
+        return
     print(f"{name}: saved to {path}")
-    return path
 
 
 class SavedComponents(dict):

@@ -79,7 +79,8 @@ def test_a_wrong_class_fails_with_the_reason(cls, check, hint):
 
 def test_a_saved_class_loads_back_as_its_forward(course_home, as_learner):
     grading.check_maskrcnn_heads(LearnersHead)
-    assert grading.save_component("maskrcnn_heads", LearnersHead) is not None
+    grading.save_component("maskrcnn_heads", LearnersHead)
+    assert (course_home / "components" / "maskrcnn_heads.py").is_file()
     loaded = grading.load_components(("maskrcnn_heads",))
     assert "maskrcnn_heads" in loaded, loaded.report()
     head = mask_head.MaskRCNNHeads(4, (4, 4))

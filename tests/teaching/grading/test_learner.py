@@ -30,11 +30,12 @@ def learner_box_iou(boxes1, boxes2):
 
 
 def test_save_only_after_the_check_passed_then_load_it_back(course_home, capsys):
-    assert grading.save_component("box_iou", learner_box_iou) is None
-    assert "has to pass check_box_iou first" in capsys.readouterr().out
+    path = course_home / "components" / "box_iou.py"
+    grading.save_component("box_iou", learner_box_iou)
+    assert "has to pass check_box_iou first" in capsys.readouterr().out and not path.exists()
     grading.check_box_iou(learner_box_iou, extra=True)
-    path = grading.save_component("box_iou", learner_box_iou)
-    assert path == course_home / "components" / "box_iou.py"
+    assert grading.save_component("box_iou", learner_box_iou) is None  # a cell ending with it shows no value
+    assert capsys.readouterr().out.endswith(f"\nbox_iou: saved to {path}\n")
     text = path.read_text()
     assert "import torch\n" in text and "import torch.nn.functional as F" in text and "SCALE = 1.0" in text
     assert "def _half(x):" in text and text.index("def _half") < text.index("def learner_box_iou")
@@ -57,7 +58,8 @@ def test_a_saved_file_that_does_not_load_falls_back_to_the_reference(course_home
 
 def test_a_saved_component_edited_by_hand_to_be_wrong_is_not_loaded_as_yours(course_home):
     grading.check_box_iou(learner_box_iou, extra=True)  # extra: the hidden cases, and no speed case to wait for
-    path = grading.save_component("box_iou", learner_box_iou)
+    grading.save_component("box_iou", learner_box_iou)
+    path = course_home / "components" / "box_iou.py"
     path.write_text(path.read_text().replace("- inter)", "+ inter)"))  # a union that counts the overlap twice
     (course_home / "components" / "remove_small_boxes.py").write_text(  # saved by hand: it has no check
         "def remove_small_boxes(boxes, min_size):\n    return boxes\n"
@@ -75,14 +77,15 @@ def test_a_saved_component_edited_by_hand_to_be_wrong_is_not_loaded_as_yours(cou
 def test_saving_never_breaks_grading(course_home, monkeypatch, capsys, tmp_path):
     grading.check_box_iou(learner_box_iou)
     monkeypatch.setenv("AUTOGRADING", "1")
-    assert grading.save_component("box_iou", learner_box_iou) is None
+    grading.save_component("box_iou", learner_box_iou)
     assert "not saved (autograding)" in capsys.readouterr().out
+    assert not (course_home / "components" / "box_iou.py").exists()
     monkeypatch.delenv("AUTOGRADING")
     blocked = tmp_path / "a file, not a folder"
     blocked.write_text("")
     monkeypatch.setenv("MRCNN_COURSE_HOME", str(blocked))
     with pytest.warns(UserWarning, match="box_iou was not saved"):
-        assert grading.save_component("box_iou", learner_box_iou) is None
+        grading.save_component("box_iou", learner_box_iou)
     with pytest.raises(ValueError, match="no component named 'boxiou'"):
         grading.save_component("boxiou", learner_box_iou)
 
@@ -97,7 +100,8 @@ def uses_a_tensor(boxes1, boxes2):
 def test_a_global_that_cannot_be_written_down_is_named(course_home):
     grading.check_box_iou(uses_a_tensor)
     with pytest.warns(UserWarning, match=r"uses the global 'TABLE' \(Tensor\), which cannot be saved"):
-        assert grading.save_component("box_iou", uses_a_tensor) is None
+        grading.save_component("box_iou", uses_a_tensor)
+    assert not (course_home / "components" / "box_iou.py").exists()
 
 
 def test_plug_into_model_compares_with_the_reference_and_skips_what_has_not_passed(capsys, as_learner):
@@ -162,7 +166,8 @@ def save_both(which: tuple[str, ...]) -> None:
     for name, function in (("nms", nms), ("nms_fast", nms_fast)):
         if name in which:
             getattr(grading, f"check_{name}")(function, extra=True)
-            assert grading.save_component(name, function) is not None
+            grading.save_component(name, function)
+            assert (grading.course_home() / "components" / f"{name}.py").is_file()
 
 
 def test_the_fast_version_runs_when_it_passed_and_was_saved(course_home):
