@@ -6,6 +6,7 @@
       explorers.py      interactive explorers (ipywidgets): anchors, NMS, RoI Align, mask threshold
       widgets.py        TrainingViewer: the training trace epoch by epoch (slider, curves, predictions)
       static_picture.py what a widget shows, also as a PNG and text, for where no kernel runs
+      overview_card.py  lesson 0's card: the overview's numbers beside the live R-50-FPN's and small model's
 
 Uses the model and training; nothing below imports it.
 """
