@@ -53,10 +53,11 @@ def trained(share: float, runs: Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/reference"), help="folder for the training runs")
+    parser.add_argument("--shares", type=float, nargs="+", default=STEP_SHARES, help="the menu's shares to write")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     runs = []
-    for share in sorted(STEP_SHARES):
+    for share in sorted(args.shares):
         recipe = share_recipe(share)
         whole = share == 1.0  # the shipped model was trained by the whole recipe
         model = load_pretrained_small() if whole else trained(share, args.runs)
