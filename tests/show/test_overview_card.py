@@ -37,10 +37,12 @@ def test_the_resnet50_fpn_column_is_torchvisions_model_shapes():
     assert shapes["masks"] == "mask logits up to 100x91x28x28 (91 classes)"
 
 
-def test_a_smaller_image_changes_the_computed_shapes():
-    shapes = resnet50_fpn_shapes(320)  # not typed: computed from the model for this size
-    assert shapes["image"] == "batch 1x3x800x800"  # min_size 800 enlarges it
+def test_the_shapes_follow_the_models_own_resize_rule():
+    shapes = resnet50_fpn_shapes(320)  # computed by the model's stage 1, not typed for 800
+    assert shapes["image"] == "batch 1x3x800x800"  # min_size 800 enlarges a 320x320 image
     assert "P4 1x256x50x50" in shapes["features"]
+    wide = resnet50_fpn_shapes(640)
+    assert wide["image"] == "batch 1x3x800x800" and "P6 1x256x13x13" in wide["features"]
 
 
 def test_the_small_model_column_is_its_trace(trace):
