@@ -33,8 +33,9 @@ import torch
 
 from mrcnn_course.model import components
 from mrcnn_course.teaching.grading.judge import own_components
+from mrcnn_course.training.budget import SPEED_LIMIT
 
-MAX_RATIO = 3.0  # slower than this fails: the capstone then trains on clearly fewer scenes
+MAX_RATIO = SPEED_LIMIT  # slower than this fails: the capstone's budget names such a component as costing steps
 ROUNDS = 5  # alternating rounds per measurement; the median ratio counts
 MIN_ROUND = 0.01  # seconds of CPU per function per round, at least (a fast function runs several times)
 GIVE_UP = 2.0  # seconds: one call slower than this and MAX_RATIO x the package's needs no repeats
