@@ -356,10 +356,12 @@ NMS_OPS = (
     "torchvision.ops.boxes.batched_nms",
 )
 
+# nms and nms_fast: one contract, its cases, hint and catalogue of mistakes
+NMS_CONTRACT = dict(cases=_nms_cases, hint=NMS_HINT, mistakes=NMS_MISTAKES, torchvision_names=NMS_OPS)
+
 
 @exercise(
-    cases=_nms_cases,
-    hint=NMS_HINT,
+    **NMS_CONTRACT,
     steps=(
         "Sort: the indices by decreasing score (Tensor.argsort): the order in which the boxes are visited.",
         "While that list is not empty, its first box is the best one still in play: record it as kept.",
@@ -368,17 +370,14 @@ NMS_OPS = (
         "so it suppresses nothing.",
         "The recorded indices as an int64 tensor (also when there are none).",
     ),
-    mistakes=NMS_MISTAKES,
     form="the greedy loop",
-    torchvision_names=NMS_OPS,
 )
 def check_nms(nms: Callable, extra: bool = False) -> None:
     """Check your nms(boxes, scores, iou_threshold) -> Tensor[K] int64 against the reference (exact indices)."""
 
 
 @exercise(
-    cases=_nms_cases,
-    hint=NMS_HINT,
+    **NMS_CONTRACT,
     steps=(
         "What the greedy loop wastes: one round of Python and small tensor operations per kept box, each on a "
         "single row of IoUs. A training step's proposals need hundreds of rounds, whose overhead outweighs the "
@@ -396,10 +395,8 @@ def check_nms(nms: Callable, extra: bool = False) -> None:
         "and go on with the next block.",
         "The kept boxes' original indices, int64, by decreasing score.",
     ),
-    mistakes=NMS_MISTAKES,
     form="the matrix form",
     implements="nms",
-    torchvision_names=NMS_OPS,
 )
 def check_nms_fast(nms_fast: Callable, extra: bool = False) -> None:
     """Check your nms_fast(boxes, scores, iou_threshold) -> Tensor[K] int64 (exact indices), and its speed."""

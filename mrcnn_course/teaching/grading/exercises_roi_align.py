@@ -249,10 +249,19 @@ ROI_ALIGN_MISTAKES = (
     ),
 )
 
-
-@exercise(
+# roi_align and roi_align_fast: one contract, its cases, hint and catalogue of mistakes
+ROI_ALIGN_CONTRACT = dict(
     cases=_roi_align_cases,
     hint=ROI_ALIGN_HINT,
+    mistakes=ROI_ALIGN_MISTAKES,
+    atol=1e-5,
+    rtol=1e-4,
+    torchvision_names=ROI_ALIGN_OPS,
+)
+
+
+@exercise(
+    **ROI_ALIGN_CONTRACT,
     steps=(
         "PH and PW from output_size; the zero output Tensor[K, C, PH, PW]; with no boxes, return it.",
         "The corners in cells (scaled, and shifted if aligned); each box's width and height (clamped "
@@ -266,11 +275,7 @@ ROI_ALIGN_MISTAKES = (
         "A box's output is rows @ its image's map @ columns transposed, for every channel: torch.einsum writes "
         "it for many boxes at once (take each box's map by its image index, column 0 of boxes).",
     ),
-    mistakes=ROI_ALIGN_MISTAKES,
     form="dense bilinear weights",
-    atol=1e-5,
-    rtol=1e-4,
-    torchvision_names=ROI_ALIGN_OPS,
 )
 def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
     """Check your roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned).
@@ -279,8 +284,7 @@ def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
 
 
 @exercise(
-    cases=_roi_align_cases,
-    hint=ROI_ALIGN_HINT,
+    **ROI_ALIGN_CONTRACT,
     steps=(
         "What the dense form wastes: a bin's row weights are 0 except on the few rows its points fall between "
         "(two per point at most), and so are its column weights; rows @ map @ columns multiplies mostly zeros "
@@ -296,12 +300,8 @@ def check_roi_align(roi_align: Callable, extra: bool = False) -> None:
         "the gathered tensor of all taps.",
         "The sums come out one row per bin: reshape and permute them to (K, C, PH, PW).",
     ),
-    mistakes=ROI_ALIGN_MISTAKES,
     form="only the cells each bin reads",
     implements="roi_align",
-    atol=1e-5,
-    rtol=1e-4,
-    torchvision_names=ROI_ALIGN_OPS,
 )
 def check_roi_align_fast(roi_align_fast: Callable, extra: bool = False) -> None:
     """Check your roi_align_fast(input, boxes, output_size, spatial_scale, sampling_ratio, aligned), and its speed.
