@@ -335,6 +335,8 @@ def _samples_with(
             lambda *args: _samples_with(*args, swap_encode=True),
         ),
     ),
+    fast="per image, one IoU matrix and one matcher call for all its RoIs; one sampler call for all images; select "
+    "with index tensors (torch.where): no Python loop over RoIs",
     atol=SAMPLES_ATOL,
     rtol=SAMPLES_RTOL,
     torchvision_names=(f"{ROI_HEADS}.RoIHeads.select_training_samples",),
