@@ -5,6 +5,7 @@
       nbgrader_steps.py   the course's steps in nbgrader's pipelines (sealing quiz keys, AUTOGRADING=1)
       autograding.py      what a notebook does under AUTOGRADING=1: autograding(), recipe_for_notebooks (QUICK)
       course.py           release, autograde, grades, nbgrader's exchange, as functions of the course's root
+      warm_kernels.py     autograding's kernels, forked from a process that has imported what lessons import
       __main__.py         the command line over course.py and dashboard.py: `python -m mrcnn_course.teaching release`
       dashboard.py        the class at a glance from the gradebook: scores, pass rates, failing cases (make dashboard)
       notebook_errors.py  a check run before the cell it needs says which cell to run (no raw NameError)

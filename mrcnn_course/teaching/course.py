@@ -20,7 +20,8 @@ PostgreSQL server that NBGRADER_DB_URL names, which several machines can share: 
 shard_from_environment for a Slurm or Kubernetes job array). What the course changes in nbgrader's
 pipelines is in nbgrader_steps.py. The re-check outside the kernel (grading/sealed.py) needs, per exercise,
 its expected outputs and the package's time on its speed case: autograde builds them once, before grading
-anyone, and hands them to its workers, each of which starts its warm runner before its first submission.
+anyone, and hands them to its workers, each of which starts its warm runner before its first submission;
+lessons' kernels are forks of a zygote each grading process starts once (warm_kernels.py).
 """
 
 import csv
@@ -45,6 +46,8 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.utils import temp_attrs
 from sqlalchemy.exc import SAWarning
 from traitlets.config.loader import PyFileConfigLoader
+
+from mrcnn_course.teaching import nbgrader_steps, warm_kernels
 
 LESSON_NAME = re.compile(r"\d\d_[a-z0-9_]+")  # 03_rpn
 QUIZ_NAME = re.compile(r"quiz_\d\d_[a-z0-9_]+")  # quiz_03_rpn
@@ -399,7 +402,7 @@ def autograde(
             gradebook.update_or_create_student(learner)
     exercises = _exercises_checked(root, sorted({name for _, name in todo}))
     if jobs <= 1 or len(todo) <= 1:
-        with _rechecking_here(exercises):
+        with _warm_here(exercises):
             outcomes += [_grade(api, learner, name) for learner, name in todo]
     else:
         with tempfile.TemporaryDirectory(prefix="mrcnn-references-") as private:  # this run's, mode 0700
@@ -496,9 +499,11 @@ def _shown_values(values: dict[str, str]) -> str:
 
 
 @contextmanager
-def _rechecking_here(exercises: set[str]) -> Iterator[None]:
-    """Within the block this process can re-check `exercises` outside the kernel (grading/sealed.py): their
-    references built and the warm runner started before any learner's code runs; the runner ends with it."""
+def _warm_here(exercises: set[str]) -> Iterator[None]:
+    """Within the block this process grades lessons warm: the references of `exercises` built and the re-check's
+    warm runner (grading/sealed.py) and the kernels' zygote (warm_kernels.py) started, all before any learner's
+    code runs; the runner and the zygote end with it. Nothing of that for quizzes (no exercise): their kernels
+    import no torch."""
     if not exercises:
         yield
         return
@@ -507,10 +512,12 @@ def _rechecking_here(exercises: set[str]) -> Iterator[None]:
     for exercise in sorted(exercises):
         sealed.reference_for(exercise)
     sealed.warm_runner()
+    warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
     try:
         yield
     finally:
         sealed.stop_warm_runner()
+        warm_kernels.stop_zygote()
 
 
 def _nothing_found(
@@ -557,7 +564,8 @@ _WORKER_API: NbGraderAPI | None = None  # one per worker process, made by _start
 
 def _start_worker(root: str, jobs: int, references: tuple[Path, str] | None) -> None:
     """A grading worker's start: its kernels' threads, nbgrader's API, and, when an exercise is graded, the
-    re-check's references (read from the file the run wrote, sealed.load_references) and its warm runner."""
+    re-check's references (read from the file the run wrote, sealed.load_references), its warm runner and its
+    kernels' zygote."""
     global _WORKER_API
     from mrcnn_course.training.distributed import cpus_available  # here: the gradebook's steps need no torch
 
@@ -566,11 +574,12 @@ def _start_worker(root: str, jobs: int, references: tuple[Path, str] | None) -> 
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(max(1, cpus_available() // jobs)))
     _WORKER_API = course_api(Path(root))
-    if references is not None:
+    if references is not None:  # lessons: warm, as in _warm_here (both end with this process)
         from mrcnn_course.teaching.grading import sealed
 
         sealed.load_references(*references)
         sealed.warm_runner()
+        warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
 
 
 def _grade_in_worker(submission: tuple[str, str]) -> Outcome:

@@ -6,9 +6,10 @@
         ClearSolutionsKeepQuizAnswers   a quiz answer cell keeps `q1 = None  # your answer ...` instead
                                         of nbgrader's `raise NotImplementedError()` stub
     AUTOGRADE_PREPROCESSORS  nbgrader autograde's pipeline, with:
-        AutogradingExecute              kernels run with AUTOGRADING=1 and TQDM_DISABLE=1; then every
-                                        graded exercise is checked again outside the learner's kernel
-                                        (grading/sealed.py): a failure there scores the cell 0
+        AutogradingExecute              kernels run with AUTOGRADING=1 and TQDM_DISABLE=1 (warm, forked
+                                        from the grading process's zygote when it has one: warm_kernels.py);
+                                        then every graded exercise is checked again outside the learner's
+                                        kernel (grading/sealed.py): a failure there scores the cell 0
 
 Both lists are nbgrader 0.9.6's defaults with those steps swapped in; an nbgrader whose pipelines
 no longer hold the step being replaced fails loudly at import.
@@ -23,10 +24,11 @@ from typing import Any
 from unittest import mock
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbgrader.converters import Autograde, GenerateAssignment
 from nbgrader.preprocessors import ClearSolutions, Execute, NbGraderPreprocessor
 
-from mrcnn_course.teaching import quiz
+from mrcnn_course.teaching import quiz, warm_kernels
 
 AUTOGRADING_ENV = {"AUTOGRADING": "1", "TQDM_DISABLE": "1"}  # lessons shorten training when AUTOGRADING=1
 
@@ -89,6 +91,17 @@ class ClearSolutionsKeepQuizAnswers(ClearSolutions):
         return True
 
 
+class WarmKernelManager(AsyncKernelManager):
+    """jupyter_client's kernel manager, launching warm_kernels' launcher where the kernel spec says ipykernel's:
+    a fork of the grading process's zygote when it has one (course.autograde starts it), else a kernel as usual."""
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        command = super().format_kernel_cmd(extra_arguments)
+        if command[1:3] == warm_kernels.IPYKERNEL_LAUNCHER:
+            command[1:3] = warm_kernels.THIS_LAUNCHER
+        return command
+
+
 class AutogradingExecute(Execute):
     """Autograde: nbgrader's Execute, with AUTOGRADING=1 and TQDM_DISABLE=1 in the kernel's environment
     (the kernel inherits it when it starts), whether autograding runs from the command line or the
@@ -97,6 +110,10 @@ class AutogradingExecute(Execute):
     Then every graded exercise is checked again outside the learner's kernel (grading/sealed.py), where
     nothing the learner's cells rebound or patched can reach: a grade cell whose exercise fails there gets
     an error output, which nbgrader scores 0."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("kernel_manager_class", WarmKernelManager)
+        super().__init__(*args, **kwargs)
 
     def preprocess(self, nb, resources=None, km=None):
         with mock.patch.dict(os.environ, AUTOGRADING_ENV):
