@@ -123,7 +123,7 @@ def _block_with(block, x, *, inner_relu=True, last_relu=True, relu_before_add=Fa
 )
 def check_residual_block(residual_block: Callable, extra: bool = False) -> None:
     """Check your residual_block(block, x) -> Tensor[N, C_out, H / stride, W / stride] against the reference, on
-    BasicBlocks and Bottlenecks; pass the function or your block class (its forward is the function)."""
+    BasicBlocks and Bottlenecks."""
 
 
 def _fpn_case(
