@@ -11,11 +11,11 @@
       training_step.py   train_step (lesson 07's reference), the batch it takes, the gradient limit
       validation.py      after each epoch: the validation losses and metrics (recall, precision, mAP, predictions)
       training_trace.py  TrainingTrace: per-epoch losses, recall, precision, mAP, predictions, an observation
-      budget.py          fit_to_budget: shorten the capstone's run to the course's time budget
+      budget.py          fit_to_budget: the capstone's run within the time budget, timed against the package's
       checkpoints.py     save and resume a run exactly (weights, optimizer, random states), with a digest
       stopping.py        why a run stops early and what it says: divergence, Ctrl-C
-      distributed.py     torchrun / DistributedDataParallel helpers
-      pretrained.py      the shipped small model (pretrained/maskrcnn_small.pt and recipe.json)
+      distributed.py     torchrun / DistributedDataParallel helpers; the CPUs a process may use (torch's threads)
+      pretrained.py      the shipped small model (pretrained/) and the reference's figures for each budget
       ablation.py        the ablation lab: one change at a time (RoI Pool, softmax masks, ...), its shipped table
 
 Import a module by its own address: `from mrcnn_course.training import data, loop`, then `loop.train()`.
