@@ -333,18 +333,23 @@ class WarmRunner:
         )
 
     def start(self, run_folder: Path, folder: str | os.PathLike) -> "Runner":
-        """A fresh runner, forked for the work in run_folder/jobs.pt, run in the notebook's `folder`."""
-        if self._server.poll() is not None:
-            self._server, self._pending = self._start_server(), b""
+        """A fresh runner, forked for the work in run_folder/jobs.pt, run in the notebook's `folder`. A server that
+        has ended (a learner's runner may kill it) is started again, once."""
         request = json.dumps({"run_folder": str(run_folder), "folder": str(Path(folder).resolve())}) + "\n"
-        try:
-            assert self._server.stdin is not None  # a pipe (Popen)
-            self._server.stdin.write(request.encode())
-            self._server.stdin.flush()
-            word, number = self.reply(None).split()
-        except (OSError, EOFError):
-            return Runner(self, pid=None, returncode=1)  # the server ended: its error is on stderr
-        return Runner(self, pid=int(number)) if word == "started" else Runner(self, pid=None, returncode=int(number))
+        for attempt in range(2):
+            if attempt or self._server.poll() is not None:
+                self._server.kill()
+                self._server.wait()
+                self._server, self._pending = self._start_server(), b""
+            try:
+                assert self._server.stdin is not None  # a pipe (Popen)
+                self._server.stdin.write(request.encode())
+                self._server.stdin.flush()
+                word, number = self.reply(None).split()
+            except (OSError, EOFError):
+                continue
+            return Runner(self, int(number)) if word == "started" else Runner(self, None, returncode=int(number))
+        return Runner(self, None, returncode=1)  # the server cannot start: its error is on this process's stderr
 
     def reply(self, timeout: float | None) -> str:
         """The server's next line, waiting at most `timeout` seconds (None: as long as it takes); "" if none came

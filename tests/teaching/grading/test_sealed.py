@@ -250,6 +250,15 @@ def test_each_notebook_runs_in_a_fresh_fork_of_one_warm_runner(tmp_path):
     assert sealed.warm_runner()._server.pid == server
 
 
+def test_a_runner_that_kills_the_warm_runner_fails_only_its_own_notebook(tmp_path):
+    """A notebook whose cell kills the server its runner was forked from fails its own checks; the next notebook
+    is re-checked by a server started again."""
+    kills = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+    failures = sealed.verify_notebook(lesson_03a(box_iou=kills + "box_iou = None\n"), tmp_path)
+    assert sorted(failures) == ["check-box-iou", "check-nms"] and "the runner stopped" in failures["check-nms"]
+    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
+
+
 def test_a_slow_function_fails_its_speed_case_against_the_runs_reference_time(tmp_path):
     """box_iou's speed case is timed against the package's time measured once (sealed.reference_for): the lesson's
     box_iou passes it, a right one that is far too slow fails it, and only that check."""
