@@ -16,10 +16,11 @@ The checks, stage by stage (lesson), each declared in exercises_<stage>.py:
     1 input image (01)   check_resize_boxes, check_resize, check_batch_images
     2 backbone (02)      check_residual_block, check_fpn_top_down
     3 RPN (03a)          check_cell_anchors, check_anchor_grid (exercises_rpn.py), check_encode_boxes,
-                         check_decode_boxes, check_box_iou, check_nms (exercises_box_ops.py)
+                         check_decode_boxes, check_box_iou, check_nms, check_nms_fast (exercises_box_ops.py)
           (03b)          check_rpn_head, check_filter_proposals, check_rpn_loss (exercises_rpn.py),
                          check_match_boxes, check_sample_balanced (exercises_matching.py)
-    4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_map_levels
+    4 RoI Align (04)     check_interpolation_weights (a helper), check_roi_align, check_roi_align_fast,
+                         check_map_levels
     5 box head (05)      check_two_mlp_head, check_fastrcnn_predictor, check_select_training_samples,
                          check_fastrcnn_loss, check_postprocess_detections
     6 mask head (06)     check_maskrcnn_heads, check_maskrcnn_predictor (module exercises: the class or the
