@@ -34,12 +34,12 @@ class AnswerMissing(AssertionError):
 
 
 class CheckFailed(AssertionError):
-    """A check's verdict (grading/core.py): shown as an AssertionError at the learner's line, without the
-    grader's frames, whose source would only repeat what the message says."""
+    """A check's verdict (grading/core.py): shown at the learner's line, without the grader's frames, whose
+    source would only repeat what the message says."""
 
 
 class NotWrittenYet(NotImplementedError):
-    """A check run on a function still raising its stub: shown like CheckFailed, as a NotImplementedError."""
+    """A check run on a function still raising its stub: shown like CheckFailed."""
 
 
 def _lines(first: str, advice: str) -> list[str]:
@@ -79,8 +79,8 @@ def _learner_frames(tb: TracebackType | None) -> TracebackType | None:
 
 def _handler(shell, etype, value, tb, tb_offset=None):
     if isinstance(value, (CheckFailed, NotWrittenYet)):
-        shown = AssertionError if isinstance(value, CheckFailed) else NotImplementedError
-        shell.showtraceback((shown, value, _learner_frames(tb)), tb_offset=tb_offset, running_compiled_code=True)
+        # under its own name: nbgrader adds a second copy of an error whose name differs from the kernel's reply
+        shell.showtraceback((etype, value, _learner_frames(tb)), tb_offset=tb_offset, running_compiled_code=True)
         return None
     if isinstance(value, AnswerMissing):
         shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])  # the kernel's reply names etype too
