@@ -7,11 +7,12 @@ recipe's scenes per epoch the budget allowed (budget.STEP_SHARES). For the whole
 shipped model; for each smaller share this trains the package's model by that recipe (seed 0, one thread:
 tests/training/test_pretrained.py re-trains the smallest the same way and expects the same figures) into
 RUNS/share_NN (a stopped run is resumed, a finished one reused), with 4 validation scenes an epoch (validation
-does not change the weights). Then it evaluates each on the capstone's held-out scenes and writes
-mrcnn_course/training/pretrained/reference_figures.json.
+does not change the weights). Then it evaluates each on the capstone's held-out scenes and writes them into
+mrcnn_course/training/pretrained/reference_figures.json (--shares 0.5: that share's only; the file keeps the rest).
 """
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from mrcnn_course.training.budget import STEP_SHARES, recipe_share
 from mrcnn_course.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from mrcnn_course.training.loop import train
 from mrcnn_course.training.pretrained import (
+    FOLDER,
+    REFERENCE_FIGURES,
     held_out_figures,
     load_pretrained_small,
     model_from_checkpoint,
@@ -53,21 +56,25 @@ def trained(share: float, runs: Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/reference"), help="folder for the training runs")
-    parser.add_argument("--shares", type=float, nargs="+", default=STEP_SHARES, help="the menu's shares to write")
+    parser.add_argument(
+        "--shares", type=float, nargs="+", default=STEP_SHARES, help="the shares to (re)do; the file keeps the others"
+    )
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
-    runs = []
+    shipped = FOLDER / REFERENCE_FIGURES
+    runs = json.loads(shipped.read_text())["runs"] if shipped.is_file() else []
     for share in sorted(args.shares):
         recipe = share_recipe(share)
         whole = share == 1.0  # the shipped model was trained by the whole recipe
         model = load_pretrained_small() if whole else trained(share, args.runs)
         figures = held_out_figures(model, recipe)
         threads = pretrained_recipe()["cores"] if whole else THREADS
+        runs = [run for run in runs if run["recipe"] != training_recipe(recipe)]  # this share's, replaced
         runs.append(
             {"recipe": training_recipe(recipe), "steps": recipe.total_steps, "threads": threads, "held_out": figures}
         )
         print(f"{share:.0%} of the scenes, {recipe.total_steps} steps: {figures}", flush=True)
-    path = write_reference_figures(runs, "python benchmarks/reference_figures.py")
+    path = write_reference_figures(sorted(runs, key=lambda run: run["steps"]), "python benchmarks/reference_figures.py")
     print(f"wrote {path}")
     return 0
 
