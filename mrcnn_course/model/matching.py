@@ -9,8 +9,8 @@ sampler picks a fixed-size, class-balanced subset of them for the loss (sample_b
 section 3.1.3). Random draws use torch.randperm exactly as torchvision's sampler does, positives first,
 so a seeded run draws the same samples in both.
 
-Left out: torchvision's Matcher refuses an empty IoU matrix and so does this one; the RPN and the box
-head deal with an image without objects before they match.
+Left out: matching in an image without objects. An empty IoU matrix is refused, as torchvision's Matcher
+refuses it; the RPN and the box head label such an image's anchors or proposals background before matching.
 """
 
 import torch
