@@ -86,7 +86,8 @@ def graded(tmp_path_factory):
 
 @pytest.mark.slow
 def test_an_honest_solution_gets_full_marks(graded):
-    assert graded["honest"] and all(score == most for score, most in graded["honest"].values()), graded["honest"]
+    short = {cell: score for cell, score in graded["honest"].items() if score[0] != score[1]}
+    assert graded["honest"] and not short, short
 
 
 @pytest.mark.slow
@@ -94,7 +95,8 @@ def test_an_honest_solution_gets_full_marks(graded):
 def test_tampering_scores_zero_on_its_check_and_nothing_else_changes(graded, learner):
     scores = dict(graded[learner])
     assert scores.pop("check-nms")[0] == 0.0
-    assert all(score == most for score, most in scores.values()), scores
+    short = {cell: score for cell, score in scores.items() if score[0] != score[1]}
+    assert not short, short
 
 
 def test_the_sealed_check_reads_the_notebook_not_the_kernel(tmp_path):
