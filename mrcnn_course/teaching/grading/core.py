@@ -30,6 +30,8 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from torch import nn
+
 from mrcnn_course.teaching.autograding import autograding
 from mrcnn_course.teaching.grading.exercise import Case, Exercise, every_exercise, register, versions
 from mrcnn_course.teaching.grading.guard import (
@@ -104,6 +106,26 @@ def _refuse_the_reference(name: str, fn: Callable) -> None:
             _wrapped(
                 f"check_{name} checks YOUR function, but this is {module}.{fn.__name__}: "
                 f"write your own {name} in the notebook and pass that.",
+                first=len("AssertionError: "),
+            )
+        )
+
+
+def _check_module_class(name: str, given: Any) -> None:
+    """A module exercise's class runs as its forward on the package's head (its layers, not the learner's class):
+    super() and the class's other methods are not there, so say so before they fail inside the check."""
+    cls = type(given) if isinstance(given, nn.Module) else given
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or "forward" not in vars(cls):
+        return
+    code = vars(cls)["forward"].__code__
+    others = [n for n, v in vars(cls).items() if callable(v) and n != "forward" and not n.startswith("__")]
+    if "super" in code.co_names or others:
+        what = "calls super()" if "super" in code.co_names else f"uses {', '.join(others)} of your class"
+        raise CheckFailed(
+            _wrapped(
+                f"check_{name}: your forward {what}, but it runs on the model's own head, as the function "
+                f"{name}(head, ...): write it with the layers the constructor made (self.<layer>(x)) and torch "
+                f"functions only; the package's forward is the reference, out of reach while it is checked.",
                 first=len("AssertionError: "),
             )
         )
@@ -224,6 +246,7 @@ def run(exercise: Exercise, fn: Callable, extra: bool = False) -> None:
     __tracebackhide__ = True  # IPython and pytest show only the line that raises: the message says it all
     name = exercise.component
     reference = exercise.reference_function()
+    _check_module_class(name, fn)
     fn = learner_function(fn)  # a module exercise's class: its forward
     _check_signature(name, fn, reference)
     _refuse_the_reference(name, fn)

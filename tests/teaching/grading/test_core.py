@@ -176,3 +176,25 @@ def test_in_a_kernel_a_failure_shows_the_learners_lines_and_the_message_once_nev
         assert "skipping hidden" not in shown
     raised = plain("\n".join(next(o for o in nb.cells[4].outputs if o.output_type == "error").traceback))
     assert "Cell In[4], line 3, in box_iou\n        return widths[:, 7]" in raised  # where their code failed
+
+
+def test_a_module_class_whose_forward_calls_super_or_its_own_methods_is_told_what_runs():
+    from mrcnn_course.model import box_head
+
+    class CallsSuper(box_head.TwoMLPHead):
+        def forward(self, x):
+            return super().forward(x)
+
+    class OwnMethod(box_head.TwoMLPHead):
+        def flat(self, x):
+            return x.flatten(start_dim=1)
+
+        def forward(self, x):
+            return torch.relu(self.fc7(torch.relu(self.fc6(self.flat(x)))))
+
+    with pytest.raises(AssertionError) as calls_super:
+        grading.check_two_mlp_head(CallsSuper)
+    assert "your forward calls super(), but it runs on the model's own head" in words(str(calls_super.value))
+    with pytest.raises(AssertionError) as own_method:
+        grading.check_two_mlp_head(OwnMethod)
+    assert "your forward uses flat of your class" in words(str(own_method.value))
