@@ -39,7 +39,7 @@ from mrcnn_course.training.validation import validation_losses, validation_metri
 # seconds: the course's budget for a notebook's training run, validation included: the default recipe's run
 # (benchmarks/TUNING.md's run 20) with room to spare for a slower laptop
 TRAINING_BUDGET = 360.0
-STEP_SHARES = (1.0, 0.5, 0.25)  # of the recipe's scenes per epoch: the reference's figures ship for each
+STEP_SHARES = (1.0, 0.75, 0.5, 0.25)  # of the recipe's scenes per epoch: the reference's figures ship for each
 SPEED_LIMIT = 3.0  # a component more than this many times the package's is named (the speed cases' limit too)
 NOTICEABLE = 0.05  # of the reference's step: a component's extra time below this share is not worth naming
 SAME_SPEED = 1.15  # a step ratio up to this is the same speed: alternated steps differ by this much on a busy machine
