@@ -48,6 +48,14 @@ def test_save_only_after_the_check_passed_then_load_it_back(course_home, capsys)
     assert "  yours      box_iou" in report and "  reference  nms" in report
 
 
+def test_under_autograding_nothing_saved_on_the_grading_machine_is_loaded(course_home, monkeypatch):
+    grading.check_box_iou(learner_box_iou)
+    grading.save_component("box_iou", learner_box_iou)  # the grading machine's owner solved box_iou once
+    monkeypatch.setenv("AUTOGRADING", "1")
+    loaded = grading.load_components()
+    assert dict(loaded) == {} and "  reference  box_iou  (autograding: the reference runs)" in loaded.report()
+
+
 def test_a_saved_file_that_does_not_load_falls_back_to_the_reference(course_home):
     (course_home / "components").mkdir(parents=True)
     (course_home / "components" / "nms.py").write_text("def nms(boxes, scores, iou_threshold)\n")  # syntax error
