@@ -159,12 +159,13 @@ def test_untouched_scores_zero_on_every_graded_cell(course):
 
 
 def test_partly_wrong_gets_the_partial_score(course):
+    unanswered = {f"q{n}_check": 0.0 for n in range(5, len(course["right"]) + 1)}
     assert _scores(course, "partly_wrong") == {
         "q1_check": 1.0,
         "q2_check": 0.0,
         "q3_check": 1.0,
         "q4_check": 0.0,
-        "q5_check": 0.0,
+        **unanswered,
     }
 
 
@@ -217,7 +218,11 @@ def test_feedback_explains_right_answers_only(course):
         shown = " ".join(ast.literal_eval(call.args[1]).split()[:10]) in text
         assert shown == (n in (1, 3)), f"q{n}: explanation shown = {shown}"
         if n not in (1, 3):
-            assert f'q{n} = "{letter}"' not in text  # the right letter of a missed question stays hidden
+            assert f'q{n} = "{letter}" is right' not in text  # the right letter of a missed question stays hidden
+        if n in (2, 4):  # answered wrong: why that option is wrong, and no other option's note
+            wrong = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "wrong"))
+            notes = {option: " ".join(why.split()[:10]) in text for option, why in wrong.items()}
+            assert notes == {option: option == wrong_letter(letter) for option in wrong}, f"q{n}: {notes}"
 
 
 def test_grades_csv(course):
