@@ -74,17 +74,22 @@ def learner(label: str) -> Callable:
     return _answering(answers)
 
 
-def learners() -> dict[str, Callable]:
-    """Every learner, by name: what the runner's notebook defines."""
-    return {label: learner(label) for label in LEARNERS}
+def learners_of(exercise: str) -> dict[str, Callable]:
+    """The learners of one exercise, by name."""
+    return {label: learner(label) for label in LEARNERS if label.split("__")[0] == exercise}
 
 
 def notebook() -> nbformat.NotebookNode:
-    definitions = nbformat.v4.new_code_cell(
-        f"import sys\nsys.path[:0] = [{str(HERE)!r}, {str(HERE.parents[1])!r}]\nfrom test_judge import learners\n"
-        "globals().update(learners())",
-        metadata={"nbgrader": {"grade_id": "learners", "solution": True, "grade": False}},
-    )
+    # one definitions cell per exercise: each stays well within the re-check's time limit for a cell
+    # (sealed.CELL_TIME_LIMIT), where all the learners at once would not
+    path = f"import sys\nsys.path[:0] = [{str(HERE)!r}, {str(HERE.parents[1])!r}]\nfrom test_judge import learners_of\n"
+    definitions = [
+        nbformat.v4.new_code_cell(
+            path + f"globals().update(learners_of({exercise!r}))",
+            metadata={"nbgrader": {"grade_id": f"learners-{exercise}", "solution": True, "grade": False}},
+        )
+        for exercise in dict.fromkeys(label.split("__")[0] for label in LEARNERS)
+    ]
     checks = [
         nbformat.v4.new_code_cell(
             f"grading.check_{label.split('__')[0]}({label}, extra=True)",
@@ -92,7 +97,7 @@ def notebook() -> nbformat.NotebookNode:
         )
         for label in LEARNERS
     ]
-    return nbformat.v4.new_notebook(cells=[definitions, *checks])
+    return nbformat.v4.new_notebook(cells=[*definitions, *checks])
 
 
 @pytest.fixture(scope="module")
