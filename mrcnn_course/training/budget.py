@@ -226,8 +226,9 @@ class BudgetFit:
         if self.shares is None or steps >= FEW_STEPS:
             return ""
         return (
-            f"With {steps} steps both models are still learning fast: yours may end a few hundredths from the "
-            f"reference trained alike by chance; {FEW_STEPS} steps or more give a close comparison."
+            f"With {steps} steps both models are still learning fast: runs that differ only in the last digits of "
+            f"their sums (another thread count) can end a tenth apart, so the comparison with the reference trained "
+            f"alike is rough; {FEW_STEPS} steps or more give a close one."
         )
 
 

@@ -214,7 +214,8 @@ def compare_with_reference(yours: dict, recipe: Recipe, epochs_trained: int, sce
         said += f": {mine - theirs:.3f} above."
     if recipe.total_steps < FEW_STEPS:
         said += (
-            f" With {recipe.total_steps} steps both models were still learning fast, so a few hundredths either "
-            f"way are chance; {FEW_STEPS} steps or more give a close comparison."
+            f" With {recipe.total_steps} steps both models were still learning fast: runs that differ only in the "
+            f"last digits of their sums (another thread count) can end a tenth apart, so this comparison is rough; "
+            f"{FEW_STEPS} steps or more give a close one."
         )
     return said
