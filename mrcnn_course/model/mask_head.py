@@ -144,6 +144,18 @@ def project_masks_on_boxes(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor
     return components.roi_align(gt_masks[:, None].to(rois), rois, (M, M), 1.0, -1, False)[:, 0]
 
 
+def mask_targets(
+    side: int, proposals: list[Tensor], gt_masks: list[Tensor], gt_labels: list[Tensor], mask_matched_idxs: list[Tensor]
+) -> tuple[Tensor, Tensor]:
+    """Each positive RoI's class (Tensor[K] int64) and its object's mask projected into it (Tensor[K, side, side],
+    values in [0, 1]), over the images in order: what a mask loss compares the logits with."""
+    labels = torch.cat([lbl[idx] for lbl, idx in zip(gt_labels, mask_matched_idxs)])  # (K,)
+    targets = torch.cat(
+        [components.project_masks_on_boxes(m, p, i, side) for m, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
+    )  # (K, M, M)
+    return labels, targets
+
+
 def maskrcnn_loss(
     mask_logits: Tensor,
     proposals: list[Tensor],
@@ -159,11 +171,7 @@ def maskrcnn_loss(
     Returns:
         a scalar; 0 (still connected to the graph) when there is no positive RoI
     """
-    side = mask_logits.shape[-1]
-    labels = torch.cat([lbl[idx] for lbl, idx in zip(gt_labels, mask_matched_idxs)])  # (K,)
-    targets = torch.cat(
-        [components.project_masks_on_boxes(m, p, i, side) for m, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
-    )  # (K, M, M)
+    labels, targets = mask_targets(mask_logits.shape[-1], proposals, gt_masks, gt_labels, mask_matched_idxs)
     if targets.numel() == 0:
         return mask_logits.sum() * 0  # BCE's mean of nothing is NaN
     own_class = mask_logits[torch.arange(labels.shape[0], device=labels.device), labels]  # (K, M, M)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrcnn_course.model import components
+from mrcnn_course.model.mask_head import mask_targets
 from mrcnn_course.model.maskrcnn import MaskRCNN, maskrcnn_small
 from mrcnn_course.training import data
 from mrcnn_course.training.recipe import Recipe, recipe_scenes
@@ -71,11 +72,7 @@ def softmax_mask_loss(
     (target >= 0.5) is labelled with the object's class, every other pixel background (0): the classes
     compete for each pixel, where the sigmoid loss lets each class decide alone.
     """
-    side = mask_logits.shape[-1]
-    labels = torch.cat([lbl[idx] for lbl, idx in zip(gt_labels, mask_matched_idxs)])  # (K,)
-    targets = torch.cat(
-        [components.project_masks_on_boxes(m, p, i, side) for m, p, i in zip(gt_masks, proposals, mask_matched_idxs)]
-    )  # (K, M, M) in [0, 1]
+    labels, targets = mask_targets(mask_logits.shape[-1], proposals, gt_masks, gt_labels, mask_matched_idxs)
     if targets.numel() == 0:
         return mask_logits.sum() * 0  # the mean of nothing is NaN; keep the graph connected
     pixel_classes = torch.where(targets >= 0.5, labels[:, None, None], torch.zeros_like(labels)[:, None, None])
