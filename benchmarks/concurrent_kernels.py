@@ -12,6 +12,9 @@ untimed step, with torch's thread count set by one of three policies:
     one      one thread per kernel (OMP_NUM_THREADS=1)
     share    the CPUs divided among the kernels at once, at least one (what a per-user quota of CPUs / K
              makes cpus_available() choose on a JupyterHub node)
+    measured what the capstone's fit_to_budget chooses: the package's count, then budget.choose_threads times
+             steps at it and at fewer, in turns, and keeps the fastest (the kernels probe at once, as a
+             class would: each while the others work)
 
 For each number of kernels and policy it prints the median seconds per step over the kernels and their steps,
 the slowest kernel's, the threads each kernel used and the load average. Run it on a quiet machine: the
@@ -27,16 +30,17 @@ import sys
 import time
 from pathlib import Path
 
-POLICIES = ("package", "one", "share")
+POLICIES = ("package", "one", "share", "measured")
 
 
-def worker(steps: int, image_size: int, cpus: int) -> None:
+def worker(steps: int, image_size: int, cpus: int, policy: str) -> None:
     """One kernel: train the capstone's model `steps` timed steps; print {"threads", "seconds"} as JSON."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])
     import torch  # after the affinity: torch sizes its thread pool from it
 
     from mrcnn_course.training import training_step  # imports training.distributed: sets the threads
+    from mrcnn_course.training.budget import choose_threads
     from mrcnn_course.training.pretrained import small_model
     from mrcnn_course.training.recipe import Recipe, epoch_scenes, optimizer_for
     from mrcnn_course.training.training_step import GradientLimit, step_batch
@@ -46,6 +50,9 @@ def worker(steps: int, image_size: int, cpus: int) -> None:
     model = small_model().train()
     optimizer = GradientLimit(optimizer_for(model, recipe), model.parameters(), recipe.grad_clip)
     dataset, order = epoch_scenes(recipe, 1)
+    if policy == "measured":
+        first = step_batch(dataset, order, recipe.batch_size, 1)
+        choose_threads(lambda: training_step.train_step(model, optimizer, *first))
     seconds = []
     for k in range(1, steps + 2):
         batch = step_batch(dataset, order, recipe.batch_size, k)
@@ -64,7 +71,7 @@ def run_at_once(kernels: int, policy: str, args: argparse.Namespace) -> dict:
     elif policy == "share":
         env["OMP_NUM_THREADS"] = str(max(1, args.cpus // kernels))
     command = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--image-size", str(args.image_size)]
-    command += ["--cpus", str(args.cpus)]
+    command += ["--cpus", str(args.cpus), "--policy", policy]
     processes = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
         for _ in range(kernels)
@@ -93,9 +100,10 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=128, help="the scenes' size (the course's: 128)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs the kernels share (the first ones)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--policy", choices=POLICIES, help=argparse.SUPPRESS)  # a worker's
     args = parser.parse_args()
     if args.worker:
-        worker(args.steps, args.image_size, args.cpus)
+        worker(args.steps, args.image_size, args.cpus, args.policy)
         return 0
     print(f"{args.cpus} CPUs shared, {args.steps} timed steps per kernel, {args.image_size}-px scenes, batch 8")
     print("| kernels | policy | threads per kernel | s per step (median) | slowest kernel | load after |")

@@ -15,6 +15,12 @@ the package's components and of the learner's alternate on the same batches (ref
 the recipe; their ratio to the reference's says whose the time is. Each component's own time in a step is
 clocked on both sides, and a component is named only when it is more than SPEED_LIMIT times the package's
 and costs a noticeable part of the step. A slow or busy machine is named as such, with its load.
+
+Threads are measured too. On CPUs shared with other work (other learners' kernels on a JupyterHub node, with
+no quota per user) torch's threads wait for one another and for the others: with four kernels training on two
+CPUs a step took 6.9 s on two threads each and 1.1 s on one (benchmarks/concurrent_kernels.py). So before the
+timing, a few steps run at torch's thread count and at fewer, in turns, and the fastest count is kept
+(choose_threads), unless OMP_NUM_THREADS chose it.
 """
 
 import copy
@@ -31,7 +37,7 @@ from mrcnn_course.model.components import COMPONENTS, NAMES, using
 from mrcnn_course.model.maskrcnn import MaskRCNN
 from mrcnn_course.training import training_step
 from mrcnn_course.training.distributed import cpus_available
-from mrcnn_course.training.pretrained import FEW_STEPS, load_pretrained_small, small_model
+from mrcnn_course.training.pretrained import load_pretrained_small, rough_comparison, small_model
 from mrcnn_course.training.recipe import Recipe, epoch_scenes, optimizer_for, recipe_scenes
 from mrcnn_course.training.training_step import GradientLimit, step_batch
 from mrcnn_course.training.validation import validation_losses, validation_metrics
@@ -47,6 +53,8 @@ PROBE_STEPS = 3  # timed steps per model and side, after one untimed step (the f
 PROBE_IMAGES = 8  # validation scenes timed per model and side
 REST_OF_STEP = "train_step"  # what a step spends outside the components: the layers, backward, the update
 PART_NAMES = {REST_OF_STEP: "train_step (with what it runs outside the components: layers, backward, update)"}
+THREAD_PROBE_STEPS = 2  # timed steps per thread count tried, after one untimed step
+FEWER_THREADS_GAIN = 1.1  # fewer threads are kept only when their step is this many times faster
 
 
 @dataclass(frozen=True)
@@ -63,12 +71,14 @@ class Times:
 @dataclass(frozen=True)
 class Machine:
     """Where the timing ran: the 1-minute load average when it began (the machine's other work), the machine's
-    CPUs, the CPUs this process may use and torch's threads."""
+    CPUs, the CPUs this process may use and torch's threads; `tried`: the thread counts choose_threads timed,
+    with their seconds per step ({} when it timed none)."""
 
     load: float
     cpus: int
     available: int
     threads: int
+    tried: dict[int, float] = field(default_factory=dict)
 
     @property
     def busy(self) -> bool:
@@ -148,9 +158,9 @@ class BudgetFit:
     def _measured(self, reference: Times) -> str:
         machine = self.machine
         said = (
-            f"Timed here (load {machine.load:.1f} on {machine.cpus} CPUs, torch on {_threads(machine.threads)}): the "
-            f"reference's training step takes {reference.step:.2f} s and validating a scene "
-            f"{reference.validation_scene:.2f} s"
+            f"Timed here (load {machine.load:.1f} on {machine.cpus} CPUs, torch on {_threads(machine.threads)}"
+            f"{_thread_choice(machine)}): the reference's training step takes {reference.step:.2f} s and validating "
+            f"a scene {reference.validation_scene:.2f} s"
         )
         if self.learner is None:
             return said + "."
@@ -207,8 +217,8 @@ class BudgetFit:
             if machine.busy:
                 reasons.append(
                     f"The machine is busy: load {machine.load:.1f} on {machine.cpus} CPUs, and torch's "
-                    f"{_threads(machine.threads)} wait for them. Run it when the machine is quieter, or with fewer "
-                    f"threads (torch.set_num_threads(1) before fit_to_budget), or give it more time."
+                    f"{_threads(machine.threads)} wait for them. Run it when the machine is quieter, or give it more "
+                    f"time."
                 )
             else:
                 reasons.append(
@@ -222,18 +232,55 @@ class BudgetFit:
 
     def _comparison(self) -> str:
         """A warning when the run is too short for a close comparison with the reference trained alike."""
-        steps = self.recipe.total_steps
-        if self.shares is None or steps >= FEW_STEPS:
-            return ""
-        return (
-            f"With {steps} steps both models are still learning fast: runs that differ only in the last digits of "
-            f"their sums (another thread count) can end a tenth apart, so the comparison with the reference trained "
-            f"alike is rough; {FEW_STEPS} steps or more give a close one."
-        )
+        return "" if self.shares is None else rough_comparison(self.recipe.total_steps)
 
 
 def _threads(count: int) -> str:
     return f"{count} thread" + ("s" if count != 1 else "")
+
+
+def _thread_choice(machine: Machine) -> str:
+    """Why torch runs on machine.threads, when choose_threads timed other counts: ", faster here than ..."."""
+    others = {threads: seconds for threads, seconds in machine.tried.items() if threads != machine.threads}
+    if not others or machine.threads not in machine.tried:
+        return ""
+    against = ", ".join(f"{seconds:.2f} s on {_threads(threads)}" for threads, seconds in sorted(others.items()))
+    shared = " (the CPUs are shared)" if machine.threads < max(machine.tried) else ""
+    return f", the fastest here: {machine.tried[machine.threads]:.2f} s a step against {against}{shared}"
+
+
+def choose_threads(run_step: Callable[[], object], steps: int = THREAD_PROBE_STEPS) -> dict[int, float]:
+    """Set torch's thread count to the fastest for `run_step` (one training step) here, and return the seconds
+    per step of each count tried ({} when none was: one thread already, or OMP_NUM_THREADS set by the user).
+
+    From torch's count down by halves to one thread, the counts take turns, `steps` timed steps each after an
+    untimed one, and a count is kept only when its median step is FEWER_THREADS_GAIN times faster than the
+    more threads' best; the descent stops at the first count that is not."""
+    start = torch.get_num_threads()
+    if start <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    counts = [start]
+    while counts[-1] > 1:
+        counts.append(counts[-1] // 2)
+    seconds: dict[int, list[float]] = {count: [] for count in counts}
+    try:
+        for turn in range(steps + 1):
+            for count in counts:
+                torch.set_num_threads(count)
+                started = time.perf_counter()
+                run_step()
+                if turn:  # the first turn pays for memory and each thread pool's start
+                    seconds[count].append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(start)
+    medians = {count: sorted(times)[len(times) // 2] for count, times in seconds.items()}
+    best = start
+    for count in counts[1:]:
+        if medians[count] * FEWER_THREADS_GAIN > medians[best]:
+            break
+        best = count
+    torch.set_num_threads(best)
+    return medians
 
 
 def fit_to_budget(
@@ -251,6 +298,7 @@ def fit_to_budget(
     With neither `train_step` nor `components` only the package's are timed. A recipe of fewer steps than the
     timing itself would take (autograding's short run) is kept, untimed.
 
+    Torch's thread count is set first, to the fastest here (choose_threads; the report says what it timed).
     A run goes from a new model to a trained one, and the trained one is slower (more proposals are positives
     for the mask head, more detections to evaluate): both are timed, a new small model and the shipped trained
     one, and the run is costed at their mean. The global random state is left as it was.
@@ -263,11 +311,29 @@ def fit_to_budget(
     if asked.total_steps < 2 * len(sides) * (PROBE_STEPS + 1):  # fewer than the timing itself takes
         return BudgetFit(asked, asked, None, None, machine, seconds, shares)
     with torch.random.fork_rng(devices=[]):
+        tried = choose_threads(_first_step(asked))
+    machine = replace(machine, threads=torch.get_num_threads(), tried=tried)
+    with torch.random.fork_rng(devices=[]):
         for model in (small_model(), load_pretrained_small()):
             _time_alternately(model, asked, sides)
     reference, *learner = (side.times() for side in sides)
     fit = BudgetFit(asked, asked, reference, learner[0] if learner else None, machine, seconds, shares)
     return replace(fit, recipe=_largest_that_fits(fit))
+
+
+def _first_step(recipe: Recipe) -> Callable[[], None]:
+    """One training step of a new small model (the package's components) on the recipe's first batch, again
+    and again: what choose_threads times."""
+    model = small_model().train()
+    optimizer = GradientLimit(optimizer_for(model, recipe), model.parameters(), recipe.grad_clip)
+    dataset, order = epoch_scenes(replace(recipe, images_per_epoch=recipe.batch_size), 1)
+    batch = step_batch(dataset, order, recipe.batch_size, 1)
+
+    def run_step() -> None:
+        torch.manual_seed(recipe.seed)
+        training_step.train_step(model, optimizer, *batch)
+
+    return run_step
 
 
 def _largest_that_fits(fit: BudgetFit) -> Recipe:

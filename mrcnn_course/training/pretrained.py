@@ -212,10 +212,17 @@ def compare_with_reference(yours: dict, recipe: Recipe, epochs_trained: int, sce
         )
     else:
         said += f": {mine - theirs:.3f} above."
-    if recipe.total_steps < FEW_STEPS:
-        said += (
-            f" With {recipe.total_steps} steps both models were still learning fast: runs that differ only in the "
-            f"last digits of their sums (another thread count) can end a tenth apart, so this comparison is rough; "
-            f"{FEW_STEPS} steps or more give a close one."
-        )
-    return said
+    rough = rough_comparison(recipe.total_steps)
+    return f"{said} {rough}" if rough else said
+
+
+def rough_comparison(steps: int) -> str:
+    """A warning when a run of `steps` steps is too short for a close comparison with the reference trained
+    alike ("" from FEW_STEPS steps on)."""
+    if steps >= FEW_STEPS:
+        return ""
+    return (
+        f"With {steps} steps both models are still learning fast: runs that differ only in the last digits of "
+        f"their sums (another thread count) can end a tenth apart, so the comparison with the reference trained "
+        f"alike is rough; {FEW_STEPS} steps or more give a close one."
+    )

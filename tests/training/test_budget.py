@@ -19,6 +19,7 @@ from mrcnn_course.training.budget import (
     BudgetFit,
     Machine,
     Times,
+    choose_threads,
     fit_to_budget,
 )
 from mrcnn_course.training.recipe import Recipe
@@ -131,3 +132,62 @@ def test_the_estimate_adds_steps_and_validation_per_epoch():
     fit = BudgetFit(TINY, TINY, Times(0.5, 0.25), None, QUIET, 60, STEP_SHARES)
     assert fit.estimate(TINY) == pytest.approx(2 * (10 * 0.5 + 8 * 0.25))
     assert fit.time_limit >= 60 and fit.step_ratio == 1.0
+
+
+def step_taking(seconds_per_thread: dict[int, float]):
+    """A stand-in training step that takes the given seconds at each torch thread count: the machine's part,
+    which no test can choose, made up; what choose_threads does with it is real."""
+    return lambda: time.sleep(seconds_per_thread[torch.get_num_threads()])
+
+
+@pytest.fixture
+def four_threads(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_on_shared_cpus_fewer_threads_are_kept_when_their_steps_are_faster(four_threads):
+    shared = {4: 0.06, 2: 0.03, 1: 0.012}  # every thread count waits on the others' work
+    tried = choose_threads(step_taking(shared))
+    assert torch.get_num_threads() == 1 and set(tried) == {4, 2, 1}
+    assert tried[1] == pytest.approx(0.012, abs=0.01) and tried[4] > tried[1]
+    torch.set_num_threads(4)
+    middle = {4: 0.06, 2: 0.02, 1: 0.03}  # the descent stops at the first count that is not faster
+    assert set(choose_threads(step_taking(middle))) == {4, 2, 1} and torch.get_num_threads() == 2
+
+
+def test_on_free_cpus_torchs_thread_count_is_kept(four_threads):
+    free = {4: 0.01, 2: 0.02, 1: 0.04}
+    choose_threads(step_taking(free))
+    assert torch.get_num_threads() == 4
+    barely = {4: 0.030, 2: 0.029, 1: 0.05}  # fewer threads must win by FEWER_THREADS_GAIN, not by noise
+    choose_threads(step_taking(barely))
+    assert torch.get_num_threads() == 4
+
+
+def test_the_users_thread_count_stands(four_threads, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's (or autograding's JOBS) choice
+    assert choose_threads(lambda: pytest.fail("not timed: the user chose")) == {}
+    assert torch.get_num_threads() == 4
+    torch.set_num_threads(1)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert choose_threads(lambda: pytest.fail("nothing to choose from")) == {} and torch.get_num_threads() == 1
+
+
+def test_the_report_says_which_thread_counts_were_timed():
+    shared = replace(QUIET, load=2.1, threads=1, tried={2: 0.89, 1: 0.51})
+    report = str(fitted(PACKAGE, PACKAGE, shared))
+    assert "torch on 1 thread, the fastest here: 0.51 s a step against 0.89 s on 2 threads (the CPUs are shared)" in (
+        report
+    )
+    assert "the fastest here" not in str(fitted(PACKAGE, PACKAGE))  # nothing timed, nothing said
+
+
+def test_fitting_times_the_thread_counts_and_trains_on_the_one_it_keeps(four_threads):
+    fit = fit_to_budget(TINY, seconds=600)
+    assert set(fit.machine.tried) == {4, 2, 1}
+    assert fit.machine.threads == torch.get_num_threads() and fit.machine.threads in fit.machine.tried
+    assert f"torch on {fit.machine.threads} thread" in str(fit)
