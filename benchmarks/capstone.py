@@ -59,7 +59,7 @@ def text_of(notebook: nbformat.NotebookNode, cell_id: str) -> str:
             parts.append(output.text)
         elif "text/markdown" in output.get("data", {}):
             parts.append(output.data["text/markdown"])
-    return "".join(parts).strip()
+    return "\n".join(part.strip() for part in parts)
 
 
 def capstone(seconds: float, share: float | None) -> nbformat.NotebookNode:

@@ -17,10 +17,10 @@ clocked on both sides, and a component is named only when it is more than SPEED_
 and costs a noticeable part of the step. A slow or busy machine is named as such, with its load.
 
 Threads are measured too. On CPUs shared with other work (other learners' kernels on a JupyterHub node, with
-no quota per user) torch's threads wait for one another and for the others: with four kernels training on two
-CPUs a step took 6.9 s on two threads each and 1.1 s on one (benchmarks/concurrent_kernels.py). So before the
-timing, a few steps run at torch's thread count and at fewer, in turns, and the fastest count is kept
-(choose_threads), unless OMP_NUM_THREADS chose it.
+no quota per user) torch's threads wait for one another and for the others, and a step on fewer threads can be
+several times faster (benchmarks/concurrent_kernels.py). So before the timing, a few steps run at torch's
+thread count and at fewer, in turns, and the fastest count is kept (choose_threads), unless OMP_NUM_THREADS
+chose it.
 """
 
 import copy
@@ -158,7 +158,7 @@ class BudgetFit:
     def _measured(self, reference: Times) -> str:
         machine = self.machine
         said = (
-            f"Timed here (load {machine.load:.1f} on {machine.cpus} CPUs, torch on {_threads(machine.threads)}"
+            f"Timed here (load {machine.load:.1f} on {machine.cpus} CPUs; torch on {_threads(machine.threads)}"
             f"{_thread_choice(machine)}): the reference's training step takes {reference.step:.2f} s and validating "
             f"a scene {reference.validation_scene:.2f} s"
         )
@@ -217,8 +217,8 @@ class BudgetFit:
             if machine.busy:
                 reasons.append(
                     f"The machine is busy: load {machine.load:.1f} on {machine.cpus} CPUs, and torch's "
-                    f"{_threads(machine.threads)} wait for them. Run it when the machine is quieter, or give it more "
-                    f"time."
+                    f"{_threads(machine.threads)} {'wait' if machine.threads > 1 else 'waits'} for them. Run it when "
+                    f"the machine is quieter, or give it more time."
                 )
             else:
                 reasons.append(
@@ -245,7 +245,7 @@ def _thread_choice(machine: Machine) -> str:
     if not others or machine.threads not in machine.tried:
         return ""
     against = ", ".join(f"{seconds:.2f} s on {_threads(threads)}" for threads, seconds in sorted(others.items()))
-    shared = " (the CPUs are shared)" if machine.threads < max(machine.tried) else ""
+    shared = ", as the CPUs are shared" if machine.threads < max(machine.tried) else ""
     return f", the fastest here: {machine.tried[machine.threads]:.2f} s a step against {against}{shared}"
 
 

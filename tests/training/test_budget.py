@@ -180,8 +180,9 @@ def test_the_users_thread_count_stands(four_threads, monkeypatch: pytest.MonkeyP
 def test_the_report_says_which_thread_counts_were_timed():
     shared = replace(QUIET, load=2.1, threads=1, tried={2: 0.89, 1: 0.51})
     report = str(fitted(PACKAGE, PACKAGE, shared))
-    assert "torch on 1 thread, the fastest here: 0.51 s a step against 0.89 s on 2 threads (the CPUs are shared)" in (
-        report
+    assert (
+        "torch on 1 thread, the fastest here: 0.51 s a step against 0.89 s on 2 threads, as the CPUs are shared)"
+        in (report)
     )
     assert "the fastest here" not in str(fitted(PACKAGE, PACKAGE))  # nothing timed, nothing said
 
