@@ -51,6 +51,12 @@ NOTICEABLE = 0.05  # of the reference's step: a component's extra time below thi
 SAME_SPEED = 1.15  # a step ratio up to this is the same speed: alternated steps differ by this much on a busy machine
 PROBE_STEPS = 3  # timed steps per model and side, after one untimed step (the first pays for memory allocation)
 PROBE_IMAGES = 8  # validation scenes timed per model and side
+# whole runs (the capstone's, the live demo's) took this many times what the mean of a new and a trained model
+# predicts: the models in between, half-trained, are slower than both ends
+WHOLE_RUN_OVER_PROBE = 1.1
+# of the budget that the estimate may fill; the rest absorbs what train() does after each epoch besides validating
+# (the trace, a checkpoint, the viewer's drawing) and the estimate's noise, so that the time limit cuts no epoch
+BUDGET_FILLED = 0.95
 REST_OF_STEP = "train_step"  # what a step spends outside the components: the layers, backward, the update
 PART_NAMES = {REST_OF_STEP: "train_step (with what it runs outside the components: layers, backward, update)"}
 THREAD_PROBE_STEPS = 2  # timed steps per thread count tried, after one untimed step
@@ -82,7 +88,11 @@ class Machine:
 
     @property
     def busy(self) -> bool:
-        """At least one CPU's worth of other work on the CPUs that torch's threads want: they wait on it."""
+        """Other work slows torch's threads here: fewer threads were timed faster (choose_threads), or, when no
+        thread counts were timed, at least one CPU's worth of load on the CPUs that torch's threads want (the
+        load average is the last minute's: it counts this process's own work just before, too)."""
+        if self.tried:
+            return self.threads < max(self.tried)
         return self.load >= self.cpus - self.threads + 1
 
     @staticmethod
@@ -131,7 +141,13 @@ class BudgetFit:
     def estimate(self, recipe: Recipe, times: Times | None = None) -> float:
         """Seconds that `recipe` takes by `times` (default: those of the run that will train)."""
         times = times or self.times
-        return recipe.epochs * (recipe.steps_per_epoch * times.step + recipe.val_images * times.validation_scene)
+        epoch = recipe.steps_per_epoch * times.step + recipe.val_images * times.validation_scene
+        return WHOLE_RUN_OVER_PROBE * recipe.epochs * epoch
+
+    def fits(self, recipe: Recipe, times: Times | None = None) -> bool:
+        """Whether `recipe`, by `times` (default: those of the run that will train), fits the budget with the
+        margin that train()'s work between epochs needs (BUDGET_FILLED)."""
+        return self.estimate(recipe, times) <= BUDGET_FILLED * self.budget
 
     def slow_parts(self) -> list[tuple[str, float, float]]:
         """(name, the learner's seconds per step, the package's) of each part of the learner's step that is more
@@ -176,11 +192,11 @@ class BudgetFit:
         budget = f"the budget of {self.budget / 60:g} min"
         if fitted == asked:
             return f"The recipe, {whole}, takes about {self.estimate(asked) / 60:.1f} min: within {budget}."
-        if self.estimate(asked) <= self.budget:  # a menu without the whole recipe (shares=(0.25,), say)
+        if self.fits(asked):  # a menu without the whole recipe (shares=(0.25,), say)
             said = f"The recipe, {whole}, fits {budget}, but the menu holds only {self.shares} of it"
         else:
             said = f"The recipe, {whole}, would take about {self.estimate(asked) / 60:.1f} min, over {budget}"
-        over = self.estimate(fitted) > self.budget
+        over = not self.fits(fitted)
         return (
             f"{said}: this run trains {fitted.epochs} epochs of {fitted.images_per_epoch} scenes "
             f"({fitted.total_steps} steps, {fitted.images_per_epoch / asked.images_per_epoch:.0%} of the recipe) and "
@@ -211,8 +227,8 @@ class BudgetFit:
                 f"({SPEED_LIMIT:g}x): small costs, spread over your components."
             )
         full_here = self.estimate(self.asked, reference)
-        whole_minutes = math.ceil(self.estimate(self.asked) / 60)
-        if full_here > self.budget:  # even the package's components would not fit: the machine decides
+        whole_minutes = math.ceil(self.estimate(self.asked) / BUDGET_FILLED / 60)
+        if not self.fits(self.asked, reference):  # even the package's components would not fit: the machine decides
             machine = self.machine
             if machine.busy:
                 reasons.append(
@@ -348,7 +364,8 @@ def _largest_that_fits(fit: BudgetFit) -> Recipe:
         candidates = [recipe_share(asked, share) for share in sorted(fit.shares, reverse=True)]
     least = min(asked.val_images, max(asked.shown_images, asked.batch_size))
     for candidate in candidates:
-        left = fit.budget / asked.epochs - candidate.steps_per_epoch * times.step  # per epoch, for validation
+        epoch = BUDGET_FILLED * fit.budget / (WHOLE_RUN_OVER_PROBE * asked.epochs)  # seconds, by the probe's times
+        left = epoch - candidate.steps_per_epoch * times.step  # for validation
         val_images = min(asked.val_images, math.floor(left / max(times.validation_scene, 1e-9)))
         if val_images >= least:
             return replace(candidate, val_images=val_images)

@@ -5,6 +5,7 @@ Tiny recipes (64-px scenes), so that each timed fit takes a few seconds; what th
 BudgetFits built from given times, so that it does not depend on the machine's load.
 """
 
+import math
 import time
 from dataclasses import replace
 
@@ -13,9 +14,11 @@ import torch
 
 from mrcnn_course.model import box_ops
 from mrcnn_course.training.budget import (
+    BUDGET_FILLED,
     REST_OF_STEP,
     SPEED_LIMIT,
     STEP_SHARES,
+    WHOLE_RUN_OVER_PROBE,
     BudgetFit,
     Machine,
     Times,
@@ -67,11 +70,18 @@ def test_a_menu_without_the_whole_recipe_trains_its_share_and_shares_none_any_wh
     assert fit.recipe == replace(RECIPE, images_per_epoch=200) and "the menu holds only (0.25,)" in str(fit)
     slow_machine = Times(step=0.5, validation_scene=0.1, parts={REST_OF_STEP: 0.5})
     free = fitted(slow_machine, None, shares=None)
-    assert (
-        free.estimate(free.recipe)
-        <= 360
-        < free.estimate(replace(free.recipe, images_per_epoch=free.recipe.images_per_epoch + 8))
+    assert free.fits(free.recipe) and not free.fits(
+        replace(free.recipe, images_per_epoch=free.recipe.images_per_epoch + 8)
     )
+
+
+def test_the_estimate_leaves_room_for_the_work_between_epochs():
+    fit = fitted(PACKAGE, PACKAGE)
+    assert fit.fits(fit.recipe) and fit.estimate(fit.recipe) <= BUDGET_FILLED * 360 < 360
+    tight = fitted(PACKAGE, PACKAGE, budget=fit.estimate(RECIPE) / ((1 + BUDGET_FILLED) / 2))
+    assert tight.estimate(RECIPE) < tight.budget and not tight.fits(RECIPE)  # under the budget, not under its margin
+    assert tight.recipe != RECIPE and tight.fits(tight.recipe)  # so validation shrinks
+    assert f"seconds={math.ceil(tight.estimate(RECIPE) / BUDGET_FILLED / 60) * 60}" in str(tight)
 
 
 def test_a_slow_machine_is_named_and_the_learner_is_not_blamed():
@@ -130,7 +140,7 @@ def test_fitting_leaves_the_random_stream_alone():
 
 def test_the_estimate_adds_steps_and_validation_per_epoch():
     fit = BudgetFit(TINY, TINY, Times(0.5, 0.25), None, QUIET, 60, STEP_SHARES)
-    assert fit.estimate(TINY) == pytest.approx(2 * (10 * 0.5 + 8 * 0.25))
+    assert fit.estimate(TINY) == pytest.approx(WHOLE_RUN_OVER_PROBE * 2 * (10 * 0.5 + 8 * 0.25))
     assert fit.time_limit >= 60 and fit.step_ratio == 1.0
 
 
@@ -185,6 +195,9 @@ def test_the_report_says_which_thread_counts_were_timed():
         in (report)
     )
     assert "the fastest here" not in str(fitted(PACKAGE, PACKAGE))  # nothing timed, nothing said
+    assert shared.busy  # fewer threads were faster: other work is on the CPUs
+    assert not replace(shared, threads=2).busy  # more threads kept: the load is this process's own, or harmless
+    assert BUSY.busy and not QUIET.busy  # nothing timed: the load average decides
 
 
 def test_fitting_times_the_thread_counts_and_trains_on_the_one_it_keeps(four_threads):
