@@ -11,7 +11,8 @@ replaced:
     reference_default  the package's nms captured as a default argument, `def nms(..., _f=box_ops.nms)`
 Every other graded cell keeps its full marks. Runtime: about 4 autogradings of lesson 03.
 Below them, without nbgrader: a cell that keeps running at its top level is stopped, and fails only the
-exercises that need what it defines.
+exercises that need what it defines; the references are built once and read back as written. The process
+that runs the learner's code (a fresh fork of one warm runner per notebook) is tested in test_warm_runner.py.
 """
 
 import hashlib
@@ -203,72 +204,6 @@ def test_stopping_three_cells_costs_seconds_not_the_runner_limit(rechecked):
     limit (sealed.RUNNER_SLACK plus the exercises' own limits), which each endless cell used to reach."""
     _, seconds = rechecked
     assert seconds < sealed.RUNNER_SLACK / 2, seconds
-
-
-# ----- warm and fresh: one runner per grading process, a new fork per notebook -----
-# Lesson 03a's setup, box_iou and nms cells with their checks, re-checked without nbgrader.
-ALWAYS_RIGHT = (  # the attacker's patch of the runner it runs in: every outcome the reference's output
-    "from mrcnn_course.teaching.grading import judge, sealed\n"
-    "sealed.run_cases = lambda exercise, fn, cases, forbidden=None: [\n"
-    "    judge.Outcome(judge.OK, exercise.result(exercise.reference_function(), case.args)) for case in cases]\n"
-)
-WRONG_NMS = "def nms(boxes, scores, iou_threshold):\n    return scores.argsort(descending=True)\n"
-SLOW_BOX_IOU = (  # right, but burns 2.5 s of CPU on the speed case's inputs (a training step's: many boxes)
-    "import time\n"
-    "def box_iou(boxes1, boxes2):\n"
-    "    if len(boxes1) * len(boxes2) > 10000:\n"
-    "        end = time.thread_time() + 2.5\n"
-    "        while time.thread_time() < end:\n"
-    "            pass\n"
-    "    top_left = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])\n"
-    "    bottom_right = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])\n"
-    "    sides = (bottom_right - top_left).clamp(min=0)\n"
-    "    intersection = sides[..., 0] * sides[..., 1]\n"
-    "    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])\n"
-    "    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])\n"
-    "    return intersection / (area1[:, None] + area2[None, :] - intersection)\n"
-)
-
-
-def lesson_03a(**sources: str) -> nbformat.NotebookNode:
-    """Lesson 03a's setup, box_iou and nms cells and their checks, with the cells named (by id) replaced."""
-    cells = {c.get("id"): c for c in nbformat.read(ROOT / "solutions" / LESSON / f"{NOTEBOOK}.ipynb", 4).cells}
-    chosen = ["setup", "box-iou", "check-box-iou", "nms", "check-nms"]
-    nb = nbformat.v4.new_notebook(cells=[cells[i] for i in chosen])
-    nb = nbformat.reads(nbformat.writes(nb), 4)  # a copy
-    for cell in nb.cells:
-        cell.source = sources.get(cell.get("id").replace("-", "_"), cell.source)
-    return nb
-
-
-def test_each_notebook_runs_in_a_fresh_fork_of_one_warm_runner(tmp_path):
-    """A notebook that patches the runner it runs in cannot reach the next notebook's: on the same warm runner
-    (no new server), a wrong nms handed in after the attacker's still fails, and the lesson's own passes."""
-    server = sealed.warm_runner()._server.pid
-    sealed.verify_notebook(lesson_03a(nms=ALWAYS_RIGHT + WRONG_NMS), tmp_path)
-    failures = sealed.verify_notebook(lesson_03a(nms=WRONG_NMS), tmp_path)
-    assert list(failures) == ["check-nms"] and "outside your notebook's kernel" in failures["check-nms"]
-    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
-    assert sealed.warm_runner()._server.pid == server
-
-
-def test_a_runner_that_kills_the_warm_runner_fails_only_its_own_notebook(tmp_path):
-    """A notebook whose cell kills the server its runner was forked from fails its own checks; the next notebook
-    is re-checked by a server started again."""
-    kills = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
-    failures = sealed.verify_notebook(lesson_03a(box_iou=kills + "box_iou = None\n"), tmp_path)
-    assert sorted(failures) == ["check-box-iou", "check-nms"] and "the runner stopped" in failures["check-nms"]
-    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
-
-
-def test_a_slow_function_fails_its_speed_case_against_the_runs_reference_time(tmp_path):
-    """box_iou's speed case is timed against the package's time measured once (sealed.reference_for): the lesson's
-    box_iou passes it, a right one that is far too slow fails it, and only that check."""
-    assert sealed.reference_for("box_iou").package_seconds > 0
-    assert sealed.verify_notebook(lesson_03a(), tmp_path) == {}
-    failures = sealed.verify_notebook(lesson_03a(box_iou=SLOW_BOX_IOU), tmp_path)
-    assert list(failures) == ["check-box-iou"], failures
-    assert "speed case" in failures["check-box-iou"] and "slower than the package's" in failures["check-box-iou"]
 
 
 # ----- the references: built once per grading run, handed to the workers in a file -----
