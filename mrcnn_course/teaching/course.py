@@ -501,22 +501,23 @@ def _shown_values(values: dict[str, str]) -> str:
 @contextmanager
 def _warm_here(exercises: set[str]) -> Iterator[None]:
     """Within the block this process grades lessons warm: the references of `exercises` built and the re-check's
-    warm runner (grading/sealed.py) and the kernels' zygote (warm_kernels.py) started, all before any learner's
+    warm runner (grading/warm_runner.py) and the kernels' zygote (warm_kernels.py) started, all before any learner's
     code runs; the runner and the zygote end with it. Nothing of that for quizzes (no exercise): their kernels
     import no torch."""
     if not exercises:
         yield
         return
     from mrcnn_course.teaching.grading import sealed  # torch: only when an exercise is graded
+    from mrcnn_course.teaching.grading.warm_runner import stop_warm_runner, warm_runner
 
     for exercise in sorted(exercises):
         sealed.reference_for(exercise)
-    sealed.warm_runner()
+    warm_runner()
     warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
     try:
         yield
     finally:
-        sealed.stop_warm_runner()
+        stop_warm_runner()
         warm_kernels.stop_zygote()
 
 
@@ -576,9 +577,10 @@ def _start_worker(root: str, jobs: int, references: tuple[Path, str] | None) -> 
     _WORKER_API = course_api(Path(root))
     if references is not None:  # lessons: warm, as in _warm_here (both end with this process)
         from mrcnn_course.teaching.grading import sealed
+        from mrcnn_course.teaching.grading.warm_runner import warm_runner
 
         sealed.load_references(*references)
-        sealed.warm_runner()
+        warm_runner()
         warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
 
 

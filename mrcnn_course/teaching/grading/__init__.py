@@ -41,6 +41,7 @@ How it is built:
     judge.py             expected outputs, running a case under the guard (an Outcome), comparing (a Difference)
     core.py              the check in the learner's kernel: run(), its messages, the `exercise` decorator
     sealed.py            the re-check at autograding, outside the learner's kernel, by the same judge
+    warm_runner.py       the process that runs a learner's code for it: a warm server, a fresh fork per notebook
     guard.py             the reference out of reach, the time limit, the learner's own line
     speed.py             the speed case; hints.py: hint(); learner.py: the learner's components beyond a lesson
 tests/teaching/grading/test_exercise.py picks up every exercise in EXERCISES: the reference passes, torchvision

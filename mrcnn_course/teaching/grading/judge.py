@@ -105,7 +105,7 @@ def switched_off(exercise: Exercise, fn: Callable) -> AbstractContextManager:
 def run_cases(exercise: Exercise, fn: Callable, cases: list[Case], forbidden: set | None = None) -> list[Outcome]:
     """Run fn on a copy of each case's inputs, under the guard and one time limit for all cases; stop after
     the first case on which it does not return normally (its Outcome is the last). `forbidden`: the code
-    objects of the reference (guard.reference_code), if taken before any learner code ran (sealed.py)."""
+    objects of the reference (guard.reference_code), if taken before any learner code ran (warm_runner.py)."""
     name = exercise.component
     reference = exercise.reference_function()
     names = list(inspect.signature(reference).parameters)
