@@ -472,6 +472,8 @@ def _detection_case(
 def _postprocess_cases() -> list[Case]:
     tied = torch.zeros(3, 2)  # softmax of (0, 0): exactly 0.5 for the object class
     tied[2, 1] = 2.0
+    tied_four = torch.zeros(4, 4)  # softmax of four zeros: exactly 0.25 for each class
+    tied_four[1, 3] = 2.0
     at_threshold = Case(
         "a score exactly at the threshold is dropped (strictly greater)",
         (tied, torch.zeros(3, 8), [_proposals(3, 40, 40)], [(40, 40)], 0.5),
@@ -502,6 +504,11 @@ def _postprocess_cases() -> list[Case]:
         ),
         _detection_case("a background-heavy image: few survive", [(64, 64)], 10, 3, 0.6, extra=True),
         _detection_case("three images", [(64, 64), (32, 32), (64, 40)], [7, 3, 9], 3, extra=True),
+        Case(
+            "scores exactly at the threshold 0.25 are dropped, two images",
+            (tied_four, torch.zeros(4, 16), [_proposals(2, 50, 30), _proposals(2, 30, 50)], [(50, 30), (30, 50)], 0.25),
+            extra=True,
+        ),
     ]
 
 

@@ -158,6 +158,7 @@ def _batch_cases() -> list[Case]:
         Case("float64 images: the batch keeps their dtype", ([_image(20, 30).double(), _image(8, 8).double()], 32)),
         Case("size_divisible 64", ([_image(70, 10), _image(20, 129)], 64), extra=True),
         Case("three images", ([_image(32, 32), _image(7, 90), _image(45, 3)], 32), extra=True),
+        Case("float64 images, size_divisible 16", ([_image(17, 40).double(), _image(33, 9).double()], 16), extra=True),
     ]
 
 

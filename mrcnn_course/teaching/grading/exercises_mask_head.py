@@ -208,6 +208,7 @@ def _projection_cases() -> list[Case]:
         _projection_case("a non-square image, 20 RoIs", 4, (50, 90), torch.randint(0, 4, (20,)).tolist(), extra=True),
         _projection_case("RoIs far larger than their objects", 2, (64, 64), [0, 1], jitter=20.0, extra=True),
         _projection_case("56 x 56 targets", 1, (40, 30), [0, 0], side=56, extra=True),
+        _projection_case("four objects, three RoIs matched out of order", 4, (36, 60), [3, 1, 0], extra=True),
     ]
 
 
@@ -388,6 +389,7 @@ def _paste_cases() -> list[Case]:
         _paste_case("a box of less than a pixel", [[10.2, 10.4, 10.6, 10.7]], (20, 20), extra=True),
         _paste_case("14 x 14 masks", [[1.0, 1, 17, 13], [8, 3, 12, 19]], (20, 20), 14, extra=True),
         _paste_case("padding 2", [[3.0, 4, 25, 20]], (30, 30), 28, 2, extra=True),
+        _paste_case("a wide image, two masks", [[30.0, 2, 70, 20], [5.5, 10.25, 20, 26]], (28, 80), extra=True),
     ]
 
 

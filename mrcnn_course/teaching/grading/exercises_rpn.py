@@ -33,6 +33,8 @@ def _cell_cases() -> list[Case]:
         Case("half a pixel rounds to even", ((45,), (1.0,))),
         Case("tall and wide: ratios 4 and 1/4", ((8,), (0.25, 4.0)), extra=True),
         Case("three sizes, one ratio", ((10, 20, 30), (1.0,)), extra=True),
+        Case("three sizes, two ratios: ratio-major order", ((16, 40, 100), (0.5, 1.0)), extra=True),
+        Case("2.5 and 10.5 round to even", ((5, 21), (1.0,)), extra=True),
     ]
 
 
@@ -341,6 +343,15 @@ def _proposal_cases() -> list[Case]:
         _proposal_case("no box survives: all without width", [5, 3], [(64, 64)], 5, 100, tiny=8, extra=True),
         _proposal_case("many overlapping anchors", [200, 50, 12], [(128, 96), (96, 128)], 100, 50, extra=True),
         _proposal_case("min_size 4", [30, 10], [(64, 64)], 20, 100, min_size=4.0, extra=True),
+        _proposal_case(
+            "two images, level 1 repeats level 0: NMS keeps both",
+            [8, 10, 4],
+            [(64, 48), (48, 64)],
+            8,
+            100,
+            repeat=True,
+            extra=True,
+        ),
     ]
 
 

@@ -1,5 +1,6 @@
 """mrcnn_course.teaching.grading.exercise: every registered exercise's checker (the reference passes, torchvision
-agrees with every expected answer, each usual mistake gets its hint), declared once and exported as its check.
+agrees with every expected answer, each usual mistake shows on a visible and a hidden case and gets its hint),
+declared once and exported as its check.
 What a check says (core.py), the guard around the learner's code (guard.py) and the learner's components
 (learner.py) are tested in test_core.py, test_guard.py and test_learner.py."""
 
@@ -13,10 +14,11 @@ from mrcnn_course.model import components, torchvision_ops
 from mrcnn_course.teaching import grading
 from mrcnn_course.teaching.grading import exercise
 from mrcnn_course.teaching.grading.core import has_speed_case
-from mrcnn_course.teaching.grading.judge import build_cases, difference
+from mrcnn_course.teaching.grading.judge import build_cases, compare, difference, expected_outputs, own_components
 
 EXERCISES = list(grading.EXERCISES.values())
 IDS = [e.component for e in EXERCISES]
+EVERY = list(exercise.every_exercise().values())  # the components' and the helpers'
 
 
 def answering(answers):
@@ -58,26 +60,6 @@ def test_torchvision_agrees_with_every_expected_answer(exercise):
         assert compare(expected, got, case) is None, f"case {case.name!r}: {compare(expected, got, case)}"
 
 
-@pytest.mark.parametrize("exercise", EXERCISES, ids=IDS)
-def test_each_usual_mistake_is_caught_with_its_hint(exercise):
-    cases = build_cases(exercise, extra=True)
-    own = exercise.reference_function()
-    rights = [own(*copy.deepcopy(case.args)) for case in cases]
-    for mistake in exercise.mistakes:
-        answers, differs = [], False
-        for case, right in zip(cases, rights):
-            try:
-                wrong = mistake.answer(*copy.deepcopy(case.args))
-            except Exception:  # the mistake does not apply here: answer right
-                wrong = right
-            differs = differs or difference(right, wrong, exercise.atol, exercise.rtol) is not None
-            answers.append(wrong)
-        assert differs, f"no case shows the mistake {mistake.hint!r}"
-        with pytest.raises(AssertionError) as failure:
-            grading.run(exercise, answering(answers), extra=True)
-        assert "your answer is what" in str(failure.value) and words(mistake.hint) in words(str(failure.value))
-
-
 def test_every_exercise_is_declared_once_and_exported_as_its_check():
     """The registry, the stages' __all__ and grading.check_<name> name the same exercises, each with a real
     function (signature and docstring) that a learner's Shift-Tab shows."""
@@ -90,9 +72,6 @@ def test_every_exercise_is_declared_once_and_exported_as_its_check():
         assert list(inspect.signature(check).parameters) == [name, "extra"] and check.__doc__
 
 
-WRITTEN_TWICE = [e for e in EXERCISES if len(exercise.versions(e.writes)) > 1]  # nms and nms_fast, ...
-
-
 def test_a_component_written_twice_is_timed_in_its_fast_version_only():
     assert [e.component for e in exercise.versions("nms")] == ["nms", "nms_fast"]
     assert [e.component for e in exercise.versions("roi_align")] == ["roi_align", "roi_align_fast"]
@@ -103,28 +82,56 @@ def test_a_component_written_twice_is_timed_in_its_fast_version_only():
         assert f"grading.hint({fast.component!r})" in fast.speed_advice()
 
 
-@pytest.mark.parametrize("exercise", WRITTEN_TWICE, ids=[e.component for e in WRITTEN_TWICE])
-def test_each_usual_mistake_of_a_version_shows_on_a_visible_and_a_hidden_case_with_its_hint(exercise):
-    """The catalogue's promise: every mistake fails a visible case (test_visible_cases.py checks that check's
-    message) and a hidden case with other values; here a learner who makes it only on the hidden cases fails
-    the hidden check, with the mistake's hint."""
-    cases = build_cases(exercise, extra=True)
-    own = exercise.reference_function()
-    for mistake in exercise.mistakes:
-        answers, shown = [], set()
-        for case in cases:
-            right = own(*copy.deepcopy(case.args))
+def answer(fn, reference, args: tuple):
+    """What fn gives on these arguments; the reference's answer where fn does not apply (it raises)."""
+    try:
+        return fn(*copy.deepcopy(args))
+    except Exception:
+        return reference(*copy.deepcopy(args))
+
+
+def learner_making(exercise, mistake, cases, as_learner):
+    """A learner who is right on the visible cases and makes `mistake` on the hidden ones."""
+    reference = exercise.reference_function()
+    if exercise.outcome:  # a case compares what the function leaves behind (train_step): each call runs for real
+        calls = iter([as_learner(mistake.answer if case.extra else reference) for case in cases])
+        return lambda *args: next(calls)(*args)
+    with own_components():
+        return answering([answer(mistake.answer if case.extra else reference, reference, case.args) for case in cases])
+
+
+def shown_on(exercise, mistake, cases, expected) -> set[bool]:
+    """The kinds of case (False: visible, True: hidden) on which the mistake's answer fails the comparison."""
+    shown = set()
+    with own_components():
+        for case, right in zip(cases, expected):
             try:
-                wrong = mistake.answer(*copy.deepcopy(case.args))
-            except Exception:  # the mistake does not apply here: answer right
-                wrong = right
-            if difference(right, wrong, exercise.atol, exercise.rtol) is not None:
+                wrong = exercise.result(mistake.answer, copy.deepcopy(case.args))
+            except Exception:  # the mistake does not apply here
+                continue
+            if compare(exercise, case, right, wrong) is not None:
                 shown.add(case.extra)
-            answers.append(wrong if case.extra else right)
+    return shown
+
+
+@pytest.mark.parametrize("exercise", EVERY, ids=[e.component for e in EVERY])
+def test_each_usual_mistake_shows_on_a_visible_and_a_hidden_case_and_the_hidden_check_gives_its_hint(
+    exercise, as_learner
+):
+    """The catalogue's promise, for every exercise: each usual mistake fails a visible case (test_visible_cases.py
+    checks that check's message) and a hidden case with other values, so that an answer that fits only the
+    visible cases loses the hidden ones; a learner who makes it only on the hidden cases fails the hidden check
+    with the mistake's hint."""
+    assert exercise.mistakes, "every exercise catalogues its usual mistakes"
+    cases = build_cases(exercise, extra=True)
+    expected = expected_outputs(exercise, cases)
+    for mistake in exercise.mistakes:
+        shown = shown_on(exercise, mistake, cases, expected)
         assert shown == {False, True}, f"{mistake.hint!r}: shown on a visible and a hidden case? {shown}"
         with pytest.raises(AssertionError) as failure:
-            grading.run(exercise, answering(answers), extra=True)
-        assert words(mistake.hint) in words(str(failure.value))
+            grading.run(exercise, learner_making(exercise, mistake, cases, as_learner), extra=True)
+        message = words(str(failure.value))
+        assert "your answer is what" in message and words(mistake.hint) in message
 
 
 def test_the_fast_version_is_checked_with_every_version_of_its_component_out_of_reach():

@@ -1,37 +1,16 @@
 """Lesson 03b's exercises (grading.exercises_rpn and exercises_matching): rpn_head, match_boxes, sample_balanced
 and rpn_loss, as a learner meets them. test_exercise.py and test_visible_cases.py cover what every exercise
-shares (the reference passes, torchvision agrees, each mistake fails the visible check with its hint)."""
-
-import copy
+shares (the reference passes, torchvision agrees, each mistake fails the visible check with its hint, and
+a hidden case too)."""
 
 import pytest
 import torch
 from conftest import words
 
-from mrcnn_course.model import components, matching, rpn
+from mrcnn_course.model import matching, rpn
 from mrcnn_course.model.maskrcnn import maskrcnn_small
 from mrcnn_course.teaching import grading
-from mrcnn_course.teaching.grading.judge import build_cases, difference
-
-NAMES = ("rpn_head", "match_boxes", "sample_balanced", "rpn_loss")
-MISTAKES = [(name, mistake) for name in NAMES for mistake in grading.EXERCISES[name].mistakes]
-
-
-@pytest.mark.parametrize("name, mistake", MISTAKES, ids=[f"{n}: {m.hint[:40]}" for n, m in MISTAKES])
-def test_each_mistake_is_caught_again_by_a_hidden_case_with_other_values(name, mistake):
-    exercise = grading.EXERCISES[name]
-    own = components.COMPONENTS[name].own
-    hidden = [case for case in build_cases(exercise, extra=True) if case.extra]
-    caught = []
-    for case in hidden:
-        right = own(*copy.deepcopy(case.args))
-        try:
-            wrong = mistake.answer(*copy.deepcopy(case.args))
-        except Exception:  # does not apply to this case
-            continue
-        if difference(right, wrong, exercise.atol, exercise.rtol) is not None:
-            caught.append(case.name)
-    assert caught, f"no hidden case catches {mistake.hint!r}"
+from mrcnn_course.teaching.grading.judge import build_cases
 
 
 class GoodHead(rpn.RPNHead):

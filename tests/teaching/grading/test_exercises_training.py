@@ -3,8 +3,6 @@ evaluation.average_precision (itself equal to pycocotools, tests/training/test_e
 train_step, checked by what a step leaves behind (the losses it returns, the weights after it) against the
 reference step on copies of a tiny model."""
 
-import copy
-
 import pytest
 import torch
 
@@ -53,26 +51,6 @@ def test_a_right_answer_passes_whether_it_returns_a_float_or_a_tensor(capsys):
 
     grading.check_average_precision(as_float, extra=True)
     assert AVERAGE_PRECISION.reference is evaluation.average_precision
-
-
-@pytest.mark.parametrize("mistake", AVERAGE_PRECISION.mistakes, ids=lambda m: m.hint[:30])
-def test_each_usual_ap_mistake_is_caught_with_its_hint_in_the_visible_and_the_hidden_check(mistake, as_learner):
-    for extra in (False, True):
-        with pytest.raises(AssertionError) as failure:
-            grading.check_average_precision(as_learner(mistake.answer), extra=extra)
-        message = " ".join(str(failure.value).split())
-        assert "your answer is what" in message and " ".join(mistake.hint.split()) in message
-
-
-def test_each_usual_ap_mistake_differs_from_the_reference_on_a_hidden_case():
-    """The hidden cases repeat every rule with other values: each mistake shows on one of them too."""
-    hidden = [c for c in build_cases(AVERAGE_PRECISION, extra=True) if c.extra]
-    for mistake in AVERAGE_PRECISION.mistakes:
-        answers = [
-            (evaluation.average_precision(*copy.deepcopy(c.args)), float(mistake.answer(*copy.deepcopy(c.args))))
-            for c in hidden
-        ]
-        assert any(abs(right - wrong) > 1e-6 for right, wrong in answers), mistake.hint
 
 
 def test_an_answer_of_the_wrong_kind_is_explained():
