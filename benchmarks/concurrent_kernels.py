@@ -6,7 +6,7 @@
 On a JupyterHub node many learners' kernels share the cores: the normal case for a class. Each kernel here is
 a fresh Python process, held to the same --cpus CPUs (its affinity), that trains the capstone's model as the
 capstone does (the package's components, the course's recipe, a batch of 8 scenes) for --steps steps after one
-untimed step, with torch's thread count set by one of three policies:
+untimed step, with torch's thread count set by one of four policies:
 
     package  what importing the package chooses: distributed.cpus_available() (affinity and cgroup quota)
     one      one thread per kernel (OMP_NUM_THREADS=1)

@@ -172,19 +172,22 @@ class BudgetFit:
         return "\n".join(line for line in lines if line)
 
     def _measured(self, reference: Times) -> str:
-        machine = self.machine
-        said = (
-            f"Timed here (load {machine.load:.1f} on {machine.cpus} CPUs; torch on {_threads(machine.threads)}"
-            f"{_thread_choice(machine)}): the reference's training step takes {reference.step:.2f} s and validating "
-            f"a scene {reference.validation_scene:.2f} s"
-        )
+        """What was timed: the step and a validated scene, yours beside the package's; how torch's threads were
+        chosen, when other counts were timed."""
         if self.learner is None:
-            return said + "."
-        speed = "the same speed" if self.step_ratio <= SAME_SPEED else f"{self.step_ratio:.2f}x the reference's"
-        return (
-            f"{said}; with your components and train_step, alternated with it on the same batches, "
-            f"{self.learner.step:.2f} s ({speed}) and {self.learner.validation_scene:.2f} s."
-        )
+            said = (
+                f"Timed on this machine: a training step of the package's model takes {reference.step:.2f} s and "
+                f"validating a scene {reference.validation_scene:.2f} s."
+            )
+        else:
+            speed = "the same speed" if self.step_ratio <= SAME_SPEED else f"{self.step_ratio:.2f}x the package's"
+            said = (
+                f"Timed on this machine, taking turns on the same batches: a training step takes "
+                f"{self.learner.step:.2f} s with your components and train_step and {reference.step:.2f} s with "
+                f"the package's ({speed}); validating a scene {self.learner.validation_scene:.2f} s and "
+                f"{reference.validation_scene:.2f} s."
+            )
+        return "\n".join(line for line in (said, _thread_choice(self.machine)) if line)
 
     def _decided(self) -> str:
         asked, fitted = self.asked, self.recipe
@@ -232,9 +235,9 @@ class BudgetFit:
             machine = self.machine
             if machine.busy:
                 reasons.append(
-                    f"The machine is busy: load {machine.load:.1f} on {machine.cpus} CPUs, and torch's "
-                    f"{_threads(machine.threads)} {'wait' if machine.threads > 1 else 'waits'} for them. Run it when "
-                    f"the machine is quieter, or give it more time."
+                    f"This machine is busy: other programs want its {machine.cpus} CPUs too (a load average of "
+                    f"{machine.load:.1f} over the last minute), so each step waits its turn. That is the machine, "
+                    f"not your code: run it when the machine is quieter, or give it more time."
                 )
             else:
                 reasons.append(
@@ -242,7 +245,8 @@ class BudgetFit:
                     f"components would need about {full_here / 60:.1f} min for the whole recipe here."
                 )
             reasons.append(
-                f"For the whole recipe, give it the time: fit_to_budget(recipe, seconds={whole_minutes * 60}, ...)."
+                f"For the whole recipe, give it the time: fit_to_budget(recipe, seconds={whole_minutes * 60}, ...) "
+                f"trains all of it, in about {self.estimate(self.asked) / 60:.0f} min here."
             )
         return reasons
 
@@ -256,13 +260,16 @@ def _threads(count: int) -> str:
 
 
 def _thread_choice(machine: Machine) -> str:
-    """Why torch runs on machine.threads, when choose_threads timed other counts: ", faster here than ..."."""
-    others = {threads: seconds for threads, seconds in machine.tried.items() if threads != machine.threads}
-    if not others or machine.threads not in machine.tried:
+    """How torch's thread count was chosen, when choose_threads timed several ("" otherwise)."""
+    if len(machine.tried) < 2 or machine.threads not in machine.tried:
         return ""
-    against = ", ".join(f"{seconds:.2f} s on {_threads(threads)}" for threads, seconds in sorted(others.items()))
-    shared = ", as the CPUs are shared" if machine.threads < max(machine.tried) else ""
-    return f", the fastest here: {machine.tried[machine.threads]:.2f} s a step against {against}{shared}"
+    timed = ", ".join(
+        f"{_threads(threads)} took {seconds:.2f} s a step" for threads, seconds in sorted(machine.tried.items())
+    )
+    said = f"torch splits each step over threads, and here {timed}: it uses {machine.threads}"
+    if machine.busy:
+        return f"{said} (other programs share the {machine.cpus} CPUs, and more threads wait for them)."
+    return f"{said}."
 
 
 def choose_threads(run_step: Callable[[], object], steps: int = THREAD_PROBE_STEPS) -> dict[int, float]:

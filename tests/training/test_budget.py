@@ -91,7 +91,8 @@ def test_a_slow_machine_is_named_and_the_learner_is_not_blamed():
     assert "Your components" not in report and "Your step" not in report and "busy" not in report
     assert "fit_to_budget(recipe, seconds=" in report  # what to do
     busy = str(fitted(slow_machine, slow_machine, BUSY))
-    assert "The machine is busy: load 3.0 on 2 CPUs" in busy and "Your components" not in busy
+    assert "This machine is busy: other programs want its 2 CPUs too (a load average of 3.0" in busy
+    assert "not your code" in busy and "Your components" not in busy
 
 
 def test_a_component_over_the_speed_limit_is_named_only_when_it_costs_steps():
@@ -191,10 +192,12 @@ def test_the_report_says_which_thread_counts_were_timed():
     shared = replace(QUIET, load=2.1, threads=1, tried={2: 0.89, 1: 0.51})
     report = str(fitted(PACKAGE, PACKAGE, shared))
     assert (
-        "torch on 1 thread, the fastest here: 0.51 s a step against 0.89 s on 2 threads, as the CPUs are shared)"
-        in (report)
+        "torch splits each step over threads, and here 1 thread took 0.51 s a step, 2 threads took 0.89 s a step: it "
+        "uses 1 (other programs share the 2 CPUs, and more threads wait for them)." in report
     )
-    assert "the fastest here" not in str(fitted(PACKAGE, PACKAGE))  # nothing timed, nothing said
+    free = str(fitted(PACKAGE, PACKAGE, replace(shared, threads=2)))
+    assert "it uses 2." in free and "other programs" not in free
+    assert "torch splits" not in str(fitted(PACKAGE, PACKAGE))  # nothing timed, nothing said
     assert shared.busy  # fewer threads were faster: other work is on the CPUs
     assert not replace(shared, threads=2).busy  # more threads kept: the load is this process's own, or harmless
     assert BUSY.busy and not QUIET.busy  # nothing timed: the load average decides
@@ -204,4 +207,4 @@ def test_fitting_times_the_thread_counts_and_trains_on_the_one_it_keeps(four_thr
     fit = fit_to_budget(TINY, seconds=600)
     assert set(fit.machine.tried) == {4, 2, 1}
     assert fit.machine.threads == torch.get_num_threads() and fit.machine.threads in fit.machine.tried
-    assert f"torch on {fit.machine.threads} thread" in str(fit)
+    assert f": it uses {fit.machine.threads}" in str(fit)

@@ -148,9 +148,9 @@ def test_the_comparison_is_with_the_reference_trained_alike_or_says_why_there_is
     monkeypatch.setattr(pretrained, "reference_figures", lambda r: figures if r == recipe else None)
     assert ": level (within 0.02)" in compare_with_reference(yours, recipe, recipe.epochs, HELD_OUT_SCENES)
     below = compare_with_reference({"mask_map50": 0.90}, recipe, recipe.epochs, HELD_OUT_SCENES)
-    assert "0.040 below" in below and "plug_into_model" in below
+    assert "0.040 below" in below and "grading.load_components((name, ...))" in below
     assert "0.030 above" in compare_with_reference({"mask_map50": 0.97}, recipe, recipe.epochs, HELD_OUT_SCENES)
     short = recipe_share(Recipe(), 0.25)  # 225 steps
     figures["steps"] = short.total_steps
     monkeypatch.setattr(pretrained, "reference_figures", lambda r: figures)
-    assert "still learning fast" in compare_with_reference(yours, short, short.epochs, HELD_OUT_SCENES)
+    assert "still improving fast" in compare_with_reference(yours, short, short.epochs, HELD_OUT_SCENES)
