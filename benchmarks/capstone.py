@@ -11,7 +11,7 @@ saves nothing and trains a short run), as a learner who finished every lesson wo
 are the learner's components here. It prints what fit_to_budget measured and decided (the package's steps and
 the solutions' in turns), the training time against the budget, the components that ran, and the table: the
 solutions' model against the reference trained by the same recipe (and the shipped model). Exits with 1 if
-the training ran over the budget, or if the model is not level with the reference (held-out mask mAP@0.5
+the training ran more than 5% over the budget, or if the model is not level with the reference (held-out mask mAP@0.5
 within pretrained.LEVEL) when the recipe has the reference's figures.
 """
 
@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ["01_input_image", "02_backbone", "03_rpn", "04_roi_align", "05_box_head", "06_mask_head"]
 CAPSTONE = ROOT / "solutions" / "07_training" / "07b_capstone.ipynb"
 FIT_CALL = "fit_to_budget(recipe, train_step=step, components=mine)"  # the capstone's call, as written
+# the budget is a target, not a wall (train()'s backstop is 1.5x the estimate, so that no epoch is cut): the estimate
+# rests on a few timed steps, which vary by 10% or more from step to step, so a run may end a few percent over it
+OVERRUN_ALLOWED = 1.05
 
 
 def run(notebook: nbformat.NotebookNode, folder: Path, env: dict[str, str]) -> float:
@@ -99,7 +102,9 @@ def main() -> int:
     level = ": level" in verdict or "no fair comparison" in verdict or "not one of them" in verdict
     if not level:
         print(f"not level with the reference trained alike (within {LEVEL})")
-    return 0 if training_seconds <= args.seconds and level else 1
+    if training_seconds > OVERRUN_ALLOWED * args.seconds:
+        print(f"over the budget by more than {OVERRUN_ALLOWED - 1:.0%}: fit_to_budget's estimate was too low")
+    return 0 if training_seconds <= OVERRUN_ALLOWED * args.seconds and level else 1
 
 
 if __name__ == "__main__":
