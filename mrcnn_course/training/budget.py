@@ -36,7 +36,7 @@ import torch
 from mrcnn_course.model.components import COMPONENTS, NAMES, using
 from mrcnn_course.model.maskrcnn import MaskRCNN
 from mrcnn_course.training import training_step
-from mrcnn_course.training.distributed import cpus_available
+from mrcnn_course.training.distributed import cpus_available, threads_chosen_by_user
 from mrcnn_course.training.pretrained import load_pretrained_small, rough_comparison, small_model
 from mrcnn_course.training.recipe import Recipe, epoch_scenes, optimizer_for, recipe_scenes
 from mrcnn_course.training.training_step import GradientLimit, step_batch
@@ -51,8 +51,8 @@ NOTICEABLE = 0.05  # of the reference's step: a component's extra time below thi
 SAME_SPEED = 1.15  # a step ratio up to this is the same speed: alternated steps differ by this much on a busy machine
 PROBE_STEPS = 3  # timed steps per model and side, after one untimed step (the first pays for memory allocation)
 PROBE_IMAGES = 8  # validation scenes timed per model and side
-# whole runs (the capstone's, the live demo's) took this many times what the mean of a new and a trained model
-# predicts: the models in between, half-trained, are slower than both ends
+# whole runs (the capstone's, the live demo's) took this many times what the mean of a new and a trained model's
+# step predicts (1.07-1.18x in benchmarks/TUNING.md's runs; the timed steps themselves vary by as much)
 WHOLE_RUN_OVER_PROBE = 1.1
 # of the budget that the estimate may fill; the rest absorbs what train() does after each epoch besides validating
 # (the trace, a checkpoint, the viewer's drawing) and the estimate's noise, so that the time limit cuts no epoch
@@ -280,7 +280,7 @@ def choose_threads(run_step: Callable[[], object], steps: int = THREAD_PROBE_STE
     untimed one, and a count is kept only when its median step is FEWER_THREADS_GAIN times faster than the
     more threads' best; the descent stops at the first count that is not."""
     start = torch.get_num_threads()
-    if start <= 1 or "OMP_NUM_THREADS" in os.environ:
+    if start <= 1 or threads_chosen_by_user():
         return {}
     counts = [start]
     while counts[-1] > 1:
@@ -370,8 +370,8 @@ def _largest_that_fits(fit: BudgetFit) -> Recipe:
     else:
         candidates = [recipe_share(asked, share) for share in sorted(fit.shares, reverse=True)]
     least = min(asked.val_images, max(asked.shown_images, asked.batch_size))
+    epoch = BUDGET_FILLED * fit.budget / (WHOLE_RUN_OVER_PROBE * asked.epochs)  # seconds, by the timed steps
     for candidate in candidates:
-        epoch = BUDGET_FILLED * fit.budget / (WHOLE_RUN_OVER_PROBE * asked.epochs)  # seconds, by the probe's times
         left = epoch - candidate.steps_per_epoch * times.step  # for validation
         val_images = min(asked.val_images, math.floor(left / max(times.validation_scene, 1e-9)))
         if val_images >= least:

@@ -150,10 +150,16 @@ def cpus_available() -> int:
     return max(1, min(cpus, int(quota))) if quota is not None else cpus
 
 
+def threads_chosen_by_user() -> bool:
+    """Whether the OMP_NUM_THREADS variable chose torch's thread count (autograding's workers and
+    `OMP_NUM_THREADS=1 jupyter lab` do): the course then leaves the count alone."""
+    return bool(os.environ.get("OMP_NUM_THREADS"))
+
+
 def use_available_cpus() -> int:
-    """Set torch's thread count to cpus_available() (unless the OMP_NUM_THREADS variable chose one, as
-    autograding's workers and `OMP_NUM_THREADS=1 jupyter lab` do) and return the count torch uses."""
-    if not os.environ.get("OMP_NUM_THREADS"):
+    """Set torch's thread count to cpus_available() (unless threads_chosen_by_user()) and return the count torch
+    uses."""
+    if not threads_chosen_by_user():
         torch.set_num_threads(cpus_available())
     return torch.get_num_threads()
 
