@@ -508,17 +508,25 @@ def _warm_here(exercises: set[str]) -> Iterator[None]:
         yield
         return
     from mrcnn_course.teaching.grading import sealed  # torch: only when an exercise is graded
-    from mrcnn_course.teaching.grading.warm_runner import stop_warm_runner, warm_runner
+    from mrcnn_course.teaching.grading.warm_runner import stop_warm_runner
 
     for exercise in sorted(exercises):
         sealed.reference_for(exercise)
-    warm_runner()
-    warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
+    _start_warm()
     try:
         yield
     finally:
         stop_warm_runner()
         warm_kernels.stop_zygote()
+
+
+def _start_warm() -> None:
+    """Start the re-check's warm runner (grading/warm_runner.py) and the lesson kernels' zygote (warm_kernels.py),
+    before any learner's code runs."""
+    from mrcnn_course.teaching.grading.warm_runner import warm_runner  # torch: only when an exercise is graded
+
+    warm_runner()
+    warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
 
 
 def _nothing_found(
@@ -577,11 +585,9 @@ def _start_worker(root: str, jobs: int, references: tuple[Path, str] | None) -> 
     _WORKER_API = course_api(Path(root))
     if references is not None:  # lessons: warm, as in _warm_here (both end with this process)
         from mrcnn_course.teaching.grading import sealed
-        from mrcnn_course.teaching.grading.warm_runner import warm_runner
 
         sealed.load_references(*references)
-        warm_runner()
-        warm_kernels.start_zygote(nbgrader_steps.AUTOGRADING_ENV)
+        _start_warm()
 
 
 def _grade_in_worker(submission: tuple[str, str]) -> Outcome:
